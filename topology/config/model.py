@@ -1,0 +1,149 @@
+"""The validated configuration: immutable plain data, passed down whole.
+
+Everything downstream (graph, plan, runtime) reads these classes, never the
+YAML dicts. Durations are seconds (float), defaults are already applied, and
+every name referenced is known to exist: the loader guarantees it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+
+__all__ = [
+    "DEFAULT_ACK_GRACE",
+    "DEFAULT_BATCH",
+    "DEFAULT_CONSUMERS",
+    "DEFAULT_RETRY",
+    "DEFAULT_START",
+    "RedisSpec",
+    "RetryPolicy",
+    "SinkSpec",
+    "SourceSpec",
+    "StreamRef",
+    "StreamSpec",
+    "Topology",
+]
+
+DEFAULT_ACK_GRACE = 20.0
+DEFAULT_BATCH = 256
+DEFAULT_CONSUMERS = 1
+DEFAULT_START = "newest"
+
+
+def _frozen(mapping: Mapping[str, object] | None = None) -> Mapping:
+    return MappingProxyType(dict(mapping or {}))
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Exponential backoff for a handler that raises: ``backoff * 2**(attempt-1)``, capped."""
+
+    max_attempts: int = 5
+    backoff: float = 0.1
+    max_backoff: float = 30.0
+
+    def delay(self, attempt: int) -> float:
+        """Seconds to wait before attempt ``attempt + 1`` (``attempt`` counts from 1)."""
+        return min(self.backoff * (2 ** max(attempt - 1, 0)), self.max_backoff)
+
+
+DEFAULT_RETRY = RetryPolicy()
+
+
+@dataclass(frozen=True)
+class RedisSpec:
+    """Where the deployment's Redis is. ``url=None`` means the embedded server."""
+
+    url: str | None = None
+    prefix: str = "pulse"  # stream key prefix: pulse:stream:<name>, as goa.design/pulse
+
+
+@dataclass(frozen=True)
+class StreamSpec:
+    name: str
+    max_len: int | None = None
+    ttl: float | None = None
+    topics: tuple[str, ...] = ()  # declared topics (documentation and rendering)
+
+
+@dataclass(frozen=True)
+class StreamRef:
+    """A stream a sink reads, with an optional start position overriding the sink's."""
+
+    name: str
+    start: str | None = None
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    name: str
+    handler: str  # "module:attribute" of a (async) generator function
+    stream: str
+    topic: str | None = None  # default topic of what it yields
+
+
+@dataclass(frozen=True)
+class SinkSpec:
+    name: str
+    streams: tuple[StreamRef, ...]
+    handler: str  # "module:attribute"
+    topic: str | None = None
+    topic_pattern: str | None = None
+    matcher: str | None = None  # "module:attribute" of a callable Event -> bool
+    consumers: int = DEFAULT_CONSUMERS
+    outputs: tuple[str, ...] = ()
+    start: str = DEFAULT_START
+    ack_grace: float = DEFAULT_ACK_GRACE
+    batch: int = DEFAULT_BATCH
+    retry: RetryPolicy = DEFAULT_RETRY
+    dead_letter: str | None = None
+
+    @property
+    def stream_names(self) -> tuple[str, ...]:
+        return tuple(ref.name for ref in self.streams)
+
+    def start_of(self, stream: str) -> str:
+        """Start position of the sink's group on ``stream``."""
+        for ref in self.streams:
+            if ref.name == stream and ref.start is not None:
+                return ref.start
+        return self.start
+
+
+@dataclass(frozen=True)
+class Topology:
+    """A whole validated config file.
+
+    ``path`` is the file it came from: its folder is importable for handlers and
+    the embedded server keeps its data beside it. ``Topology.empty()`` is where
+    every start begins: the runtime applies the plan from empty to the config.
+    """
+
+    name: str
+    version: int = 1
+    allow_cycles: bool = False
+    redis: RedisSpec = RedisSpec()
+    streams: Mapping[str, StreamSpec] = field(default_factory=_frozen)
+    sources: Mapping[str, SourceSpec] = field(default_factory=_frozen)
+    sinks: Mapping[str, SinkSpec] = field(default_factory=_frozen)
+    path: Path | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("streams", "sources", "sinks"):
+            value = getattr(self, name)
+            if not isinstance(value, MappingProxyType):
+                object.__setattr__(self, name, _frozen(value))
+
+    @classmethod
+    def empty(cls, name: str = "", path: Path | None = None) -> Topology:
+        return cls(name=name, path=path)
+
+    @property
+    def base_dir(self) -> Path | None:
+        return self.path.parent if self.path is not None else None
+
+    def actor_count(self) -> int:
+        return sum(sink.consumers for sink in self.sinks.values())

@@ -1,0 +1,1 @@
+"""The engine at run time: applies plans to running actors and sources."""

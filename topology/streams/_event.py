@@ -1,0 +1,63 @@
+"""An event read from a stream."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timezone
+from typing import Any
+
+__all__ = ["Event"]
+
+
+class Event:
+    """One stream entry as a sink or a reader delivers it.
+
+    ``payload`` is the raw bytes of field ``p``; ``text()`` and ``json()`` decode
+    it. ``fields`` holds any extra entry fields (engine metadata such as the
+    attempt count); pulse ignores them and so may you. ``ack()`` acknowledges
+    the event on its sink's consumer group (a no-op for readers).
+    """
+
+    __slots__ = ("_acker", "fields", "id", "name", "payload", "sink_name", "stream_name", "topic")
+
+    def __init__(
+        self,
+        id: str,
+        name: str,
+        payload: bytes,
+        *,
+        stream_name: str,
+        topic: str | None = None,
+        sink_name: str | None = None,
+        fields: dict[bytes, bytes] | None = None,
+        acker: Callable[[Event], Awaitable[None]] | None = None,
+    ) -> None:
+        self.id = id
+        self.name = name
+        self.payload = payload
+        self.stream_name = stream_name
+        self.topic = topic
+        self.sink_name = sink_name
+        self.fields = fields
+        self._acker = acker
+
+    @property
+    def created_at(self) -> datetime:
+        """When the event was added: the millisecond part of its entry id."""
+        ms = int(self.id.split("-", 1)[0])
+        return datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
+
+    def text(self) -> str:
+        return self.payload.decode("utf-8")
+
+    def json(self) -> Any:
+        return json.loads(self.payload)
+
+    async def ack(self) -> None:
+        if self._acker is not None:
+            await self._acker(self)
+
+    def __repr__(self) -> str:
+        topic = f" topic={self.topic!r}" if self.topic else ""
+        return f"<Event {self.stream_name}/{self.id} {self.name!r}{topic} {len(self.payload)}B>"
