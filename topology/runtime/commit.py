@@ -1,0 +1,190 @@
+"""Forward + ack in one server-side step: the heart of the exactly-once effect.
+
+One Lua script per batch does, for every input event the actor handled:
+
+1. check that the event is still pending on *this* consumer (``XPENDING key
+   group id id 1 consumer``). If the ack grace passed and another consumer
+   claimed it, this actor's outputs for it must not land: the other consumer
+   will write them. Such events are returned as conflicts and left alone;
+2. ``XADD`` its outputs (pulse's fields ``n``/``p``/``t``, ``MAXLEN ~`` and
+   ``MINID ~`` trimming per the output stream's options) — or its dead letter;
+3. ``XACK`` it and ``HDEL`` its failed-attempts counter.
+
+Redis runs a script without interleaving other commands, and the client dying
+does not stop a script that started. So a ``kill -9`` of the worker at any
+moment leaves each event either fully committed or still pending with none of
+its outputs written; its redelivery then writes them once. Retrying a commit
+whose reply was lost is safe for the same reason: the already-acked events are
+no longer pending, so the retry treats them as conflicts and writes nothing.
+
+A script that fails half-way does not roll back what it already wrote, so
+everything that can fail (wrong key types) is checked before the first write.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from topology.config.model import StreamSpec
+from topology.streams import Event
+
+__all__ = ["COMMIT_SCRIPT", "Add", "Committer", "Entry"]
+
+#: KEYS[1] = attempts hash, KEYS[2..] = every stream key touched (inputs, outputs,
+#: dead letter). ARGV = group, consumer, nstreams, then per stream key
+#: (name, maxlen or "", minid or ""), then nentries, then per entry
+#: (stream index, id, nadds, then per add (stream index, nfields, fields...)).
+#: Stream indexes are 1-based into KEYS[2..]. Returns the 0-based indexes of
+#: the entries not owned by this consumer (conflicts), whose adds were skipped.
+COMMIT_SCRIPT = r"""
+local group, consumer = ARGV[1], ARGV[2]
+local nstreams = tonumber(ARGV[3])
+local names, maxlens, minids = {}, {}, {}
+local a = 4
+for i = 1, nstreams do
+  local t = redis.call('TYPE', KEYS[i + 1])['ok']
+  if t ~= 'stream' and t ~= 'none' then
+    return redis.error_reply('WRONGTYPE ' .. KEYS[i + 1] .. ' is a ' .. t .. ', not a stream')
+  end
+  names[i] = ARGV[a]; maxlens[i] = ARGV[a + 1]; minids[i] = ARGV[a + 2]
+  a = a + 3
+end
+local has_attempts = redis.call('EXISTS', KEYS[1]) == 1
+local nentries = tonumber(ARGV[a]); a = a + 1
+local conflicts = {}
+local acks = {}
+local trim = {}
+for e = 1, nentries do
+  local si = tonumber(ARGV[a]); local id = ARGV[a + 1]; local nadds = tonumber(ARGV[a + 2])
+  a = a + 3
+  local key = KEYS[si + 1]
+  local ok, pending = pcall(redis.call, 'XPENDING', key, group, id, id, 1, consumer)
+  if ok and #pending > 0 then
+    for j = 1, nadds do
+      local oi = tonumber(ARGV[a]); local nf = tonumber(ARGV[a + 1]); a = a + 2
+      local args = {'XADD', KEYS[oi + 1]}
+      if maxlens[oi] ~= '' then
+        args[3] = 'MAXLEN'; args[4] = '~'; args[5] = maxlens[oi]
+      end
+      args[#args + 1] = '*'
+      for f = 0, nf - 1 do args[#args + 1] = ARGV[a + f] end
+      a = a + nf
+      redis.call(unpack(args))
+      if minids[oi] ~= '' then trim[oi] = true end
+    end
+    local ids = acks[si]
+    if ids == nil then ids = {}; acks[si] = ids end
+    ids[#ids + 1] = id
+    if has_attempts then redis.call('HDEL', KEYS[1], names[si] .. '/' .. id) end
+  else
+    for j = 1, nadds do a = a + 2 + tonumber(ARGV[a + 1]) end
+    conflicts[#conflicts + 1] = e - 1
+  end
+end
+for si, ids in pairs(acks) do
+  for i = 1, #ids, 1000 do
+    redis.call('XACK', KEYS[si + 1], group, unpack(ids, i, math.min(i + 999, #ids)))
+  end
+end
+for oi, _ in pairs(trim) do
+  redis.call('XTRIM', KEYS[oi + 1], 'MINID', '~', minids[oi])
+end
+return conflicts
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Add:
+    """One entry to add to ``stream`` in the commit: flat ``fields`` (``n``, name, ``p``, ...)."""
+
+    stream: str
+    fields: Sequence[Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """An input event and what its commit writes (its outputs, or its dead letter)."""
+
+    event: Event
+    adds: Sequence[Add] = ()
+
+
+def attempts_field(stream: str, entry_id: str) -> str:
+    """Field of the attempts hash for one event: ``<stream>/<entry id>``."""
+    return f"{stream}/{entry_id}"
+
+
+class Committer:
+    """Runs :data:`COMMIT_SCRIPT` for one consumer of one sink.
+
+    ``streams`` is looked up at each commit (a callable), so a reload that
+    changes an output's ``max_len``/``ttl`` applies to the next batch.
+    """
+
+    def __init__(
+        self,
+        redis: Any,
+        *,
+        group: str,
+        consumer: str,
+        attempts_key: str,
+        stream_key: Callable[[str], str],
+        streams: Callable[[], Mapping[str, StreamSpec]],
+    ) -> None:
+        self.redis = redis
+        self.group = group
+        self.consumer = consumer
+        self.attempts_key = attempts_key
+        self._stream_key = stream_key
+        self._streams = streams
+        # register_script: EVALSHA, and SCRIPT LOAD on NOSCRIPT (a restarted server).
+        self._script = redis.register_script(COMMIT_SCRIPT)
+
+    def build(self, entries: Sequence[Entry]) -> tuple[list[str], list[Any]]:
+        """KEYS and ARGV of the script for ``entries`` (separate for tests and for reuse)."""
+        index: dict[str, int] = {}
+        order: list[str] = []
+
+        def idx(stream: str) -> int:
+            i = index.get(stream)
+            if i is None:
+                order.append(stream)
+                i = index[stream] = len(order)
+            return i
+
+        body: list[Any] = [len(entries)]
+        for entry in entries:
+            event = entry.event
+            body.append(idx(event.stream_name))
+            body.append(event.id)
+            body.append(len(entry.adds))
+            for add in entry.adds:
+                body.append(idx(add.stream))
+                body.append(len(add.fields))
+                body.extend(add.fields)
+        specs = self._streams()
+        head: list[Any] = [self.group, self.consumer, len(order)]
+        now_ms: int | None = None
+        for name in order:
+            spec = specs.get(name)
+            maxlen = "" if spec is None or spec.max_len is None else spec.max_len
+            minid: Any = ""
+            if spec is not None and spec.ttl is not None:
+                if now_ms is None:
+                    import time
+
+                    now_ms = int(time.time() * 1000)
+                minid = max(0, now_ms - int(spec.ttl * 1000))
+            head += [name, maxlen, minid]
+        keys = [self.attempts_key, *(self._stream_key(name) for name in order)]
+        return keys, head + body
+
+    async def commit(self, entries: Sequence[Entry]) -> list[int]:
+        """Commit ``entries`` in one round trip; returns indexes of conflicting entries."""
+        if not entries:
+            return []
+        keys, args = self.build(entries)
+        reply = await self._script(keys=keys, args=args)
+        return [int(i) for i in reply or ()]
