@@ -1,0 +1,127 @@
+"""The one place that turns ``"module:attribute"`` strings into callables.
+
+Validation and the runtime both go through :func:`import_callable` so that a
+config that validates is a config that runs, and the hot reload (``reload=True``)
+re-reads handler code exactly the way the first start read it.
+
+The config file's folder is importable. Two configs in different folders may
+both have a ``handlers.py``: a module already imported from another folder is
+dropped from ``sys.modules`` and imported again from this config's folder,
+rather than silently handing back the other folder's functions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import importlib.util
+import re
+import sys
+from collections.abc import Callable
+from difflib import get_close_matches
+from importlib.machinery import PathFinder
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+__all__ = ["REF_PATTERN", "CallableImportError", "import_callable"]
+
+#: What a reference looks like; the JSON Schema carries the same pattern.
+_DOTTED = r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*"
+REF_PATTERN = f"^{_DOTTED}:{_DOTTED}$"
+_REF = re.compile(REF_PATTERN)
+
+
+class CallableImportError(Exception):
+    """A reference that does not name a callable; the message says why, in one line."""
+
+
+def _same_file(module: ModuleType, origin: str | None) -> bool:
+    current = getattr(module, "__file__", None)
+    if current is None or origin is None:
+        return False
+    try:
+        return Path(current).resolve() == Path(origin).resolve()
+    except OSError:
+        return False
+
+
+def _forget(top: str) -> None:
+    """Drop ``top`` and its submodules so the next import reads them from disk again."""
+    for name in [n for n in sys.modules if n == top or n.startswith(top + ".")]:
+        del sys.modules[name]
+
+
+def _drop_bytecode(module: ModuleType) -> None:
+    # A .pyc is trusted when the source's mtime (whole seconds) and size match: an
+    # edit within the same second that keeps the size would reload stale code.
+    origin = getattr(module, "__file__", None)
+    if not origin or not origin.endswith(".py"):
+        return
+    with contextlib.suppress(OSError, ValueError, NotImplementedError):
+        Path(importlib.util.cache_from_source(origin)).unlink(missing_ok=True)
+
+
+def _import_module(module_name: str, base_dir: Path | None, reload: bool) -> ModuleType:
+    top = module_name.split(".", 1)[0]
+    if base_dir is not None:
+        folder = str(Path(base_dir).resolve())
+        if folder in sys.path:
+            sys.path.remove(folder)
+        sys.path.insert(0, folder)  # this config's folder wins over another config's
+        importlib.invalidate_caches()
+        spec = PathFinder.find_spec(top, [folder])
+        loaded = sys.modules.get(top)
+        if spec is not None and loaded is not None and not _same_file(loaded, spec.origin):
+            _forget(top)
+    if reload:
+        importlib.invalidate_caches()
+        existing = sys.modules.get(module_name)
+        if existing is not None:
+            _drop_bytecode(existing)
+            return importlib.reload(existing)
+    return importlib.import_module(module_name)
+
+
+def import_callable(ref: str, base_dir: Path | None, *, reload: bool = False) -> Callable[..., Any]:
+    """The callable ``ref`` (``"package.module:attr.sub"``) names.
+
+    ``base_dir`` (the config file's folder) is put first on ``sys.path``.
+    ``reload=True`` re-executes the module (hot reload picks up edited handlers).
+    Raises :class:`CallableImportError` with the underlying message — never lets
+    an exception from the user's module escape as a traceback.
+    """
+    if not isinstance(ref, str) or not _REF.match(ref):
+        raise CallableImportError(f"{ref!r} is not a 'module:attribute' reference")
+    module_name, attr_path = ref.split(":", 1)
+    try:
+        module = _import_module(module_name, base_dir, reload)
+    except ImportError as exc:
+        raise CallableImportError(f"cannot import module {module_name!r}: {exc}") from None
+    except SyntaxError as exc:
+        where = f" ({Path(exc.filename).name}, line {exc.lineno})" if exc.filename else ""
+        raise CallableImportError(
+            f"cannot import module {module_name!r}: SyntaxError: {exc.msg}{where}"
+        ) from None
+    except (Exception, SystemExit) as exc:  # user code: anything may go wrong at import
+        raise CallableImportError(
+            f"cannot import module {module_name!r}: {type(exc).__name__}: {exc}"
+        ) from None
+    target: Any = module
+    walked = module_name
+    for part in attr_path.split("."):
+        try:
+            target = getattr(target, part)
+        except AttributeError:
+            names = [n for n in dir(target) if not n.startswith("_")]
+            close = get_close_matches(part, names, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise CallableImportError(f"{walked!r} has no attribute {part!r}{hint}") from None
+        except Exception as exc:  # a property or module __getattr__ that raises
+            raise CallableImportError(
+                f"cannot get {part!r} from {walked!r}: {type(exc).__name__}: {exc}"
+            ) from None
+        walked = f"{walked}:{part}" if walked == module_name else f"{walked}.{part}"
+    if not callable(target):
+        raise CallableImportError(f"{ref!r} is not callable (it is a {type(target).__name__})")
+    return target

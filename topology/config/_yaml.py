@@ -1,0 +1,237 @@
+"""YAML to plain data, remembering where every key and value was written.
+
+PyYAML's ``safe_load`` drops the marks and silently keeps the last of two
+duplicate keys. Here the document is composed with a ``SafeLoader`` subclass
+(safe tags only: no Python objects are ever built) and then walked by hand, so
+that each value's and each key's line and column survive, duplicates are
+reported, and ``${VAR}`` substitution happens per scalar, at its location.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import yaml
+
+from topology.config._problems import NodePath
+from topology.config._substitute import substitute
+
+__all__ = ["Document", "LocatedLoader", "Raw", "parse"]
+
+#: Nodes visited at most: alias bombs ("billion laughs") stop here, with an error.
+MAX_NODES = 100_000
+
+_PLAIN = (str, int, float, bool, type(None))
+
+
+class LocatedLoader(yaml.SafeLoader):
+    """SafeLoader whose nodes we walk ourselves (see module docstring)."""
+
+
+@dataclass
+class Raw:
+    """A problem found while reading: a 0-based mark, turned into a Problem by the caller."""
+
+    line: int
+    col: int
+    path: NodePath
+    message: str
+    severity: Literal["error", "warning"] = "error"
+
+
+@dataclass
+class Document:
+    """Plain data (dicts, lists, scalars) plus 1-based ``(line, col)`` per node path."""
+
+    data: Any
+    values: dict[NodePath, tuple[int, int]] = field(default_factory=dict)
+    keys: dict[NodePath, tuple[int, int]] = field(default_factory=dict)
+
+    def where(self, path: NodePath) -> tuple[int, int]:
+        """Where the value at ``path`` starts (or its nearest located parent)."""
+        path = tuple(path)
+        while path not in self.values and path:
+            path = path[:-1]
+        return self.values.get(path, (1, 1))
+
+    def where_key(self, path: NodePath) -> tuple[int, int]:
+        """Where the key that names ``path`` is written (the value's place for list items)."""
+        path = tuple(path)
+        return self.keys.get(path) or self.where(path)
+
+
+def _pos(mark: yaml.Mark | None) -> tuple[int, int]:
+    if mark is None:
+        return (1, 1)
+    return (mark.line + 1, mark.column + 1)
+
+
+class _Builder:
+    def __init__(self, loader: LocatedLoader, env: Mapping[str, str]) -> None:
+        self.loader = loader
+        self.env = env
+        self.doc = Document(data=None)
+        self.problems: list[Raw] = []
+        self.visited = 0
+        self.stack: set[int] = set()
+
+    def problem(self, pos: tuple[int, int], path: NodePath, message: str) -> None:
+        self.problems.append(Raw(pos[0], pos[1], path, message))
+
+    def build(self, node: yaml.Node, path: NodePath) -> Any:
+        self.visited += 1
+        if self.visited > MAX_NODES:
+            raise _TooBig(node)
+        pos = _pos(node.start_mark)
+        self.doc.values.setdefault(path, pos)
+        if isinstance(node, yaml.ScalarNode):
+            return self.scalar(node, path, pos)
+        if id(node) in self.stack:
+            self.problem(pos, path, "recursive alias: a node contains itself")
+            return None
+        self.stack.add(id(node))
+        try:
+            if isinstance(node, yaml.SequenceNode):
+                return [self.build(item, (*path, i)) for i, item in enumerate(node.value)]
+            return self.mapping(node, path, pos)
+        finally:
+            self.stack.discard(id(node))
+
+    def scalar(self, node: yaml.ScalarNode, path: NodePath, pos: tuple[int, int]) -> Any:
+        value = node.value
+        tag = node.tag
+        if tag == "tag:yaml.org,2002:str" and "$" in value:
+            new, errors = substitute(value, self.env)
+            one_line = node.start_mark.line == node.end_mark.line
+            shift = 0 if node.style is None else 1  # past the opening quote
+            for offset, message in errors:
+                col = (
+                    pos[1] + shift + offset
+                    if one_line and node.style in (None, "'", '"')
+                    else pos[1]
+                )
+                self.problem((pos[0], col), path, message)
+            if new != value and node.style is None:
+                # A plain scalar becomes what its substituted text would have been:
+                # `batch: ${BATCH:-256}` is the integer 256, as if written so.
+                tag = self.loader.resolve(yaml.ScalarNode, new, (True, False))
+            value = new
+        try:
+            result = self.loader.construct_object(
+                yaml.ScalarNode(tag, value, node.start_mark, node.end_mark), deep=True
+            )
+        except yaml.MarkedYAMLError as exc:
+            self.problem(_pos(exc.problem_mark or node.start_mark), path, _yaml_message(exc))
+            return None
+        except (ValueError, TypeError, OverflowError) as exc:  # e.g. bad !!binary / !!timestamp
+            self.problem(pos, path, f"invalid {tag.rsplit(':', 1)[-1]} value: {exc}")
+            return None
+        if not isinstance(result, _PLAIN):  # timestamps, binary, sets...: keep the text
+            return value
+        return result
+
+    def mapping(
+        self, node: yaml.MappingNode, path: NodePath, pos: tuple[int, int]
+    ) -> dict[str, Any]:
+        seen: dict[str, tuple[int, int]] = {}
+        for key_node, _ in node.value:
+            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
+                key_pos = _pos(key_node.start_mark)
+                if key_node.value in seen:
+                    first = seen[key_node.value]
+                    self.problem(
+                        key_pos,
+                        (*path, key_node.value),
+                        f"duplicate key {key_node.value!r} (first at line {first[0]})",
+                    )
+                else:
+                    seen[key_node.value] = key_pos
+        try:
+            self.loader.flatten_mapping(node)  # `<<: *defaults` merge keys
+        except yaml.MarkedYAMLError as exc:
+            self.problem(_pos(exc.problem_mark or node.start_mark), path, _yaml_message(exc))
+            return {}
+        out: dict[str, Any] = {}
+        for key_node, value_node in node.value:
+            if not isinstance(key_node, yaml.ScalarNode):
+                self.problem(
+                    _pos(key_node.start_mark), path, "a mapping key must be a plain string"
+                )
+                continue
+            key = key_node.value  # the text as written: `on:` and `1:` are names, not bool/int
+            child = (*path, key)
+            if key in out:  # duplicate: reported above; keep the first
+                continue
+            self.doc.keys[child] = _pos(key_node.start_mark)
+            out[key] = self.build(value_node, child)
+        return out
+
+
+class _TooBig(Exception):
+    def __init__(self, node: yaml.Node) -> None:
+        self.node = node
+
+
+def _yaml_message(exc: yaml.MarkedYAMLError) -> str:
+    parts = [p for p in (exc.context, exc.problem) if p]
+    text = ", ".join(parts) or "invalid YAML"
+    marks = exc.context_mark is not None and exc.problem_mark is not None
+    if marks and exc.context and exc.context_mark.line != exc.problem_mark.line:  # type: ignore[union-attr]
+        text = f"{exc.problem} ({exc.context} at line {exc.context_mark.line + 1})"
+    return f"invalid YAML: {text}"
+
+
+def parse(text: str, env: Mapping[str, str]) -> tuple[Document, list[Raw]]:
+    """Compose and walk ``text``; YAML syntax errors come back as problems, never raised."""
+    try:
+        loader = LocatedLoader(text)
+    except yaml.YAMLError as exc:  # the reader rejects control characters up front
+        line, col = _reader_pos(exc, text)
+        return Document(data=None), [Raw(line, col, (), f"invalid YAML: {_reader_message(exc)}")]
+    try:
+        try:
+            node = loader.get_single_node()
+        except yaml.MarkedYAMLError as exc:
+            mark = exc.problem_mark or exc.context_mark
+            line, col = _pos(mark)
+            return Document(data=None), [Raw(line, col, (), _yaml_message(exc))]
+        except yaml.YAMLError as exc:  # reader errors (bad characters) carry a position
+            line, col = _reader_pos(exc, text)
+            return Document(data=None), [
+                Raw(line, col, (), f"invalid YAML: {_reader_message(exc)}")
+            ]
+        if node is None:
+            return Document(data=None, values={(): (1, 1)}), []
+        builder = _Builder(loader, env)
+        try:
+            builder.doc.data = builder.build(node, ())
+        except _TooBig as big:
+            line, col = _pos(big.node.start_mark)
+            return Document(data=None), [
+                Raw(line, col, (), f"document too large: more than {MAX_NODES} nodes (alias bomb?)")
+            ]
+        except RecursionError:
+            return Document(data=None), [Raw(1, 1, (), "document nested too deeply")]
+        return builder.doc, builder.problems
+    finally:
+        loader.dispose()
+
+
+def _reader_pos(exc: yaml.YAMLError, text: str) -> tuple[int, int]:
+    position = getattr(exc, "position", None)
+    if not isinstance(position, int):
+        return (1, 1)
+    before = text[:position]
+    line = before.count("\n") + 1
+    col = position - (before.rfind("\n") + 1) + 1
+    return (line, col)
+
+
+def _reader_message(exc: yaml.YAMLError) -> str:
+    if isinstance(exc, yaml.reader.ReaderError):
+        char = exc.character
+        code = f"#x{char:04x}" if isinstance(char, int) else repr(char)
+        return f"unacceptable character {code}: {exc.reason}"
+    return str(exc).splitlines()[0]
