@@ -1,0 +1,343 @@
+"""What sinks and readers share: the local buffer, the on-demand read loop, decoding.
+
+Reads happen on demand, never in a background prefetch task: ``read_batch``
+serves from the local buffer and, only when it is empty, issues one blocking
+read over all current streams. A consumer therefore holds only what it asked
+for (exact backpressure for the engine). ``add_stream``/``remove_stream``/``close``
+cancel the in-flight read: redis.asyncio drops a connection whose command was
+cancelled and the pool hands out a fresh one, so the change takes effect at
+once instead of after ``block`` seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import re
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from redis.exceptions import BusyLoadingError, ResponseError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from topology.streams._event import Event
+from topology.streams._position import validate_start
+
+if TYPE_CHECKING:
+    from topology.streams._connection import Connection
+    from topology.streams._stream import Stream
+
+__all__ = ["RETRYABLE_ERRORS", "Consumer", "decode_fields", "is_nogroup"]
+
+log = logging.getLogger("topology.streams")
+
+#: Errors after which a read is retried with backoff: the server is away or starting.
+RETRYABLE_ERRORS: tuple[type[BaseException], ...] = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    BusyLoadingError,
+    OSError,
+    asyncio.TimeoutError,
+)
+
+BACKOFF_FIRST = 0.05
+BACKOFF_CAP = 2.0
+
+
+def is_nogroup(exc: BaseException) -> bool:
+    return isinstance(exc, ResponseError) and str(exc).startswith("NOGROUP")
+
+
+def decode_fields(
+    flat: list[bytes], stream_name: str, entry_id: str
+) -> tuple[str, bytes, str | None, dict[bytes, bytes] | None]:
+    """``(name, payload, topic, extra fields)`` of a raw entry ``[f1, v1, f2, v2, ...]``.
+
+    The two shapes pulse and this library write (``n p`` and ``n p t``) take the
+    fast path; anything else (other field order, extra engine fields, missing
+    or undecodable fields) goes through :func:`_decode_slow`, which never raises.
+    """
+    try:
+        size = len(flat)
+        if size == 4 and flat[0] == b"n" and flat[2] == b"p":
+            return flat[1].decode(), flat[3], None, None
+        if size == 6 and flat[0] == b"n" and flat[2] == b"p" and flat[4] == b"t":
+            return flat[1].decode(), flat[3], flat[5].decode(), None
+    except (UnicodeDecodeError, AttributeError):
+        pass
+    return _decode_slow(flat, stream_name, entry_id)
+
+
+def _decode_slow(
+    flat: Any, stream_name: str, entry_id: str
+) -> tuple[str, bytes, str | None, dict[bytes, bytes] | None]:
+    problems: list[str] = []
+    fields: dict[bytes, bytes] = {}
+    try:
+        items = list(flat)
+        for i in range(0, len(items) - 1, 2):
+            key, value = items[i], items[i + 1]
+            fields[_as_bytes(key)] = _as_bytes(value)
+        if len(items) % 2:
+            problems.append("odd number of field items")
+    except TypeError:
+        problems.append(f"unreadable fields {flat!r:.80}")
+    raw_name = fields.pop(b"n", None)
+    raw_payload = fields.pop(b"p", None)
+    raw_topic = fields.pop(b"t", None)
+    if raw_name is None:
+        problems.append("no event name (field n)")
+        name = ""
+    else:
+        name = _decode_text(raw_name, "name", problems)
+    if raw_payload is None:
+        problems.append("no payload (field p)")
+        payload = b""
+    else:
+        payload = raw_payload
+    topic = None if raw_topic is None else _decode_text(raw_topic, "topic", problems)
+    if problems:
+        log.warning(
+            "malformed entry %s on stream %r: %s; delivered with what could be decoded",
+            entry_id, stream_name, "; ".join(problems),
+        )
+    return name, payload, topic, fields or None
+
+
+def _as_bytes(value: Any) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode("utf-8", "surrogateescape")
+    return str(value).encode()
+
+
+def _decode_text(raw: bytes, what: str, problems: list[str]) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        problems.append(f"{what} is not UTF-8")
+        return raw.decode("utf-8", "replace")
+
+
+def build_filter(
+    topic: str | None,
+    topic_pattern: str | None,
+    matcher: Callable[[Event], bool] | None,
+) -> Callable[[Event], bool] | None:
+    """The predicate an event must satisfy, or None to accept everything.
+
+    Checked at creation so an invalid regex is a clear error there, not a
+    failure on the first event.
+    """
+    given = [x for x in (topic, topic_pattern, matcher) if x is not None]
+    if len(given) > 1:
+        raise ValueError("give at most one of topic, topic_pattern and matcher")
+    if topic is not None:
+        wanted = topic
+        return lambda event: event.topic == wanted
+    if topic_pattern is not None:
+        try:
+            compiled = re.compile(topic_pattern)
+        except re.error as exc:
+            raise ValueError(f"invalid topic_pattern {topic_pattern!r}: {exc}") from None
+        fullmatch = compiled.fullmatch
+        return lambda event: fullmatch(event.topic or "") is not None
+    if matcher is not None:
+        if not callable(matcher):
+            raise ValueError(f"matcher must be callable, got {type(matcher).__name__}")
+        user_matcher = matcher
+
+        def guarded(event: Event) -> bool:
+            # A matcher that raises must not drop the event silently nor kill the
+            # sink: log it and deliver (the handler gets to decide).
+            try:
+                return bool(user_matcher(event))
+            except Exception:
+                log.exception("matcher %r raised on %r; delivering the event", user_matcher, event)
+                return True
+
+        return guarded
+    return None
+
+
+class Consumer:
+    """Base of :class:`Sink` and :class:`Reader`: buffer, read loop, stream set."""
+
+    def __init__(
+        self,
+        conn: Connection,
+        *,
+        start: str,
+        block: float,
+        count: int,
+        buffer: int,
+        accept: Callable[[Event], bool] | None,
+    ) -> None:
+        validate_start(start)
+        if block < 0:
+            raise ValueError(f"block must be >= 0 seconds, got {block}")
+        if count < 1:
+            raise ValueError(f"count must be >= 1, got {count}")
+        if buffer < 1:
+            raise ValueError(f"buffer must be >= 1, got {buffer}")
+        self.conn = conn
+        self.start = start
+        self.block = block
+        self.count = count
+        self.buffer = buffer
+        self._accept = accept
+        self._streams: dict[str, Stream] = {}
+        self._names_by_key: dict[bytes, str] = {}
+        self._buffer: deque[Event] = deque()
+        self._read_task: asyncio.Future[Any] | None = None
+        self._wake = asyncio.Event()
+        self._closed = False
+        self._failures = 0
+        self._block_ms = int(block * 1000)
+
+    # -- stream set ------------------------------------------------------------------
+
+    @property
+    def streams(self) -> tuple[str, ...]:
+        """Names of the streams currently read."""
+        return tuple(self._streams)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def _set_stream(self, stream: Stream) -> None:
+        self._streams[stream.name] = stream
+        self._names_by_key[stream.key.encode()] = stream.name
+        self._interrupt()
+
+    def _unset_stream(self, stream: Stream) -> bool:
+        if self._streams.pop(stream.name, None) is None:
+            return False
+        self._names_by_key.pop(stream.key.encode(), None)
+        self._interrupt()
+        return True
+
+    def _interrupt(self) -> None:
+        """Make the current (or next) wait return now: the stream set or buffer changed."""
+        self._wake.set()
+        task = self._read_task
+        if task is not None and not task.done():
+            task.cancel()
+
+    # -- reading ---------------------------------------------------------------------
+
+    async def read_batch(self, max_events: int | None = None) -> list[Event]:
+        """The next events (at least one), waiting as needed; ``[]`` once closed."""
+        if max_events is not None and max_events < 1:
+            raise ValueError(f"max_events must be >= 1, got {max_events}")
+        buf = self._buffer
+        while not self._closed:
+            if buf:
+                if max_events is None or max_events >= len(buf):
+                    batch = list(buf)
+                    buf.clear()
+                    return batch
+                return [buf.popleft() for _ in range(max_events)]
+            await self._fill()
+        return []
+
+    def __aiter__(self) -> Consumer:
+        return self
+
+    async def __anext__(self) -> Event:
+        buf = self._buffer
+        while not self._closed:
+            if buf:
+                return buf.popleft()
+            await self._fill()
+        raise StopAsyncIteration
+
+    async def _fill(self) -> None:
+        """One read (or one wait) that may add events to the buffer."""
+        self._wake.clear()
+        if not self._streams:
+            await self._wake.wait()
+            return
+        task = asyncio.ensure_future(self._read())
+        self._read_task = task
+        try:
+            await asyncio.wait((task,))
+        except asyncio.CancelledError:
+            task.cancel()
+            raise
+        finally:
+            self._read_task = None
+        if task.cancelled() or self._closed:
+            return  # interrupted: the caller loops with the new state
+        exc = task.exception()
+        if exc is None:
+            if self._failures:
+                log.info("%s: reading again after %d failed attempts", self, self._failures)
+                self._failures = 0
+            try:
+                await self._ingest(task.result())
+            except RETRYABLE_ERRORS as err:  # e.g. the XACK of unmatched events
+                await self._retry_later(err)
+            return
+        if is_nogroup(exc):
+            try:
+                await self._recover_lost_group(exc)
+            except RETRYABLE_ERRORS as err:
+                await self._retry_later(err)
+            return
+        if isinstance(exc, RETRYABLE_ERRORS):
+            await self._retry_later(exc)
+            return
+        raise exc
+
+    async def _retry_later(self, exc: BaseException) -> None:
+        """Jittered exponential backoff (50 ms -> 2 s), cut short by a change or close."""
+        self._failures += 1
+        delay = min(BACKOFF_CAP, BACKOFF_FIRST * 2 ** (self._failures - 1))
+        delay *= random.uniform(0.5, 1.0)
+        if self._failures == 1 or self._failures % 20 == 0:
+            log.warning("%s: read failed (%s: %s); retrying (attempt %d)",
+                        self, type(exc).__name__, exc, self._failures)
+        self._wake.clear()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), delay)
+
+    async def _read(self) -> Any:
+        raise NotImplementedError
+
+    async def _ingest(self, reply: Any) -> None:
+        raise NotImplementedError
+
+    async def _recover_lost_group(self, exc: BaseException) -> None:
+        raise exc
+
+    # -- closing ---------------------------------------------------------------------
+
+    async def close(self) -> None:
+        """Stop reading; returns at once whatever ``block`` is. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._buffer.clear()
+        self._interrupt()
+
+    async def __aenter__(self) -> Consumer:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+def entries_of(reply: Any) -> Any:
+    """``(key, entries)`` pairs of an XREAD/XREADGROUP reply, RESP2 (list) or RESP3 (map)."""
+    if reply is None:
+        return ()
+    if isinstance(reply, dict):
+        return reply.items()
+    return reply

@@ -1,0 +1,348 @@
+"""``Sink``: one member of a consumer group spread over one or more streams."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import uuid
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from redis.exceptions import ResponseError
+
+from topology.streams._consumer import (
+    RETRYABLE_ERRORS,
+    Consumer,
+    build_filter,
+    decode_fields,
+    entries_of,
+    is_nogroup,
+)
+from topology.streams._event import Event
+from topology.streams._position import parse_start, validate_start
+
+if TYPE_CHECKING:
+    from topology.streams._connection import Connection
+    from topology.streams._stream import Stream
+
+__all__ = ["Sink"]
+
+log = logging.getLogger("topology.streams")
+
+#: Release the claim lease only if this instance still holds it.
+RELEASE_LEASE_SCRIPT = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+#: Remove a consumer only if it has nothing pending, checked atomically: deleting
+#: a consumer drops its pending entries, so a consumer that just received events
+#: between our XINFO and the delete must be left alone.
+DELETE_IDLE_CONSUMER_SCRIPT = """
+if #redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2]) == 0 then
+  return redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
+end
+return -1
+"""
+
+#: A consumer with nothing pending and idle for this many ack grace periods is stale.
+STALE_AFTER_GRACES = 3
+
+
+def _consumer_name() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+class Sink(Consumer):
+    """A member of consumer group ``name`` on each of its streams.
+
+    Every instance with the same name shares the events (each goes to one of
+    them); different names each get every event. Events this sink delivers are
+    pending on consumer :attr:`consumer` of group :attr:`name` until acked.
+    Un-acked events are re-claimed after ``ack_grace`` seconds by one instance
+    (the holder of the claim lease) and delivered again. Events the filter does
+    not match are acked at once (pulse leaves them pending forever).
+    """
+
+    def __init__(
+        self,
+        conn: Connection,
+        name: str,
+        *,
+        start: str = "newest",
+        block: float = 5.0,
+        count: int = 1000,
+        buffer: int = 1000,
+        ack_grace: float = 20.0,
+        topic: str | None = None,
+        topic_pattern: str | None = None,
+        matcher: Callable[[Event], bool] | None = None,
+        no_ack: bool = False,
+    ) -> None:
+        if not name:
+            raise ValueError("a sink needs a name")
+        if ack_grace <= 0:
+            raise ValueError(f"ack_grace must be > 0 seconds, got {ack_grace}")
+        super().__init__(
+            conn, start=start, block=block, count=count, buffer=buffer,
+            accept=build_filter(topic, topic_pattern, matcher),
+        )
+        self.name = name
+        self.consumer = _consumer_name()
+        self.ack_grace = ack_grace
+        self.no_ack = no_ack
+        self.topic = topic
+        self.topic_pattern = topic_pattern
+        self._starts: dict[str, str] = {}
+        self._last_ids: dict[str, str] = {}
+        self._acker = None if no_ack else self._ack_one
+        redis = conn.redis
+        self._release_lease = redis.register_script(RELEASE_LEASE_SCRIPT)
+        self._delete_idle_consumer = redis.register_script(DELETE_IDLE_CONSUMER_SCRIPT)
+        self._lease_key = conn.keys.claim_lease(name)
+        self._claim_task: asyncio.Task[None] | None = None
+        self.claimed = 0  # events this instance re-claimed from idle consumers (stats)
+
+    def __repr__(self) -> str:
+        return f"<Sink {self.name!r} consumer={self.consumer!r} streams={list(self._streams)}>"
+
+    # -- stream set ------------------------------------------------------------------
+
+    async def add_stream(self, stream: Stream, *, start: str | None = None) -> None:
+        """Read ``stream`` too, from now on (interrupts a blocking read).
+
+        A group that does not exist yet is created at ``start`` (default: the
+        sink's start); an existing group keeps its position, so re-adding a
+        removed stream resumes after the last event delivered to the group.
+        """
+        if self._closed:
+            raise RuntimeError(f"{self!r} is closed")
+        position = validate_start(start if start is not None else self.start)
+        await self._create_group(stream.key, parse_start(position))
+        self._starts[stream.name] = position
+        self._set_stream(stream)
+        if self._claim_task is None and not self.no_ack:
+            self._claim_task = asyncio.ensure_future(self._claim_loop())
+
+    async def remove_stream(self, stream: Stream) -> None:
+        """Stop reading ``stream`` (interrupts a blocking read).
+
+        The consumer group and its position stay: other instances and a later
+        ``add_stream`` carry on from there. Never ``XGROUP DESTROY``.
+        """
+        self._unset_stream(stream)
+
+    async def _create_group(self, key: str, group_start: str) -> bool:
+        try:
+            await self.conn.redis.execute_command(
+                "XGROUP", "CREATE", key, self.name, group_start, "MKSTREAM"
+            )
+        except ResponseError as exc:
+            if str(exc).startswith("BUSYGROUP"):
+                return False
+            raise
+        return True
+
+    async def _recover_lost_group(self, exc: BaseException) -> None:
+        """Re-create groups lost on the server (flush, restart without persistence)."""
+        log.warning(
+            "sink %r: consumer group missing on the server (%s); re-creating it and resuming",
+            self.name, exc,
+        )
+        for name, stream in list(self._streams.items()):
+            last = self._last_ids.get(name)
+            position = last if last is not None else parse_start(self._starts.get(name, self.start))
+            if await self._create_group(stream.key, position):
+                log.warning(
+                    "sink %r: re-created group on stream %r at %s", self.name, name, position
+                )
+
+    # -- reading ---------------------------------------------------------------------
+
+    async def _read(self) -> Any:
+        keys = [s.key for s in self._streams.values()]
+        args: list[Any] = [
+            b"XREADGROUP", "GROUP", self.name, self.consumer,
+            "COUNT", min(self.count, self.buffer), "BLOCK", self._block_ms,
+        ]
+        if self.no_ack:
+            args.append("NOACK")
+        args.append("STREAMS")
+        args.extend(keys)
+        args.extend([">"] * len(keys))
+        # The command name as bytes skips redis-py's reply parsing (a dict per
+        # entry): we decode the raw lists ourselves, once.
+        return await self.conn.redis.execute_command(*args)
+
+    async def _ingest(self, reply: Any) -> None:
+        unmatched = self._to_events(entries_of(reply), self._buffer, track=True)
+        if unmatched:
+            await self._ack_unmatched(unmatched)
+
+    def _to_events(
+        self, items: Any, out: Any, *, track: bool, skip: set[tuple[str, str]] | None = None
+    ) -> dict[str, list[str]] | None:
+        """Decode raw entries into ``out``; returns unmatched ids by stream (to ack)."""
+        accept = self._accept
+        acker = self._acker
+        sink_name = self.name
+        names = self._names_by_key
+        unmatched: dict[str, list[str]] | None = None
+        for key, entries in items:
+            if not entries:
+                continue
+            stream_name = names.get(key) or self._name_of_key(key)
+            for raw_id, flat in entries:
+                if flat is None:  # deleted while pending (XREADGROUP history)
+                    continue
+                entry_id = raw_id.decode()
+                if skip is not None and (stream_name, entry_id) in skip:
+                    continue
+                name, payload, topic, extra = decode_fields(flat, stream_name, entry_id)
+                event = Event(
+                    entry_id, name, payload, stream_name=stream_name, topic=topic,
+                    sink_name=sink_name, fields=extra, acker=acker,
+                )
+                if accept is None or accept(event):
+                    out.append(event)
+                elif acker is not None:
+                    if unmatched is None:
+                        unmatched = {}
+                    unmatched.setdefault(stream_name, []).append(entry_id)
+            if track:
+                self._last_ids[stream_name] = entries[-1][0].decode()
+        return unmatched
+
+    def _name_of_key(self, key: Any) -> str:
+        text = key.decode() if isinstance(key, bytes) else str(key)
+        marker = f"{self.conn.keys.prefix}:stream:"
+        return text[len(marker):] if text.startswith(marker) else text
+
+    async def _ack_unmatched(self, unmatched: dict[str, list[str]]) -> None:
+        await self._xack(unmatched)
+
+    # -- acking ----------------------------------------------------------------------
+
+    async def _ack_one(self, event: Event) -> None:
+        await self.conn.redis.execute_command(
+            "XACK", self.conn.stream_key(event.stream_name), self.name, event.id
+        )
+
+    async def ack_many(self, events: Sequence[Event]) -> None:
+        """Acknowledge ``events`` with one XACK per stream, in one round trip."""
+        if self.no_ack or not events:
+            return
+        by_stream: dict[str, list[str]] = {}
+        for event in events:
+            ids = by_stream.get(event.stream_name)
+            if ids is None:
+                by_stream[event.stream_name] = [event.id]
+            else:
+                ids.append(event.id)
+        await self._xack(by_stream)
+
+    async def _xack(self, by_stream: dict[str, list[str]]) -> None:
+        redis = self.conn.redis
+        if len(by_stream) == 1:
+            ((name, ids),) = by_stream.items()
+            await redis.execute_command("XACK", self.conn.stream_key(name), self.name, *ids)
+            return
+        pipe = redis.pipeline(transaction=False)
+        for name, ids in by_stream.items():
+            pipe.execute_command("XACK", self.conn.stream_key(name), self.name, *ids)
+        await pipe.execute()
+
+    # -- claiming (at-least-once) --------------------------------------------------------
+
+    async def _claim_loop(self) -> None:
+        """Every ack_grace/2, re-claim events idle over ack_grace (one instance at a time)."""
+        interval = self.ack_grace / 2
+        while not self._closed:
+            await asyncio.sleep(interval)  # a period, not a synchronisation
+            if self._closed or not self._streams:
+                continue
+            try:
+                await self.claim_once()
+            except RETRYABLE_ERRORS as exc:
+                log.debug("sink %r: claim pass skipped: %s", self.name, exc)
+            except ResponseError as exc:
+                if not is_nogroup(exc):  # a lost group is the read loop's to re-create
+                    log.warning("sink %r: claim pass failed: %s", self.name, exc)
+            except Exception:
+                log.exception("sink %r: claim pass failed", self.name)
+
+    async def claim_once(self) -> int:
+        """One claim pass if this instance gets the lease; returns the events claimed."""
+        redis = self.conn.redis
+        lease_ms = max(1, int(self.ack_grace * 1000))
+        if not await redis.set(self._lease_key, self.consumer, nx=True, px=lease_ms):
+            return 0
+        try:
+            claimed: list[Event] = []
+            unmatched_all: dict[str, list[str]] = {}
+            skip = {(e.stream_name, e.id) for e in self._buffer}
+            min_idle = int(self.ack_grace * 1000)
+            for stream in list(self._streams.values()):
+                cursor: Any = "0-0"
+                while True:
+                    room = self.buffer - len(self._buffer) - len(claimed)
+                    if room <= 0:
+                        break
+                    reply = await redis.execute_command(
+                        b"XAUTOCLAIM", stream.key, self.name, self.consumer, min_idle, cursor,
+                        "COUNT", min(room, self.count),
+                    )
+                    cursor, entries = reply[0], reply[1]
+                    unmatched = self._to_events(
+                        ((stream.key.encode(), entries),), claimed, track=False, skip=skip
+                    )
+                    for name, ids in (unmatched or {}).items():
+                        unmatched_all.setdefault(name, []).extend(ids)
+                    if cursor in (b"0-0", "0-0"):
+                        break
+                await self._remove_stale_consumers(stream.key)
+            if unmatched_all:
+                await self._xack(unmatched_all)
+            if claimed and not self._closed:
+                log.info("sink %r: claimed %d idle events", self.name, len(claimed))
+                self.claimed += len(claimed)
+                self._buffer.extend(claimed)
+                self._interrupt()
+            return len(claimed)
+        finally:
+            with contextlib.suppress(*RETRYABLE_ERRORS):
+                await self._release_lease(keys=[self._lease_key], args=[self.consumer])
+
+    async def _remove_stale_consumers(self, key: str) -> None:
+        """Drop consumers of the group with nothing pending, idle for 3 x ack_grace."""
+        redis = self.conn.redis
+        stale_ms = STALE_AFTER_GRACES * self.ack_grace * 1000
+        for info in await redis.xinfo_consumers(key, self.name):
+            name = info.get("name") if "name" in info else info.get(b"name")
+            pending = info.get("pending", info.get(b"pending", 1))
+            idle = info.get("idle", info.get(b"idle", 0))
+            if isinstance(name, bytes):
+                name = name.decode()
+            if name == self.consumer or int(pending) != 0 or int(idle) <= stale_ms:
+                continue
+            removed = await self._delete_idle_consumer(keys=[key], args=[self.name, name])
+            if removed != -1:
+                log.info("sink %r: removed stale consumer %r", self.name, name)
+
+    # -- closing ---------------------------------------------------------------------
+
+    async def close(self) -> None:
+        """Stop at once; un-acked and buffered events stay pending for the other instances."""
+        if self._closed:
+            return
+        await super().close()
+        task = self._claim_task
+        if task is not None and not task.done():
+            task.cancel()
+            # Give the cancellation a moment to unwind, never more than a few ms.
+            await asyncio.wait((task,), timeout=0.05)

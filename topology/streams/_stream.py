@@ -1,0 +1,188 @@
+"""Producing side: ``Stream`` and ``Topic``."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+from topology.streams._payload import encode_payload
+
+if TYPE_CHECKING:
+    from topology.streams._connection import Connection
+    from topology.streams._event import Event
+    from topology.streams._reader import Reader
+    from topology.streams._sink import Sink
+
+__all__ = ["Stream", "Topic"]
+
+
+class Stream:
+    """A Redis stream with pulse's wire format: fields ``n``, ``p`` and ``t`` (only when set).
+
+    ``max_len`` trims approximately (``XADD MAXLEN ~``); ``ttl`` (seconds) trims
+    entries older than that (``MINID ~ now-ttl``). With both, the XADD carries
+    MAXLEN and an XTRIM MINID follows in the same round trip.
+    """
+
+    __slots__ = ("conn", "key", "max_len", "name", "ttl")
+
+    def __init__(
+        self, conn: Connection, name: str, *, max_len: int | None = None, ttl: float | None = None
+    ) -> None:
+        if not name:
+            raise ValueError("a stream needs a name")
+        if max_len is not None and max_len < 0:
+            raise ValueError(f"max_len must be >= 0, got {max_len}")
+        if ttl is not None and ttl <= 0:
+            raise ValueError(f"ttl must be > 0 seconds, got {ttl}")
+        self.conn = conn
+        self.name = name
+        self.key = conn.stream_key(name)
+        self.max_len = max_len
+        self.ttl = ttl
+
+    # -- producing -----------------------------------------------------------------
+
+    def _trim_args(self) -> list[Any]:
+        if self.max_len is not None:
+            return ["MAXLEN", "~", self.max_len]
+        if self.ttl is not None:
+            return ["MINID", "~", self._min_id()]
+        return []
+
+    def _min_id(self) -> int:
+        assert self.ttl is not None
+        return max(0, int((time.time() - self.ttl) * 1000))
+
+    def _xadd_args(self, name: str, payload: Any, topic: str | None, trim: list[Any]) -> list[Any]:
+        args: list[Any] = ["XADD", self.key, *trim, "*", "n", name, "p", encode_payload(payload)]
+        if topic:
+            args += ["t", topic]
+        return args
+
+    async def add(self, name: str, payload: Any, *, topic: str | None = None) -> str:
+        """Add one event; returns its entry id."""
+        trim = self._trim_args()
+        args = self._xadd_args(name, payload, topic, trim)
+        if self.max_len is not None and self.ttl is not None:
+            pipe = self.conn.redis.pipeline(transaction=False)
+            pipe.execute_command(*args)
+            pipe.execute_command("XTRIM", self.key, "MINID", "~", self._min_id())
+            entry_id = (await pipe.execute())[0]
+        else:
+            entry_id = await self.conn.redis.execute_command(*args)
+        return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+
+    async def add_many(self, events: Iterable[tuple[str, Any, str | None]]) -> list[str]:
+        """Add ``(name, payload, topic)`` events in one pipelined round trip; returns their ids."""
+        trim = self._trim_args()
+        pipe = self.conn.redis.pipeline(transaction=False)
+        count = 0
+        for name, payload, topic in events:
+            pipe.execute_command(*self._xadd_args(name, payload, topic, trim))
+            count += 1
+        if count == 0:
+            return []
+        if self.max_len is not None and self.ttl is not None:
+            pipe.execute_command("XTRIM", self.key, "MINID", "~", self._min_id())
+        replies = await pipe.execute()
+        return [r.decode() if isinstance(r, bytes) else str(r) for r in replies[:count]]
+
+    def topic(self, name: str) -> Topic:
+        """A producer that tags every event with topic ``name`` (field ``t``)."""
+        return Topic(self, name)
+
+    async def destroy(self) -> None:
+        """Delete the stream and, with it, every consumer group on it."""
+        await self.conn.redis.delete(self.key)
+
+    # -- consuming -----------------------------------------------------------------
+
+    async def new_sink(
+        self,
+        name: str,
+        *,
+        start: str = "newest",
+        block: float = 5.0,
+        count: int = 1000,
+        buffer: int = 1000,
+        ack_grace: float = 20.0,
+        topic: str | None = None,
+        topic_pattern: str | None = None,
+        matcher: Callable[[Event], bool] | None = None,
+        no_ack: bool = False,
+    ) -> Sink:
+        """A member of consumer group ``name`` on this stream (see :class:`Sink`)."""
+        from topology.streams._sink import Sink
+
+        sink = Sink(
+            self.conn,
+            name,
+            start=start,
+            block=block,
+            count=count,
+            buffer=buffer,
+            ack_grace=ack_grace,
+            topic=topic,
+            topic_pattern=topic_pattern,
+            matcher=matcher,
+            no_ack=no_ack,
+        )
+        try:
+            await sink.add_stream(self)
+        except BaseException:
+            await sink.close()
+            raise
+        return sink
+
+    async def new_reader(
+        self,
+        *,
+        start: str = "newest",
+        block: float = 5.0,
+        count: int = 1000,
+        buffer: int = 1000,
+        topic: str | None = None,
+        topic_pattern: str | None = None,
+    ) -> Reader:
+        """A group-less reader: it sees every event (see :class:`Reader`)."""
+        from topology.streams._reader import Reader
+
+        reader = Reader(
+            self.conn,
+            start=start,
+            block=block,
+            count=count,
+            buffer=buffer,
+            topic=topic,
+            topic_pattern=topic_pattern,
+        )
+        try:
+            await reader.add_stream(self)
+        except BaseException:
+            await reader.close()
+            raise
+        return reader
+
+    def __repr__(self) -> str:
+        return f"<Stream {self.name!r} key={self.key!r}>"
+
+
+class Topic:
+    """Events of one topic on a stream."""
+
+    __slots__ = ("name", "stream")
+
+    def __init__(self, stream: Stream, name: str) -> None:
+        if not name:
+            raise ValueError("a topic needs a name")
+        self.stream = stream
+        self.name = name
+
+    async def add(self, name: str, payload: Any) -> str:
+        """Add one event tagged with this topic; returns its entry id."""
+        return await self.stream.add(name, payload, topic=self.name)
+
+    def __repr__(self) -> str:
+        return f"<Topic {self.name!r} on {self.stream.name!r}>"
