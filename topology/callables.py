@@ -123,5 +123,7 @@ def import_callable(ref: str, base_dir: Path | None, *, reload: bool = False) ->
             ) from None
         walked = f"{walked}:{part}" if walked == module_name else f"{walked}.{part}"
     if not callable(target):
-        raise CallableImportError(f"{ref!r} is not callable (it is a {type(target).__name__})")
+        raise CallableImportError(
+            f"{ref!r} is not callable (it is of type {type(target).__name__})"
+        )
     return target

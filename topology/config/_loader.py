@@ -50,7 +50,8 @@ def check_text(
         raws.extend(schema_errors(doc))
         if isinstance(doc.data, dict):
             base_dir = real.parent if real is not None else None
-            raws.extend(semantic_problems(doc, base_dir, import_callables))
+            had_errors = any(raw.severity == "error" for raw in raws)
+            raws.extend(semantic_problems(doc, base_dir, import_callables, had_errors=had_errors))
     problems = _problems(file, raws, strict)
     if any(p.is_error for p in problems):
         return None, problems

@@ -16,7 +16,7 @@ from difflib import get_close_matches
 from pathlib import Path
 from typing import Any
 
-from topology.callables import CallableImportError, import_callable
+from topology.callables import REF_PATTERN, CallableImportError, import_callable
 from topology.config._problems import NodePath
 from topology.config._yaml import Document, Raw
 from topology.config.durations import parse_duration
@@ -89,7 +89,10 @@ def _unknown_stream(name: str, streams: list[str], what: str = "stream") -> str:
 
 
 class _Checker:
-    def __init__(self, doc: Document, base_dir: Path | None, import_callables: bool) -> None:
+    def __init__(
+        self, doc: Document, base_dir: Path | None, import_callables: bool, had_errors: bool
+    ) -> None:
+        self.had_errors = had_errors
         self.doc = doc
         self.data = _map(doc.data)
         self.base_dir = base_dir
@@ -111,7 +114,7 @@ class _Checker:
 
     def callable_ref(self, path: NodePath, value: Any) -> None:
         ref = _str(value)
-        if ref is None or not self.import_callables:
+        if ref is None or not self.import_callables or not re.match(REF_PATTERN, ref):
             return
         if ref not in self.imported:
             try:
@@ -141,7 +144,8 @@ class _Checker:
                 self.add(base, f"name {name!r} is used by a source and a sink", key=True)
         for name, sink in _map(self.data.get("sinks")).items():
             self.sink(name, _map(sink))
-        self.usage_warnings()
+        if not self.had_errors and not any(p.severity == "error" for p in self.problems):
+            self.usage_warnings()  # on a broken file they are noise (a typo'd name is "unused")
         if self.data.get("allow_cycles") is not True:
             self.cycles()
         return self.problems
@@ -166,7 +170,7 @@ class _Checker:
             try:
                 re.compile(pattern)
             except re.error as exc:
-                self.add((*base, "topic_pattern"), f"invalid regex {pattern!r}: {exc}")
+                self.add((*base, "topic_pattern"), f"invalid regex: {exc}")
         filters = [key for key in ("topic", "topic_pattern", "matcher") if key in sink]
         if len(filters) > 1:
             later = max(filters, key=lambda k: self.doc.where_key((*base, k)))
@@ -315,8 +319,11 @@ def _cycle_from(graph: dict[Any, list[Any]], start: Any, component: set[Any]) ->
     return [start, start]  # pragma: no cover - a component always has a cycle
 
 
-def semantic_problems(doc: Document, base_dir: Path | None, import_callables: bool) -> list[Raw]:
-    return _Checker(doc, base_dir, import_callables).run()
+def semantic_problems(
+    doc: Document, base_dir: Path | None, import_callables: bool, *, had_errors: bool = False
+) -> list[Raw]:
+    """Problems beyond the schema; ``had_errors`` (earlier errors) mutes usage warnings."""
+    return _Checker(doc, base_dir, import_callables, had_errors).run()
 
 
 def _seconds(value: Any, default: float) -> float:

@@ -55,7 +55,7 @@ def substitute(text: str, env: Mapping[str, str]) -> tuple[str, list[tuple[int, 
             problems.append(
                 (
                     i,
-                    f"environment variable {name!r} is not set (no default given)",
+                    f"environment variable {name!r} is not set and has no default",
                 )
             )
         i = end + 1

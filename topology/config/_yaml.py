@@ -152,7 +152,9 @@ class _Builder:
             self.loader.flatten_mapping(node)  # `<<: *defaults` merge keys
         except yaml.MarkedYAMLError as exc:
             self.problem(_pos(exc.problem_mark or node.start_mark), path, _yaml_message(exc))
-            return {}
+            node.value = [
+                (k, v) for k, v in node.value if k.tag != "tag:yaml.org,2002:merge"
+            ]  # reported; read the rest of the mapping as if the merge were not there
         out: dict[str, Any] = {}
         for key_node, value_node in node.value:
             if not isinstance(key_node, yaml.ScalarNode):

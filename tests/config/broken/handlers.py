@@ -1,0 +1,17 @@
+"""Callables the broken configs refer to (the valid ones, and some that are not)."""
+
+from __future__ import annotations
+
+NOT_CALLABLE = 3
+
+
+def ok(event: object) -> None:
+    """A handler that does nothing."""
+
+
+def matches(event: object) -> bool:
+    return True
+
+
+def generate() -> list[object]:
+    return []
