@@ -1,0 +1,305 @@
+"""One actor against a real server: handling, retries, dead letters, backpressure, drain."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+
+from topology import Emit, Event
+from topology.config.model import RetryPolicy, SinkSpec, StreamRef, StreamSpec
+from topology.runtime.actor import Actor
+from topology.runtime.handlers import HandlerRunner
+from topology.runtime.keys import EngineKeys
+from topology.runtime.metrics import Metrics
+from topology.streams import Connection
+
+KEYS = EngineKeys("test")
+
+
+@pytest.fixture
+async def conn(r: aioredis.Redis) -> AsyncIterator[Connection]:
+    yield Connection(r)
+
+
+@pytest.fixture
+def executor() -> Any:
+    pool = ThreadPoolExecutor(4)
+    yield pool
+    pool.shutdown(wait=False)
+
+
+async def wait_for(predicate: Callable[[], Any], timeout: float = 10.0) -> None:
+    """Poll external (Redis) state until ``predicate`` holds; fails the test at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.02)
+
+
+def make_actor(
+    conn: Connection,
+    fn: Callable[..., Any],
+    executor: Any,
+    *,
+    outputs: tuple[str, ...] = ("out",),
+    streams: tuple[str, ...] = ("in",),
+    batch: int = 64,
+    retry: RetryPolicy | None = None,
+    dead_letter: str | None = None,
+    metrics: Metrics | None = None,
+) -> Actor:
+    spec = SinkSpec(
+        name="s",
+        streams=tuple(StreamRef(s) for s in streams),
+        handler="x:y",
+        outputs=outputs,
+        start="oldest",
+        batch=batch,
+        retry=retry or RetryPolicy(max_attempts=3, backoff=0.01),
+        dead_letter=dead_letter,
+        ack_grace=5.0,
+    )
+    return Actor(
+        spec,
+        0,
+        conn=conn,
+        handler=HandlerRunner(fn, outputs, executor=executor),
+        attempts_key=KEYS.attempts("s"),
+        streams=lambda: {"out": StreamSpec("out")},
+        metrics=metrics or Metrics(),
+    )
+
+
+async def fill(conn: Connection, n: int, stream: str = "in") -> None:
+    await conn.stream(stream).add_many((f"e{i}", str(i), None) for i in range(n))
+
+
+async def pending(r: aioredis.Redis, stream: str = "in", group: str = "s") -> int:
+    return int((await r.xpending(f"pulse:stream:{stream}", group))["pending"])
+
+
+async def test_sync_handler_forwards_every_event_once(
+    conn: Connection, r: aioredis.Redis, executor: Any
+) -> None:
+    await fill(conn, 500)
+    actor = make_actor(conn, lambda e: Emit("done", e.payload), executor)
+    await actor.start()
+    await wait_for(lambda: actor.handled == 500)
+    await actor.drain(5)
+    rows = await r.xrange("pulse:stream:out")
+    assert sorted(int(f[b"p"]) for _, f in rows) == list(range(500))
+    assert await pending(r) == 0
+
+
+async def test_async_handler_forwards_every_event_once(
+    conn: Connection, r: aioredis.Redis, executor: Any
+) -> None:
+    async def handler(event: Event) -> list[Emit]:
+        await asyncio.sleep(0)
+        return [Emit("a", event.payload), Emit("b", event.payload, topic="t")]
+
+    await fill(conn, 300)
+    actor = make_actor(conn, handler, executor)
+    await actor.start()
+    await wait_for(lambda: actor.handled == 300)
+    await actor.drain(5)
+    assert await r.xlen("pulse:stream:out") == 600
+    assert await pending(r) == 0
+
+
+async def test_handler_failing_twice_then_succeeding_is_processed_once(
+    conn: Connection, r: aioredis.Redis, executor: Any
+) -> None:
+    calls: dict[str, int] = {}
+    lock = threading.Lock()
+
+    def flaky(event: Event) -> Emit:
+        with lock:
+            calls[event.id] = calls.get(event.id, 0) + 1
+            n = calls[event.id]
+        if event.name == "e3" and n <= 2:
+            raise RuntimeError("not yet")
+        return Emit("ok", event.payload)
+
+    await fill(conn, 10)
+    actor = make_actor(conn, flaky, executor, dead_letter="dlq")
+    await actor.start()
+    await wait_for(lambda: actor.handled == 10)
+    await actor.drain(5)
+    rows = await r.xrange("pulse:stream:out")
+    assert sorted(int(f[b"p"]) for _, f in rows) == list(range(10))
+    assert max(calls.values()) == 3
+    assert await r.exists("pulse:stream:dlq") == 0
+    assert await r.exists(KEYS.attempts("s")) == 0  # counter cleared on success
+    assert await pending(r) == 0
+
+
+async def test_always_failing_event_is_dead_lettered_with_its_fields_and_acked(
+    conn: Connection, r: aioredis.Redis, executor: Any
+) -> None:
+    def handler(event: Event) -> Emit:
+        if event.name == "e1":
+            raise ValueError("bad payload")
+        return Emit("ok", event.payload)
+
+    await conn.stream("in").add_many([("e0", "0", None), ("e1", "1", "tp"), ("e2", "2", None)])
+    metrics = Metrics()
+    actor = make_actor(conn, handler, executor, dead_letter="dlq", metrics=metrics)
+    await actor.start()
+    await wait_for(lambda: metrics.dead["s"] == 1 and actor.handled == 2)
+    await actor.drain(5)
+    (_, dead), = await r.xrange("pulse:stream:dlq")
+    source_id = (await r.xrange("pulse:stream:in"))[1][0]
+    assert dead[b"n"] == b"e1" and dead[b"p"] == b"1" and dead[b"t"] == b"tp"
+    assert dead[b"origin_stream"] == b"in" and dead[b"origin_id"] == source_id
+    assert dead[b"sink"] == b"s" and dead[b"attempts"] == b"3"
+    assert dead[b"error_type"] == b"ValueError" and dead[b"error"] == b"bad payload"
+    assert await pending(r) == 0
+    assert metrics.failed["s"] == 3
+
+
+async def test_emit_to_a_stream_not_in_outputs_dead_letters_the_input(
+    conn: Connection, r: aioredis.Redis, executor: Any
+) -> None:
+    await fill(conn, 1)
+    metrics = Metrics()
+    actor = make_actor(
+        conn, lambda e: Emit("x", b"", stream="elsewhere"), executor,
+        dead_letter="dlq", metrics=metrics,
+    )
+    await actor.start()
+    await wait_for(lambda: metrics.dead["s"] == 1)
+    await actor.drain(5)
+    assert await r.exists("pulse:stream:elsewhere") == 0  # never a silent write
+    (_, dead), = await r.xrange("pulse:stream:dlq")
+    assert dead[b"error_type"] == b"ContractError"
+    assert b"elsewhere" in dead[b"error"]
+    assert await pending(r) == 0
+
+
+async def test_without_dead_letter_an_exhausted_event_is_acked_and_dropped(
+    conn: Connection, r: aioredis.Redis, executor: Any
+) -> None:
+    def boom(event: Event) -> None:
+        raise RuntimeError("always")
+
+    await fill(conn, 2)
+    metrics = Metrics()
+    actor = make_actor(conn, boom, executor, metrics=metrics)
+    await actor.start()
+    await wait_for(lambda: metrics.dead["s"] == 2)
+    await wait_for(lambda: actor.in_hand == 0)
+    await actor.drain(5)
+    assert await pending(r) == 0
+    assert await r.exists("pulse:stream:out") == 0
+
+
+async def test_attempt_count_continues_from_redis_after_a_restart(
+    conn: Connection, r: aioredis.Redis, executor: Any
+) -> None:
+    await fill(conn, 1)
+    entry_id = (await r.xrange("pulse:stream:in"))[0][0].decode()
+    await r.hset(KEYS.attempts("s"), f"in/{entry_id}", 2)  # two attempts in a previous life
+
+    def boom(event: Event) -> None:
+        raise RuntimeError("still failing")
+
+    metrics = Metrics()
+    actor = make_actor(conn, boom, executor, dead_letter="dlq", metrics=metrics)
+    await actor.start()
+    await wait_for(lambda: metrics.dead["s"] == 1)
+    await actor.drain(5)
+    assert metrics.failed["s"] == 1  # the third and last attempt
+    (_, dead), = await r.xrange("pulse:stream:dlq")
+    assert dead[b"attempts"] == b"3"
+
+
+async def test_failures_do_not_hold_up_the_rest_of_the_batch(
+    conn: Connection, r: aioredis.Redis, executor: Any
+) -> None:
+    def handler(event: Event) -> Emit:
+        if event.name == "e0":
+            raise RuntimeError("slow to recover")
+        return Emit("ok", event.payload)
+
+    await fill(conn, 20)
+    actor = make_actor(
+        conn, handler, executor, retry=RetryPolicy(max_attempts=5, backoff=30.0)
+    )
+    await actor.start()
+    await wait_for(lambda: actor.handled == 19, timeout=5)  # long before the 30 s backoff
+    assert actor.in_hand == 1
+    await actor.drain(5)
+    assert await pending(r) == 1  # the failing one stays pending, its count in Redis
+    assert await r.hlen(KEYS.attempts("s")) == 1
+
+
+async def test_actor_never_holds_more_than_batch_events(
+    conn: Connection, r: aioredis.Redis, executor: Any
+) -> None:
+    release = threading.Event()
+    seen = []
+
+    def blocking(event: Event) -> None:
+        seen.append(event.id)
+        release.wait(10)
+
+    await fill(conn, 100)
+    actor = make_actor(conn, blocking, executor, batch=8)
+    await actor.start()
+    await wait_for(lambda: len(seen) >= 1)
+    info = await r.xpending("pulse:stream:in", "s")
+    assert info["pending"] <= 8
+    release.set()
+    await wait_for(lambda: actor.handled == 100)
+    await actor.drain(5)
+
+
+async def test_drain_commits_the_batch_in_hand(
+    conn: Connection, r: aioredis.Redis, executor: Any
+) -> None:
+    started = threading.Event()
+
+    def slow(event: Event) -> Emit:
+        started.set()
+        time.sleep(0.3)
+        return Emit("ok", event.payload)
+
+    await fill(conn, 3)
+    actor = make_actor(conn, slow, executor, batch=3)
+    await actor.start()
+    await asyncio.get_running_loop().run_in_executor(None, started.wait, 5)
+    assert await actor.drain(10)
+    assert await r.xlen("pulse:stream:out") == 3
+    assert await pending(r) == 0
+
+
+async def test_add_stream_to_a_running_actor_is_read(
+    conn: Connection, r: aioredis.Redis, executor: Any
+) -> None:
+    actor = make_actor(conn, lambda e: Emit("ok", e.payload), executor)
+    await actor.start()
+    await fill(conn, 1)
+    await wait_for(lambda: actor.handled == 1, timeout=3)  # reading, connection established
+    await fill(conn, 5, stream="other")
+    await actor.add_stream("other", "oldest")
+    await wait_for(lambda: actor.handled == 6, timeout=3)  # well within the 5 s block
+    await actor.remove_stream("other")
+    await fill(conn, 5, stream="other")
+    await fill(conn, 2)
+    await wait_for(lambda: actor.handled == 8, timeout=3)
+    await actor.drain(5)
+    assert await r.xlen("pulse:stream:out") == 8

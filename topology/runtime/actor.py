@@ -1,0 +1,356 @@
+"""An actor: one consumer of one sink, reading, handling and committing batches.
+
+The loop is ``read_batch(room)`` → handler on the whole batch → one commit
+script (outputs + acks + dead letters). The actor never holds more than
+``batch`` un-acked events: events waiting for a retry count against that room,
+so a sink whose handler keeps failing slows its own reads and no one else's.
+
+Failures never hold up the rest of a batch: the successes are committed first;
+each failure gets its attempt counter incremented in Redis (``HINCRBY``, so the
+count survives a restart and a redelivered event continues from it) and waits
+in a local retry queue for its backoff while the actor keeps reading new
+events. The read runs as a task beside that queue so a due retry does not
+wait for a blocking read to return.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import itertools
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from topology.config.model import SinkSpec, StreamSpec
+from topology.runtime.commit import Add, Committer, Entry, attempts_field
+from topology.runtime.handlers import Failure, HandlerRunner
+from topology.runtime.metrics import Metrics
+from topology.streams import Connection, Event, Sink
+from topology.streams._consumer import RETRYABLE_ERRORS
+
+__all__ = ["Actor"]
+
+log = logging.getLogger("topology.runtime")
+
+#: Blocking read period of an idle actor (close/add_stream interrupt it at once).
+READ_BLOCK = 5.0
+#: Backoff after a Redis error in the commit path, doubling up to the cap.
+ERROR_BACKOFF_FIRST = 0.1
+ERROR_BACKOFF_CAP = 5.0
+
+
+class Actor:
+    """Consumer ``index`` of sink ``spec.name`` in this worker process."""
+
+    def __init__(
+        self,
+        spec: SinkSpec,
+        index: int,
+        *,
+        conn: Connection,
+        handler: HandlerRunner,
+        attempts_key: str,
+        streams: Callable[[], Mapping[str, StreamSpec]],
+        metrics: Metrics,
+        matcher: Callable[[Event], bool] | None = None,
+    ) -> None:
+        self.spec = spec
+        self.index = index
+        self.conn = conn
+        self.handler = handler
+        self.attempts_key = attempts_key
+        self._streams = streams
+        self.metrics = metrics
+        self.matcher = matcher
+        self.sink: Sink | None = None
+        self.committer: Committer | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._retry: list[tuple[float, int, Event, int]] = []  # (due, seq, event, attempts)
+        self._seq = itertools.count()
+        self._busy = 0  # events being handled or committed right now
+        self.last_activity = time.monotonic()
+        self.handled = 0
+
+    def __repr__(self) -> str:
+        return f"<Actor {self.spec.name}#{self.index}>"
+
+    @property
+    def name(self) -> str:
+        return f"{self.spec.name}#{self.index}"
+
+    @property
+    def in_hand(self) -> int:
+        """Un-acked events this actor holds (being handled, committed or awaiting a retry)."""
+        return self._busy + len(self._retry)
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    def _stream(self, name: str) -> Any:
+        spec = self._streams().get(name)
+        if spec is None:
+            return self.conn.stream(name)
+        return self.conn.stream(name, max_len=spec.max_len, ttl=spec.ttl)
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Create the sink (its groups on every stream) and start the loop."""
+        spec = self.spec
+        first, *rest = spec.streams
+        sink = await self._stream(first.name).new_sink(
+            spec.name,
+            start=spec.start_of(first.name),
+            block=READ_BLOCK,
+            count=spec.batch,
+            buffer=spec.batch,
+            ack_grace=spec.ack_grace,
+            topic=spec.topic,
+            topic_pattern=spec.topic_pattern,
+            matcher=self.matcher,
+        )
+        try:
+            for ref in rest:
+                await sink.add_stream(self._stream(ref.name), start=spec.start_of(ref.name))
+        except BaseException:
+            await sink.close()
+            raise
+        self.sink = sink
+        self.committer = Committer(
+            self.conn.redis,
+            group=spec.name,
+            consumer=sink.consumer,
+            attempts_key=self.attempts_key,
+            stream_key=self.conn.stream_key,
+            streams=self._streams,
+        )
+        self._task = asyncio.create_task(self._run(), name=f"actor {self.name}")
+        log.info("actor %s started (consumer %s)", self.name, sink.consumer)
+
+    async def add_stream(self, name: str, start: str | None = None) -> None:
+        assert self.sink is not None
+        await self.sink.add_stream(self._stream(name), start=start or self.spec.start_of(name))
+
+    async def remove_stream(self, name: str) -> None:
+        """Stop reading ``name``; events of it already in hand still commit."""
+        assert self.sink is not None
+        await self.sink.remove_stream(self._stream(name))
+
+    async def drain(self, timeout: float | None = None) -> bool:
+        """Stop reading, finish the batch in hand, commit it, close. True if it finished in time.
+
+        Events waiting for a retry are left pending (their attempt count is in
+        Redis): another consumer, or this sink after a restart, takes them over.
+        """
+        self._stopping = True
+        if self.sink is not None:
+            await self.sink.close()  # interrupts a blocking read at once
+        task = self._task
+        if task is None:
+            return True
+        done, _ = await asyncio.wait((task,), timeout=timeout)
+        if not done:
+            log.warning("actor %s: drain timed out; in-hand events stay pending", self.name)
+            await self.stop_now()
+            return False
+        if not task.cancelled() and task.exception() is not None:
+            log.error("actor %s had failed: %r", self.name, task.exception())
+        log.info("actor %s drained", self.name)
+        return True
+
+    async def stop_now(self) -> None:
+        """Stop at once: whatever is in hand stays pending for redelivery."""
+        self._stopping = True
+        if self.sink is not None:
+            await self.sink.close()
+        task = self._task
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    # -- the loop ----------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        assert self.sink is not None
+        sink = self.sink
+        batch = self.spec.batch
+        read: asyncio.Task[list[Event]] | None = None
+        try:
+            while True:
+                if read is None and not self._stopping and not sink.closed:
+                    room = batch - len(self._retry)
+                    if room > 0:
+                        read = asyncio.ensure_future(sink.read_batch(room))
+                timeout = None
+                if self._retry:
+                    timeout = max(0.0, self._retry[0][0] - time.monotonic())
+                if read is not None:
+                    await asyncio.wait((read,), timeout=timeout)
+                elif self._retry and not self._stopping:
+                    await asyncio.sleep(timeout or 0.0)  # a backoff, not a synchronisation
+                elif not self._retry or self._stopping:
+                    break
+                events: list[Event] = []
+                if read is not None and read.done():
+                    try:
+                        events = read.result()
+                    except Exception as exc:  # read errors the sink did not retry itself
+                        log.error("actor %s: read failed: %r", self.name, exc)
+                        await asyncio.sleep(ERROR_BACKOFF_FIRST)
+                    read = None
+                    if not events and (self._stopping or sink.closed):
+                        self._stopping = True
+                retries = self._due_retries()
+                if events:
+                    self.last_activity = time.monotonic()
+                    await self._process_safely(events)
+                if retries:
+                    await self._process_safely(retries)
+                if self._stopping and read is None and not events:
+                    break
+        finally:
+            if read is not None and not read.done():
+                read.cancel()
+
+    def _due_retries(self) -> list[Event]:
+        now = time.monotonic()
+        due: list[Event] = []
+        while self._retry and self._retry[0][0] <= now:
+            due.append(heapq.heappop(self._retry)[2])
+        return due
+
+    async def _process_safely(self, events: Sequence[Event]) -> None:
+        """``_process``, surviving an unexpected error: the events stay pending.
+
+        They are redelivered after the ack grace (the sink's claim pass), so an
+        error here delays them; it never loses them, and never kills the actor.
+        """
+        try:
+            await self._process(events)
+        except Exception:
+            log.exception(
+                "actor %s: batch of %d events failed; they stay pending for redelivery",
+                self.name, len(events),
+            )
+            await asyncio.sleep(ERROR_BACKOFF_FIRST)  # a backoff, not a synchronisation
+
+    async def _process(self, events: Sequence[Event]) -> None:
+        """Handle ``events``, commit successes and dead letters, queue retries."""
+        self._busy += len(events)
+        try:
+            outcomes = await self.handler.run(events)
+            entries: list[Entry] = []
+            failed: list[tuple[Event, Failure]] = []
+            for event, outcome in zip(events, outcomes, strict=True):
+                if isinstance(outcome, Failure):
+                    failed.append((event, outcome))
+                else:
+                    entries.append(Entry(event, outcome))
+            handled = len(entries)
+            if failed:
+                entries += await self._failures(failed)
+            if entries:
+                conflicts = await self._commit(entries)
+                ok_handled = handled - sum(1 for i in conflicts if i < handled)
+                self.handled += ok_handled
+                self.metrics.add_handled(self.spec.name, ok_handled)
+                self.last_activity = time.monotonic()
+        finally:
+            self._busy -= len(events)
+
+    async def _failures(self, failed: list[tuple[Event, Failure]]) -> list[Entry]:
+        """Count the attempts in Redis; dead-letter the exhausted, queue the rest."""
+        spec = self.spec
+        self.metrics.add_failed(spec.name, len(failed))
+        counts = await self._with_retries(self._incr_attempts, [e for e, _ in failed])
+        dead: list[Entry] = []
+        now = time.monotonic()
+        for (event, failure), attempts in zip(failed, counts, strict=True):
+            if failure.retryable and attempts < spec.retry.max_attempts and not self._stopping:
+                log.warning(
+                    "sink %s: handler failed on %s/%s (attempt %d of %d): %s: %s",
+                    spec.name, event.stream_name, event.id, attempts, spec.retry.max_attempts,
+                    failure.error_type, failure.message,
+                )
+                due = now + spec.retry.delay(attempts)
+                heapq.heappush(self._retry, (due, next(self._seq), event, attempts))
+                continue
+            if not failure.retryable or attempts >= spec.retry.max_attempts:
+                dead.append(self._dead_letter(event, failure, attempts))
+            # else: stopping; the event stays pending and continues from its count
+        return dead
+
+    async def _incr_attempts(self, events: Sequence[Event]) -> list[int]:
+        pipe = self.conn.redis.pipeline(transaction=False)
+        for event in events:
+            pipe.hincrby(self.attempts_key, attempts_field(event.stream_name, event.id), 1)
+        return [int(n) for n in await pipe.execute()]
+
+    def _dead_letter(self, event: Event, failure: Failure, attempts: int) -> Entry:
+        spec = self.spec
+        self.metrics.add_dead(spec.name, 1)
+        if spec.dead_letter is None:
+            log.error(
+                "sink %s: giving up on %s/%s after %d attempts (%s: %s); no dead_letter "
+                "stream: the event is acked and dropped",
+                spec.name, event.stream_name, event.id, attempts,
+                failure.error_type, failure.message,
+            )
+            return Entry(event, ())
+        log.warning(
+            "sink %s: %s/%s dead-lettered to %s after %d attempts: %s: %s",
+            spec.name, event.stream_name, event.id, spec.dead_letter, attempts,
+            failure.error_type, failure.message,
+        )
+        fields: list[Any] = ["n", event.name, "p", event.payload]
+        if event.topic:
+            fields += ["t", event.topic]
+        fields += [
+            "origin_stream", event.stream_name,
+            "origin_id", event.id,
+            "sink", spec.name,
+            "attempts", attempts,
+            "error_type", failure.error_type,
+            "error", failure.message[:4096],
+        ]
+        return Entry(event, (Add(spec.dead_letter, fields),))
+
+    async def _commit(self, entries: list[Entry]) -> list[int]:
+        assert self.committer is not None
+        conflicts = await self._with_retries(self.committer.commit, entries)
+        if conflicts:
+            self.metrics.add_conflicts(self.spec.name, len(conflicts))
+            log.warning(
+                "sink %s: %d event(s) were claimed by another consumer before actor %s "
+                "committed them; their outputs from this actor were discarded (first: %s/%s)",
+                self.spec.name, len(conflicts), self.name,
+                entries[conflicts[0]].event.stream_name, entries[conflicts[0]].event.id,
+            )
+        return conflicts
+
+    async def _with_retries(self, fn: Callable[[Any], Any], arg: Any) -> Any:
+        """Retry a Redis step while the server is away; safe because the commit is fenced.
+
+        A commit whose reply was lost may have run: its events are no longer
+        pending on this consumer, so the retry skips them as conflicts. Gives
+        up after a few tries once the actor is told to stop (the events stay
+        pending for redelivery).
+        """
+        delay = ERROR_BACKOFF_FIRST
+        tries = 0
+        while True:
+            try:
+                return await fn(arg)
+            except RETRYABLE_ERRORS as exc:
+                tries += 1
+                if self._stopping and tries >= 3:
+                    raise
+                log.warning("actor %s: Redis error (%r); retrying in %.1fs", self.name, exc, delay)
+            await asyncio.sleep(delay)  # a backoff, not a synchronisation
+            delay = min(delay * 2, ERROR_BACKOFF_CAP)

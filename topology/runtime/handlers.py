@@ -1,0 +1,187 @@
+"""Calling a sink's handler on a batch and turning what it returns into stream entries.
+
+Sync handlers run the whole batch in ONE thread-pool job: a slow or blocking
+handler never stalls the event loop, and the batch pays one executor hop
+(~50 µs) instead of one per event. Async handlers are awaited on the loop with
+bounded concurrency (a fixed number of worker coroutines per batch rather than
+one task per event: tasks cost ~20 µs each).
+
+What a handler returns (DESIGN §3): ``None``, an ``Emit``, or an iterable of
+``Emit``. Each becomes an :class:`~topology.runtime.commit.Add` with pulse's
+fields. An ``Emit`` naming a stream that is not one of the sink's outputs — or
+any return value that is not an ``Emit`` — is a :class:`ContractError`: the
+input is dead-lettered at once (retrying a deterministic contract violation
+only delays the inevitable), and nothing is ever written to a stream the
+config does not declare.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from typing import Any
+
+from topology._emit import Emit
+from topology.runtime.commit import Add
+from topology.streams import Event
+from topology.streams._payload import encode_payload
+
+__all__ = ["ContractError", "Failure", "HandlerRunner", "Outcome", "route_result"]
+
+#: Async handler calls in flight per actor batch.
+ASYNC_CONCURRENCY = 64
+
+
+class ContractError(Exception):
+    """The handler returned something the contract forbids (not retried)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """A handler call that raised (or broke the contract)."""
+
+    error: BaseException
+    retryable: bool
+
+    @property
+    def error_type(self) -> str:
+        return type(self.error).__qualname__
+
+    @property
+    def message(self) -> str:
+        return str(self.error)
+
+
+#: Per event: the outputs to commit, or why it failed.
+Outcome = "list[Add] | Failure"
+
+
+def _add(emit: Emit, outputs: tuple[str, ...]) -> Add:
+    stream = emit.stream
+    if stream is None:
+        if len(outputs) != 1:
+            raise ContractError(
+                f"Emit({emit.name!r}) has no stream and the sink has "
+                f"{len(outputs)} outputs: name one of {list(outputs)}"
+                if outputs
+                else f"Emit({emit.name!r}) but the sink has no outputs"
+            )
+        stream = outputs[0]
+    elif stream not in outputs:
+        raise ContractError(
+            f"Emit({emit.name!r}) to stream {stream!r}, which is not an output of this sink "
+            f"(outputs: {list(outputs)})"
+        )
+    fields: list[Any] = ["n", emit.name, "p", encode_payload(emit.payload)]
+    if emit.topic:
+        fields += ["t", emit.topic]
+    return Add(stream, fields)
+
+
+def route_result(result: Any, outputs: tuple[str, ...]) -> list[Add]:
+    """Normalise a handler's return value into the entries to add; raises ContractError."""
+    if result is None:
+        return []
+    if isinstance(result, Emit):
+        return [_add(result, outputs)]
+    if isinstance(result, (str, bytes, dict)) or not isinstance(result, Iterable):
+        raise ContractError(
+            f"handler returned {type(result).__name__}; expected None, an Emit or Emits"
+        )
+    adds = []
+    for item in result:
+        if not isinstance(item, Emit):
+            raise ContractError(
+                f"handler returned an iterable holding {type(item).__name__}; expected Emits"
+            )
+        adds.append(_add(item, outputs))
+    return adds
+
+
+def _run_sync_batch(
+    fn: Callable[[Event], Any], events: Sequence[Event], outputs: tuple[str, ...]
+) -> list[Any]:
+    """Runs in a worker thread: the whole batch in one job."""
+    results: list[Any] = []
+    for event in events:
+        try:
+            result = fn(event)
+            if inspect.isawaitable(result):  # e.g. a partial of an async function
+                results.append(result)  # awaited on the loop by the caller
+                continue
+            results.append(route_result(result, outputs))
+        except ContractError as exc:
+            results.append(Failure(exc, retryable=False))
+        except Exception as exc:
+            results.append(Failure(exc, retryable=True))
+    return results
+
+
+def _is_async(fn: Callable[..., Any]) -> bool:
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+        getattr(fn, "__call__", None)  # noqa: B004 - a callable object's async __call__
+    )
+
+
+class HandlerRunner:
+    """One sink's handler, bound to its outputs."""
+
+    def __init__(
+        self,
+        fn: Callable[[Event], Any],
+        outputs: tuple[str, ...],
+        *,
+        executor: Executor | None = None,
+        concurrency: int = ASYNC_CONCURRENCY,
+    ) -> None:
+        self.fn = fn
+        self.outputs = outputs
+        self.executor = executor
+        self.concurrency = max(1, concurrency)
+        self.is_async = _is_async(fn)
+
+    async def _await_one(self, awaitable: Any) -> Any:
+        try:
+            return route_result(await awaitable, self.outputs)
+        except ContractError as exc:
+            return Failure(exc, retryable=False)
+        except Exception as exc:
+            return Failure(exc, retryable=True)
+
+    async def _run_async_batch(self, events: Sequence[Event]) -> list[Any]:
+        results: list[Any] = [None] * len(events)
+        it = iter(range(len(events)))
+
+        async def worker() -> None:
+            for i in it:  # shared iterator: each index taken by exactly one worker
+                try:
+                    awaitable = self.fn(events[i])
+                except Exception as exc:  # raised before its first await
+                    results[i] = Failure(exc, retryable=True)
+                    continue
+                results[i] = await self._await_one(awaitable)
+
+        workers = min(self.concurrency, len(events))
+        if workers == 1:
+            await worker()
+        else:
+            await asyncio.gather(*(worker() for _ in range(workers)))
+        return results
+
+    async def run(self, events: Sequence[Event]) -> list[Any]:
+        """One outcome per event, in order: ``list[Add]`` or :class:`Failure`."""
+        if not events:
+            return []
+        if self.is_async:
+            return await self._run_async_batch(events)
+        loop = asyncio.get_running_loop()
+        results = await loop.run_in_executor(
+            self.executor, _run_sync_batch, self.fn, events, self.outputs
+        )
+        for i, result in enumerate(results):
+            if inspect.isawaitable(result):
+                results[i] = await self._await_one(result)
+        return results
