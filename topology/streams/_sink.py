@@ -155,12 +155,29 @@ class Sink(Consumer):
             self.name, exc,
         )
         for name, stream in list(self._streams.items()):
-            last = self._last_ids.get(name)
-            position = last if last is not None else parse_start(self._starts.get(name, self.start))
+            position = await self._resume_position(name, stream.key)
             if await self._create_group(stream.key, position):
                 log.warning(
                     "sink %r: re-created group on stream %r at %s", self.name, name, position
                 )
+
+    async def _resume_position(self, name: str, key: str) -> str:
+        """Where a re-created group starts on stream ``name``.
+
+        Right after the last event this instance delivered when that entry is
+        still there (the group was destroyed, the stream survived). When it is
+        gone the stream itself was lost (flush, restart without persistence) and
+        every entry now in it is new, whatever its id (a re-created stream
+        restarts ids, possibly below ours): start at the beginning. If ours was
+        trimmed instead, every entry left is newer than it (trimming removes the
+        oldest first), so the beginning is right then too.
+        """
+        last = self._last_ids.get(name)
+        if last is None:
+            return parse_start(self._starts.get(name, self.start))
+        if await self.conn.redis.execute_command(b"XRANGE", key, last, last, "COUNT", 1):
+            return last
+        return "0"
 
     # -- reading ---------------------------------------------------------------------
 

@@ -1,0 +1,161 @@
+"""Semantic 3: at-least-once — redelivery after ack_grace, claims from dead instances,
+stale consumers removed, one claimer at a time (a lease)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import redis.asyncio as aioredis
+
+from tests.streams.conftest import eventually, read_n
+from topology import streams
+
+GRACE = 0.3
+
+
+async def _consumers(r: aioredis.Redis, key: str, group: str) -> dict[str, int]:
+    return {c["name"].decode(): c["pending"] for c in await r.xinfo_consumers(key, group)}
+
+
+async def test_unacked_event_is_redelivered_after_ack_grace(
+    r: aioredis.Redis, conn: streams.Connection
+) -> None:
+    stream = conn.stream("grace")
+    async with await stream.new_sink("s", ack_grace=GRACE) as sink:
+        ids = await stream.add_many((f"e{i}", b"p", None) for i in range(3))
+        first = await read_n(sink, 3)
+        assert [e.id for e in first] == ids
+        # Not acked: the same events come back once idle for ack_grace.
+        again = await read_n(sink, 3)
+        assert [e.id for e in again] == ids
+        assert sink.claimed >= 3
+        await sink.ack_many(again)
+        assert (await r.xpending(stream.key, "s"))["pending"] == 0
+
+
+async def test_events_pending_on_a_closed_instance_are_claimed_by_a_survivor(
+    r: aioredis.Redis, conn: streams.Connection
+) -> None:
+    stream = conn.stream("closed")
+    dying = await stream.new_sink("s", ack_grace=GRACE)
+    ids = await stream.add_many((f"e{i}", b"p", None) for i in range(20))
+    assert [e.id for e in await read_n(dying, 20)] == ids
+    await dying.close()
+    assert (await _consumers(r, stream.key, "s"))[dying.consumer] == 20
+
+    async with await stream.new_sink("s", ack_grace=GRACE) as survivor:
+        got = await read_n(survivor, 20)
+        assert sorted(e.id for e in got) == sorted(ids)
+        await survivor.ack_many(got)
+        assert (await r.xpending(stream.key, "s"))["pending"] == 0
+
+        # The dead instance's consumer entry goes once stale (3 x ack_grace idle, 0 pending).
+        async def gone() -> bool:
+            return dying.consumer not in await _consumers(r, stream.key, "s")
+
+        await eventually(gone, what="stale consumer removal")
+        assert survivor.consumer in await _consumers(r, stream.key, "s")
+
+
+CHILD = textwrap.dedent(
+    """
+    import asyncio, sys
+    import redis.asyncio as aioredis
+    from topology import streams
+
+    async def main(url, n):
+        conn = streams.Connection(aioredis.Redis.from_url(url))
+        sink = await conn.stream("killed").new_sink("s", start="oldest", ack_grace=0.3)
+        got = 0
+        while got < n:
+            got += len(await sink.read_batch(n - got))
+        print(sink.consumer, flush=True)
+        await asyncio.Event().wait()  # hold the events, never ack
+
+    asyncio.run(main(sys.argv[1], int(sys.argv[2])))
+    """
+)
+
+
+async def test_events_pending_on_a_killed_process_are_claimed_by_a_survivor(
+    r: aioredis.Redis, conn: streams.Connection, redis_url: str
+) -> None:
+    stream = conn.stream("killed")
+    ids = await stream.add_many((f"e{i}", b"p", None) for i in range(50))
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", CHILD, redis_url, "50",
+        stdout=subprocess.PIPE, env={**os.environ, "PYTHONPATH": os.getcwd()},
+    )
+    try:
+        assert child.stdout is not None
+        line = await asyncio.wait_for(child.stdout.readline(), 30)
+        child_consumer = line.decode().strip()
+        assert (await _consumers(r, stream.key, "s"))[child_consumer] == 50
+    finally:
+        child.send_signal(signal.SIGKILL)
+        await child.wait()
+
+    async with await stream.new_sink("s", ack_grace=GRACE) as survivor:
+        got = await read_n(survivor, 50)
+        assert sorted(e.id for e in got) == sorted(ids)
+        await survivor.ack_many(got)
+
+        async def gone() -> bool:
+            return child_consumer not in await _consumers(r, stream.key, "s")
+
+        await eventually(gone, what="the killed consumer's removal")
+
+
+async def test_only_the_lease_holder_claims(r: aioredis.Redis, conn: streams.Connection) -> None:
+    stream = conn.stream("lease")
+    lease_key = conn.keys.claim_lease("s")
+    assert lease_key.startswith("pulse:")
+    await r.set(lease_key, "someone-else", px=60_000)  # another instance is claiming
+    a = await stream.new_sink("s", ack_grace=GRACE)
+    b = await stream.new_sink("s", ack_grace=GRACE)
+    try:
+        ids = await stream.add_many((f"e{i}", b"p", None) for i in range(10))
+        held = await read_n(a, 10)
+        assert [e.id for e in held] == ids
+
+        async def idle() -> bool:
+            pending = await r.xpending_range(stream.key, "s", "-", "+", 10)
+            return all(p["time_since_delivered"] > GRACE * 1000 * 2 for p in pending)
+
+        await eventually(idle, what="the events to idle past ack_grace")
+        # Idle past the grace, yet nobody claimed: the lease is held elsewhere.
+        assert await a.claim_once() == 0
+        assert await b.claim_once() == 0
+        assert await r.get(lease_key) == b"someone-else"
+        assert (await _consumers(r, stream.key, "s"))[a.consumer] == 10
+
+        # Lease free: the instances' claim loops race for it; the events come back once.
+        received: list[str] = []
+        done = asyncio.Event()
+
+        async def run(sink: streams.Sink) -> None:
+            while not done.is_set():
+                batch = await sink.read_batch()
+                if not batch:
+                    return
+                received.extend(e.id for e in batch)
+                await sink.ack_many(batch)
+                if len(received) >= 10:
+                    done.set()
+
+        tasks = [asyncio.ensure_future(run(s)) for s in (a, b)]
+        await r.delete(lease_key)
+        await asyncio.wait_for(done.wait(), 10)
+        await a.close()
+        await b.close()
+        await asyncio.gather(*tasks)
+        assert sorted(received) == sorted(ids)
+        assert (await r.xpending(stream.key, "s"))["pending"] == 0
+    finally:
+        await a.close()
+        await b.close()

@@ -1,0 +1,107 @@
+"""Semantic 5: add_stream/remove_stream/close interrupt a blocking read within 100 ms;
+removing keeps the group and its position."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import redis.asyncio as aioredis
+
+from tests.streams.conftest import read_n, wait_blocked
+from topology import streams
+
+BLOCK = 5.0
+WITHIN = 0.1
+
+
+async def test_add_stream_takes_effect_within_100ms_during_a_blocking_read(
+    r: aioredis.Redis, conn: streams.Connection
+) -> None:
+    first, second = conn.stream("one"), conn.stream("two")
+    async with await first.new_sink("s", block=BLOCK) as sink:
+        reading = asyncio.ensure_future(sink.read_batch())
+        await wait_blocked(r)
+        started = time.monotonic()
+        await sink.add_stream(second)
+        entry = await second.add("x", b"")
+        got = await asyncio.wait_for(reading, BLOCK)
+        elapsed = time.monotonic() - started
+        assert [e.id for e in got] == [entry]
+        assert elapsed < WITHIN, f"add_stream took {elapsed * 1000:.0f} ms to take effect"
+        assert sink.streams == ("one", "two")
+
+
+async def test_remove_stream_takes_effect_within_100ms_during_a_blocking_read(
+    r: aioredis.Redis, conn: streams.Connection
+) -> None:
+    first, second = conn.stream("one"), conn.stream("two")
+    async with await first.new_sink("s", block=BLOCK) as sink:
+        await sink.add_stream(second)
+        reading = asyncio.ensure_future(sink.read_batch())
+        await wait_blocked(r)
+        started = time.monotonic()
+        await sink.remove_stream(second)
+        await second.add("ignored", b"")  # the old read would return this at once
+        kept = await first.add("kept", b"")
+        got = await asyncio.wait_for(reading, BLOCK)
+        elapsed = time.monotonic() - started
+        assert [e.id for e in got] == [kept]
+        assert elapsed < WITHIN, f"remove_stream took {elapsed * 1000:.0f} ms to take effect"
+        assert sink.streams == ("one",)
+
+
+async def test_remove_stream_keeps_group_position_and_readding_resumes_after_last_acked(
+    r: aioredis.Redis, conn: streams.Connection
+) -> None:
+    first, second = conn.stream("one"), conn.stream("two")
+    async with await first.new_sink("s", block=BLOCK) as sink:
+        await sink.add_stream(second)
+        acked = await second.add_many((f"a{i}", b"", None) for i in range(3))
+        got = await read_n(sink, 3)
+        await sink.ack_many(got)
+        await sink.remove_stream(second)
+        groups = await r.xinfo_groups(second.key)
+        assert [(g["name"], g["last-delivered-id"].decode()) for g in groups] == [
+            (b"s", acked[-1])
+        ]
+        while_removed = await second.add_many((f"b{i}", b"", None) for i in range(3))
+        await sink.add_stream(second, start="oldest")  # an existing group keeps its position
+        got = await read_n(sink, 3)
+        assert [e.id for e in got] == while_removed
+
+
+async def test_close_returns_within_100ms_and_leaves_unacked_events_pending(
+    r: aioredis.Redis, conn: streams.Connection
+) -> None:
+    stream = conn.stream("closing")
+    sink = await stream.new_sink("s", block=BLOCK)
+    ids = await stream.add_many((f"e{i}", b"", None) for i in range(3))
+    await read_n(sink, 3)
+    reading = asyncio.ensure_future(sink.read_batch())
+    await wait_blocked(r)
+    started = time.monotonic()
+    await sink.close()
+    assert await asyncio.wait_for(reading, BLOCK) == []
+    elapsed = time.monotonic() - started
+    assert elapsed < WITHIN, f"close took {elapsed * 1000:.0f} ms"
+    pending = await r.xpending_range(stream.key, "s", "-", "+", 10)
+    assert [p["message_id"].decode() for p in pending] == ids
+    assert {p["consumer"].decode() for p in pending} == {sink.consumer}
+    assert await sink.read_batch() == []
+    assert [e async for e in sink] == []
+
+
+async def test_sink_without_streams_waits_for_add_stream(
+    r: aioredis.Redis, conn: streams.Connection
+) -> None:
+    stream = conn.stream("only")
+    async with await stream.new_sink("s", block=BLOCK) as sink:
+        await sink.remove_stream(stream)
+        assert sink.streams == ()
+        reading = asyncio.ensure_future(sink.read_batch())
+        entry = await stream.add("x", b"")
+        await asyncio.sleep(0)  # let the reader reach its wait
+        assert not reading.done()
+        await sink.add_stream(stream)
+        assert [e.id for e in await asyncio.wait_for(reading, BLOCK)] == [entry]
