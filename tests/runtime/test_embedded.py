@@ -1,0 +1,141 @@
+"""The embedded server: start, reuse, stale state, persistence, death with its parent."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import redis
+
+from topology.runtime.embedded import (
+    EmbeddedServer,
+    EmbeddedServerError,
+    EmbeddedServerRunning,
+    default_data_dir,
+)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return False
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_default_data_dir_is_beside_the_config(tmp_path: Path) -> None:
+    assert default_data_dir(tmp_path / "cfg" / "p.yaml") == (tmp_path / "cfg" / ".ponos-data")
+
+
+def test_started_server_is_recorded_and_found(server_binary: str, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    server = EmbeddedServer(data, binary=server_binary)
+    url = server.start()
+    try:
+        assert url.startswith("unix://") and (data / "valkey.sock").exists()
+        assert EmbeddedServer.running(data) == url
+        state = json.loads((data / "server.json").read_text())
+        assert state["pid"] == server.pid and state["port"] > 0
+        with pytest.raises(EmbeddedServerRunning) as info:  # never two servers on one AOF
+            EmbeddedServer(data, binary=server_binary).start()
+        assert info.value.url == url
+    finally:
+        server.stop()
+    assert EmbeddedServer.running(data) is None
+    assert not (data / "server.json").exists() and not (data / "valkey.sock").exists()
+
+
+def test_stale_state_is_cleaned_at_start(server_binary: str, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "server.json").write_text(json.dumps({"pid": _dead_pid(), "port": 1, "socket": None}))
+    (data / "valkey.sock").write_text("leftover")
+    assert EmbeddedServer.running(data) is None
+    server = EmbeddedServer(data, binary=server_binary)
+    try:
+        url = server.start()
+        assert EmbeddedServer.running(data) == url
+        assert json.loads((data / "server.json").read_text())["pid"] == server.pid
+    finally:
+        server.stop()
+
+
+def test_a_live_pid_that_is_not_our_server_is_not_reused(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    # Our own pid is alive, but nothing answers on the recorded port: not a server of ours.
+    (data / "server.json").write_text(json.dumps({"pid": os.getpid(), "port": 1, "socket": None}))
+    assert EmbeddedServer.running(data) is None
+
+
+def test_data_survives_stop_and_start(server_binary: str, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    with EmbeddedServer(data, binary=server_binary) as server:
+        client = redis.Redis.from_url(server.url)
+        client.xadd("s", {"n": "kept"})
+        client.close()
+    assert (data / "appendonlydir").is_dir()
+    with EmbeddedServer(data, binary=server_binary) as server:
+        client = redis.Redis.from_url(server.url)
+        try:
+            assert [e[1][b"n"] for e in client.xrange("s")] == [b"kept"]
+        finally:
+            client.close()
+
+
+def test_long_data_dir_falls_back_to_the_port(server_binary: str, tmp_path: Path) -> None:
+    data = tmp_path / ("d" * 120)
+    with EmbeddedServer(data, binary=server_binary) as server:
+        assert server.url.startswith("redis://127.0.0.1:")
+        assert EmbeddedServer.running(data) == server.url
+
+
+def test_missing_binary_error_names_redis_url(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PONOS_REDIS_SERVER", str(tmp_path / "no-such-server"))
+    with pytest.raises(EmbeddedServerError, match="--redis-url"):
+        EmbeddedServer(tmp_path / "data").start()
+
+
+def test_server_dies_with_its_parent_killed_9(server_binary: str, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    script = textwrap.dedent(
+        f"""
+        import time
+        from topology.runtime.embedded import EmbeddedServer
+        s = EmbeddedServer({str(data)!r}, binary={server_binary!r})
+        s.start()
+        print(s.pid, flush=True)
+        time.sleep(600)
+        """
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert parent.stdout is not None
+    child = int(parent.stdout.readline())
+    assert _alive(child)
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    deadline = time.monotonic() + 5
+    while _alive(child) and time.monotonic() < deadline:
+        time.sleep(0.02)  # waiting on another process's death: no event to await
+    assert not _alive(child)
+    assert EmbeddedServer.running(data) is None  # the state file it left is stale
+    with EmbeddedServer(data, binary=server_binary) as server:
+        assert server.pid != child

@@ -1,0 +1,59 @@
+"""Log output: text or JSON lines, and no password ever printed."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Iterator
+
+import pytest
+
+from topology.runtime.logs import SUMMARY_LOGGER, setup_logging
+
+
+@pytest.fixture
+def out() -> Iterator[io.StringIO]:
+    buffer = io.StringIO()
+    yield buffer
+    setup_logging("text")  # leave a handler on stderr, not on a dead buffer
+
+
+def test_json_lines_carry_extras_and_no_password(out: io.StringIO) -> None:
+    setup_logging("json", stream=out)
+    logging.getLogger("topology.test").info(
+        "connected to %s", "redis://app:hunter2@db:6379/0", extra={"sink": "enrich"}
+    )
+    line = json.loads(out.getvalue().strip())
+    assert line["msg"] == "connected to redis://app:***@db:6379/0"
+    assert line["sink"] == "enrich" and line["level"] == "info"
+    assert "hunter2" not in out.getvalue()
+
+
+def test_text_redacts_messages_from_any_logger_and_tracebacks(out: io.StringIO) -> None:
+    setup_logging("text", stream=out)
+    try:
+        raise ConnectionError("cannot reach rediss://:hunter2@db:6380")
+    except ConnectionError:
+        logging.getLogger("redis.somewhere").exception("url=%s", "redis://u:hunter2@h/0")
+    text = out.getvalue()
+    assert "hunter2" not in text
+    assert "redis://u:***@h/0" in text and "rediss://:***@db:6380" in text
+
+
+def test_quiet_drops_the_summary_but_keeps_lifecycle(out: io.StringIO) -> None:
+    setup_logging("text", quiet=True, stream=out)
+    logging.getLogger(SUMMARY_LOGGER).info("throughput 100/s")
+    logging.getLogger("topology.runtime").info("actor started")
+    assert "throughput" not in out.getvalue() and "actor started" in out.getvalue()
+
+
+def test_verbose_shows_engine_debug(out: io.StringIO) -> None:
+    setup_logging("text", verbose=True, stream=out)
+    logging.getLogger("topology.runtime").debug("details")
+    assert "details" in out.getvalue()
+
+
+def test_unknown_format_is_refused() -> None:
+    with pytest.raises(ValueError):
+        setup_logging("xml")

@@ -1,0 +1,61 @@
+"""Worker heartbeats: registration, staleness, removal."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+
+import redis.asyncio as aioredis
+
+from topology.runtime.keys import EngineKeys
+from topology.runtime.workers import WorkerRegistry, live_workers, new_worker_id, read_workers
+
+
+def test_worker_ids_are_host_pid_random_and_unique() -> None:
+    a, b = new_worker_id(), new_worker_id()
+    assert a != b
+    assert re.fullmatch(rf".+-{os.getpid()}-[0-9a-f]{{6}}", a)
+
+
+async def test_registered_worker_is_live_with_its_info_and_removed_at_stop(
+    r: aioredis.Redis,
+) -> None:
+    reg = WorkerRegistry(r, "dep", "w1", interval=0.2)
+    reg.start(lambda: {"version": "0.1.0", "generation": 3})
+    await reg.wait_registered()
+    live = await reg.live()
+    assert set(live) == {"w1"}
+    assert live["w1"]["generation"] == 3 and live["w1"]["pid"] == os.getpid()
+    assert live["w1"]["age"] < 1.0
+    await reg.stop()
+    assert await r.hlen(EngineKeys("dep").workers()) == 0
+
+
+async def test_missed_beats_make_a_worker_stale(r: aioredis.Redis) -> None:
+    now = (await r.time())[0]
+    entry = {"pid": 1, "host": "elsewhere", "interval": 2.0, "beat": now - 7}
+    await r.hset(EngineKeys("dep").workers(), "ghost", json.dumps(entry))
+    workers = await read_workers(r, "dep")
+    assert workers["ghost"]["live"] is False
+    assert await live_workers(r, "dep") == {}
+
+
+async def test_a_dead_local_process_is_not_live_even_with_a_fresh_beat(r: aioredis.Redis) -> None:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    now = (await r.time())[0]
+    entry = {"pid": proc.pid, "host": socket.gethostname(), "interval": 2.0, "beat": now}
+    await r.hset(EngineKeys("dep").workers(), "killed", json.dumps(entry))
+    assert await live_workers(r, "dep") == {}
+
+
+async def test_very_old_and_corrupt_entries_are_forgotten(r: aioredis.Redis) -> None:
+    key = EngineKeys("dep").workers()
+    await r.hset(key, "old", json.dumps({"host": "x", "pid": 1, "beat": 1.0}))
+    await r.hset(key, "junk", "not json")
+    assert await read_workers(r, "dep") == {}
+    assert await r.hlen(key) == 0

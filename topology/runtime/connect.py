@@ -1,0 +1,210 @@
+"""Where the engine's Redis is, and how to reach it without leaking its password.
+
+Resolution order (DESIGN §6): ``--redis-url``, else ``$REDIS_URL``, else the
+config's ``redis.url``; an empty value at any level means "the embedded server"
+(an empty ``--redis-url ""`` forces it even when ``$REDIS_URL`` is set).
+
+Every URL that reaches a log line, an error message or ``status`` output goes
+through :func:`redact` first: ``redis://user:***@host:6379/0``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, urlsplit
+
+if TYPE_CHECKING:
+    import redis.asyncio as aioredis
+
+    from topology.config.model import Topology
+    from topology.runtime.embedded import EmbeddedServer
+    from topology.streams import Connection
+
+__all__ = [
+    "Connected",
+    "RedisUnavailableError",
+    "client_from_url",
+    "open_redis",
+    "redact",
+    "redact_text",
+    "resolve_url",
+]
+
+#: The environment variable read when no ``--redis-url`` is given.
+URL_ENV = "REDIS_URL"
+MASK = "***"
+
+# scheme://user:password@  (user may be empty). The password part is greedy up
+# to the last '@' of the token: an unescaped '@' in a password is over-redacted,
+# never leaked.
+_USERINFO = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^:@/\s]*):(?P<pw>[^@\s]*)@")
+# password=... anywhere (redis-py accepts the password as a URL query parameter)
+_QUERY_PW = re.compile(r"(?P<head>\b(?:password|passwd|pass|pwd)=)[^&\s#]*", re.IGNORECASE)
+
+
+class RedisUnavailableError(RuntimeError):
+    """Redis cannot be reached (or started); the message is safe to print as is."""
+
+
+def redact_text(text: str) -> str:
+    """``text`` with the password of every URL in it replaced by ``***``."""
+    if "://" not in text and "=" not in text:
+        return text
+    text = _USERINFO.sub(lambda m: f"{m['head']}:{MASK}@" if m["pw"] else m[0], text)
+    return _QUERY_PW.sub(lambda m: f"{m['head']}{MASK}", text)
+
+
+def redact(url: str) -> str:
+    """``redis://user:***@host:6379/0``: the URL with its password masked, for humans.
+
+    Done on the text, not by parsing and re-assembling the URL: a malformed URL
+    (an unescaped ``/`` or ``@`` in the password) is over-masked, never leaked.
+    """
+    return redact_text(url)
+
+
+def resolve_url(cli_url: str | None, topology: Topology | None) -> str | None:
+    """The Redis URL to use, or None for the embedded server.
+
+    ``--redis-url`` > ``$REDIS_URL`` > ``topology.redis.url``. The first level
+    that is *set* decides, and an empty value there means embedded: a user who
+    types ``--redis-url ""`` wants the embedded server whatever the environment says.
+    """
+    if cli_url is not None:
+        return cli_url.strip() or None
+    env = os.environ.get(URL_ENV)
+    if env is not None:
+        return env.strip() or None
+    if topology is not None and topology.redis.url:
+        return topology.redis.url.strip() or None
+    return None
+
+
+def client_from_url(url: str) -> aioredis.Redis:
+    """A ``redis.asyncio`` client for ``redis://``, ``rediss://`` or ``unix://`` URLs.
+
+    Replies stay bytes (payloads are arbitrary bytes). ACL ``user:password``
+    and TLS options (``?ssl_ca_certs=...&ssl_cert_reqs=required``,
+    ``ssl_certfile``, ``ssl_keyfile``) come from the URL, as redis-py parses them.
+    No ``socket_timeout`` is set: a blocking ``XREADGROUP BLOCK 5000`` must not
+    be cut short by the socket; a dead peer is found by TCP keepalive and the
+    health check instead. Connecting, though, gives up after 10 s.
+    """
+    import redis.asyncio as aioredis
+
+    scheme = urlsplit(url).scheme.lower()
+    if scheme not in ("redis", "rediss", "unix"):
+        raise RedisUnavailableError(
+            f"unsupported Redis URL scheme {scheme + '://' if scheme else '(none)'} in "
+            f"{redact(url)}: use redis://, rediss:// or unix:// (--redis-url)"
+        )
+    options: dict[str, Any] = {"decode_responses": False}
+    query = dict(parse_qsl(urlsplit(url).query))
+    if "socket_connect_timeout" not in query and "timeout" not in query:
+        options["socket_connect_timeout"] = 10.0
+    if scheme != "unix" and "socket_keepalive" not in query:
+        options["socket_keepalive"] = True
+    if "health_check_interval" not in query:
+        options["health_check_interval"] = 30
+    try:
+        return aioredis.Redis.from_url(url, **options)
+    except (ValueError, TypeError) as exc:
+        raise RedisUnavailableError(
+            f"invalid Redis URL {redact(url)}: {redact_text(str(exc))} (--redis-url)"
+        ) from None
+
+
+@dataclass
+class Connected:
+    """What :func:`open_redis` hands out: the client, the streams connection on it,
+    a printable URL, and the embedded server this process started (if any)."""
+
+    client: aioredis.Redis
+    conn: Connection
+    url_redacted: str
+    server: EmbeddedServer | None
+
+
+def _embedded_url(data_dir: Path, owner: bool) -> tuple[str, EmbeddedServer | None]:
+    """Reuse the live server recorded in ``data_dir``, else start one (returned)."""
+    from topology.runtime.embedded import EmbeddedServer, EmbeddedServerError, EmbeddedServerRunning
+
+    for _ in range(3):  # lost a start race: reuse the winner's server
+        info = EmbeddedServer.running_info(data_dir)
+        if info is not None:
+            if owner and not info.get("owner", True):
+                raise RedisUnavailableError(
+                    f"the embedded server in {data_dir} was started by a short-lived command "
+                    f"(pid {info.get('parent')}) and stops with it; let that command end "
+                    "first, or pass --redis-url"
+                )
+            return EmbeddedServer.running(data_dir) or "", None
+        server = EmbeddedServer(data_dir, owner=owner)
+        try:
+            return server.start(), server
+        except EmbeddedServerRunning:
+            continue
+        except EmbeddedServerError as exc:
+            raise RedisUnavailableError(str(exc)) from None
+    raise RedisUnavailableError(f"cannot start or reuse the embedded server in {data_dir}")
+
+
+@asynccontextmanager
+async def open_redis(
+    topology: Topology,
+    *,
+    cli_url: str | None = None,
+    data_dir: Path | None = None,
+    owner: bool = False,
+) -> AsyncIterator[Connected]:
+    """Connect to the deployment's Redis, starting the embedded server if there is none.
+
+    With a URL: connect and PING; failure raises :class:`RedisUnavailableError`
+    naming the redacted URL and ``--redis-url``. Without: reuse the live embedded
+    server recorded in ``data_dir`` (default ``<config folder>/.ponos-data``), else
+    start one that lives until this context exits (``owner=True`` for ``run``;
+    ``emit``/``tail``/``status`` start one for their own duration — the
+    append-only file keeps the data between them).
+
+    The embedded server is started on the calling (event loop) thread on purpose:
+    its parent-death signal is tied to the thread that forked it.
+    """
+    import redis.exceptions
+
+    from topology.runtime.embedded import default_data_dir
+    from topology.streams import Connection
+
+    url = resolve_url(cli_url, topology)
+    server: EmbeddedServer | None = None
+    if url is None:
+        folder = Path(data_dir) if data_dir is not None else default_data_dir(topology.path)
+        url, server = _embedded_url(folder, owner)
+    try:
+        client = client_from_url(url)
+    except BaseException:
+        if server is not None:
+            server.stop()
+        raise
+    try:
+        try:
+            await client.ping()
+        except (redis.exceptions.RedisError, OSError) as exc:
+            hint = "" if server is not None else "; check the server or pass another --redis-url"
+            reason = redact_text(str(exc)) or type(exc).__name__
+            raise RedisUnavailableError(
+                f"cannot reach Redis at {redact(url)}: {reason}{hint}"
+            ) from None
+        conn = Connection(client, prefix=topology.redis.prefix)
+        yield Connected(client=client, conn=conn, url_redacted=redact(url), server=server)
+    finally:
+        try:
+            await client.aclose()
+        finally:
+            if server is not None:
+                server.stop()

@@ -1,0 +1,110 @@
+"""Logging for the CLI: one line per event, text or JSON, never a password.
+
+Every record from any logger passes a :class:`RedactingFilter` on the handler,
+so a URL with a password logged by the engine, redis-py or a user's handler is
+printed with ``***`` instead. The periodic throughput/lag summary is logged on
+:data:`SUMMARY_LOGGER` so ``--quiet`` can drop it alone.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from typing import Any, TextIO
+
+from topology.runtime.connect import redact_text
+
+__all__ = ["SUMMARY_LOGGER", "JsonFormatter", "RedactingFilter", "setup_logging"]
+
+#: Logger of the periodic summary lines (dropped by ``--quiet``).
+SUMMARY_LOGGER = "topology.summary"
+
+# Attributes every LogRecord has; anything else was passed with ``extra=``.
+_STANDARD = frozenset(
+    logging.LogRecord("", 0, "", 0, "", (), None).__dict__.keys()
+    | {"message", "asctime", "taskName"}
+)
+
+
+class RedactingFilter(logging.Filter):
+    """Masks the password of any URL in a record's message, arguments and extras.
+
+    The message is rendered once here (``msg % args``) and the record rewritten,
+    so formatters downstream see only the redacted text.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a bad format string: keep what we have, redacted
+            message = f"{record.msg} {record.args}"
+        record.msg = redact_text(message)
+        record.args = None
+        for key, value in list(record.__dict__.items()):
+            if key not in _STANDARD and isinstance(value, str):
+                setattr(record, key, redact_text(value))
+        return True
+
+
+class _RedactingText(logging.Formatter):
+    """Text lines; tracebacks are redacted too (an exception may quote a URL)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact_text(super().format(record))
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ts, level, logger, msg, extras, and exc if any."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        for key, value in record.__dict__.items():
+            if key not in _STANDARD and not key.startswith("_"):
+                out[key] = value
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return redact_text(json.dumps(out, default=str, ensure_ascii=False))
+
+
+_installed: logging.Handler | None = None
+
+
+def setup_logging(
+    fmt: str = "text",
+    *,
+    quiet: bool = False,
+    verbose: bool = False,
+    stream: TextIO | None = None,
+) -> None:
+    """Configure the root logger on stderr (idempotent: replaces its own previous handler).
+
+    ``quiet`` drops the periodic summary (:data:`SUMMARY_LOGGER`) and keeps
+    lifecycle lines and warnings; ``verbose`` shows debug lines of the engine.
+    """
+    global _installed
+    if fmt not in ("text", "json"):
+        raise ValueError(f"log format must be 'text' or 'json', not {fmt!r}")
+    root = logging.getLogger()
+    if _installed is not None:
+        root.removeHandler(_installed)
+    handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
+    handler.addFilter(RedactingFilter())
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(
+            _RedactingText("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S")
+        )
+    root.addHandler(handler)
+    _installed = handler
+    root.setLevel(logging.INFO)
+    logging.getLogger("topology").setLevel(logging.DEBUG if verbose else logging.INFO)
+    logging.getLogger(SUMMARY_LOGGER).setLevel(logging.WARNING if quiet else logging.INFO)

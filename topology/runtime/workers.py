@@ -1,0 +1,177 @@
+"""Worker heartbeats: who runs this deployment right now.
+
+Each ``run`` process writes its entry in the hash :meth:`EngineKeys.workers`
+(``worker id -> JSON``) every ``interval`` seconds. Beats are stamped with the
+Redis server's clock (``TIME``), not the worker's, so workers on machines with
+skewed clocks still agree on who is alive. An entry is stale after 3 missed
+beats; a worker on this host whose pid is gone is dead at once (a restart after
+``kill -9`` need not wait for its ghost to go stale). ``status`` shows the
+entries, and sources use :func:`live_workers` to tell a fresh start of the
+deployment from a worker joining others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import secrets
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+from topology.runtime.keys import EngineKeys
+
+__all__ = ["MISSED_BEATS", "WorkerRegistry", "live_workers", "new_worker_id", "read_workers"]
+
+log = logging.getLogger(__name__)
+
+#: An entry is stale after this many missed beats.
+MISSED_BEATS = 3
+#: Stale entries older than this many seconds are removed by whoever reads them.
+FORGET_AFTER = 3600.0
+
+
+def new_worker_id() -> str:
+    """``host-pid-random``: unique per process start, readable in ``status``."""
+    host = socket.gethostname().split(".", 1)[0] or "host"
+    return f"{host}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+async def _server_time(client: Any) -> float:
+    seconds, micros = await client.time()
+    return float(seconds) + float(micros) / 1e6
+
+
+def _pid_gone(entry: dict[str, Any]) -> bool:
+    """True when ``entry`` is a process of this host that no longer exists."""
+    if entry.get("host") != socket.gethostname():
+        return False
+    pid = entry.get("pid")
+    if not isinstance(pid, int) or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+async def read_workers(client: Any, deployment: str) -> dict[str, dict[str, Any]]:
+    """Every entry of the registry, each with ``age`` (seconds since its beat) and ``live``."""
+    key = EngineKeys(deployment).workers()
+    raw = await client.hgetall(key)
+    now = await _server_time(client)
+    out: dict[str, dict[str, Any]] = {}
+    forget: list[bytes | str] = []
+    for field, value in raw.items():
+        wid = field.decode() if isinstance(field, bytes) else str(field)
+        try:
+            entry = json.loads(value)
+            if not isinstance(entry, dict):
+                raise ValueError("not an object")
+        except ValueError:
+            forget.append(field)
+            continue
+        beat = float(entry.get("beat", 0))
+        interval = float(entry.get("interval", 2.0))
+        entry["age"] = max(0.0, now - beat)
+        entry["live"] = entry["age"] <= MISSED_BEATS * interval and not _pid_gone(entry)
+        if not entry["live"] and entry["age"] > FORGET_AFTER:
+            forget.append(field)
+            continue
+        out[wid] = entry
+    if forget:
+        await client.hdel(key, *forget)
+    return out
+
+
+async def live_workers(client: Any, deployment: str) -> dict[str, dict[str, Any]]:
+    """The registry entries that beat recently."""
+    return {k: v for k, v in (await read_workers(client, deployment)).items() if v["live"]}
+
+
+class WorkerRegistry:
+    """This process's heartbeat in the registry.
+
+    ``info_fn`` is called at every beat for what the worker wants to publish
+    (version, generation, config, actors...); pid, host, started, interval and
+    beat are added here.
+    """
+
+    def __init__(
+        self, client: Any, deployment: str, worker_id: str, *, interval: float = 2.0
+    ) -> None:
+        if interval <= 0:
+            raise ValueError(f"heartbeat interval must be > 0, got {interval}")
+        self.client = client
+        self.deployment = deployment
+        self.worker_id = worker_id
+        self.interval = interval
+        self.key = EngineKeys(deployment).workers()
+        self.started = time.time()
+        self._info_fn: Callable[[], dict[str, Any]] = dict
+        self._task: asyncio.Task[None] | None = None
+        self._first_beat = asyncio.Event()
+
+    async def beat(self) -> None:
+        """Write this worker's entry now (the loop calls it every ``interval``)."""
+        entry: dict[str, Any] = dict(self._info_fn())
+        entry.update(
+            pid=os.getpid(),
+            host=socket.gethostname(),
+            started=self.started,
+            interval=self.interval,
+            beat=await _server_time(self.client),
+        )
+        await self.client.hset(self.key, self.worker_id, json.dumps(entry, default=str))
+
+    def start(self, info_fn: Callable[[], dict[str, Any]]) -> None:
+        """Start beating in a task; the first beat is written at once."""
+        self._info_fn = info_fn
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(
+                self._loop(), name=f"heartbeat:{self.worker_id}"
+            )
+
+    async def wait_registered(self) -> None:
+        """Return once the first beat has been written (sources check it at start)."""
+        await self._first_beat.wait()
+
+    async def _loop(self) -> None:
+        failing = False
+        while True:
+            try:
+                await self.beat()
+                if failing:
+                    log.info("heartbeat restored")
+                failing = False
+                self._first_beat.set()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # Redis down: keep trying, say it once
+                if not failing:
+                    log.warning("heartbeat failed: %s", exc)
+                failing = True
+            await asyncio.sleep(self.interval)  # a period, not a synchronisation
+
+    async def stop(self) -> None:
+        """Stop beating and remove this worker's entry (a clean exit is not a crash)."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        try:
+            await self.client.hdel(self.key, self.worker_id)
+        except Exception as exc:  # Redis gone at shutdown: the entry goes stale by itself
+            log.debug("could not remove heartbeat entry: %s", exc)
+
+    async def live(self) -> dict[str, dict[str, Any]]:
+        """Live workers of the deployment (this one included once it has beaten)."""
+        return await live_workers(self.client, self.deployment)
