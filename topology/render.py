@@ -141,6 +141,7 @@ def mermaid_text(text: str) -> str:
 
 
 def _slug(text: str) -> str:
+    """``text`` reduced to ASCII letters and digits joined by ``_`` (max 40 chars)."""
     slug = re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_")
     return slug[:40].rstrip("_")
 
@@ -155,8 +156,10 @@ def mermaid_ids(graph: nx.DiGraph) -> dict[str, str]:
     used: set[str] = set()
     for node, data in graph.nodes(data=True):
         name = data["name"] if data["kind"] != "topic" else f"{data['stream']}_{data['name']}"
-        slug = _slug(name)
-        base = f"{data['kind']}_{slug}" if slug else data["kind"]
+        # A name with no ASCII letter or digit (``🚀``, ``-->``) still gets a
+        # recognisable id: the code point of its first character.
+        slug = _slug(name) or (f"u{ord(name[0]):x}" if name else "blank")
+        base = f"{data['kind']}_{slug}"
         candidate, n = base, 1
         while candidate in used:
             n += 1
