@@ -1,0 +1,324 @@
+"""Sources: batching, exactly one runner per deployment (lease), done marks, resume."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+
+from topology.config.model import SourceSpec, StreamSpec, Topology
+from topology.runtime.keys import EngineKeys
+from topology.runtime.sources import SourceRunner
+from topology.runtime.workers import WorkerRegistry
+from topology.streams import Connection
+
+_names = itertools.count()
+
+
+def _topology(tmp_path: Path, code: str, fn: str = "gen", topic: str | None = "tp") -> Topology:
+    """A deployment with one source whose handler is ``code`` in a module of its own."""
+    module = f"src_mod_{next(_names)}_{int(time.time() * 1000)}"
+    (tmp_path / f"{module}.py").write_text(textwrap.dedent(code))
+    return Topology(
+        name=f"dep{next(_names)}",
+        path=tmp_path / "pipeline.yaml",
+        streams={"out": StreamSpec("out"), "other": StreamSpec("other")},
+        sources={"gen": SourceSpec("gen", f"{module}:{fn}", "out", topic=topic)},
+    )
+
+
+@pytest.fixture
+async def conn(r: aioredis.Redis) -> AsyncIterator[Connection]:
+    yield Connection(r)
+
+
+async def _until(predicate, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
+    """Poll external state (another worker, another process) until ``predicate()`` holds."""
+    deadline = time.monotonic() + timeout
+    while not await predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.02)
+
+
+async def _entries(r: aioredis.Redis, conn: Connection) -> list[dict[bytes, bytes]]:
+    return [fields for _, fields in await r.xrange(conn.stream_key("out"))]
+
+
+async def test_finite_source_adds_everything_and_marks_done(
+    tmp_path: Path, r: aioredis.Redis, conn: Connection
+) -> None:
+    topo = _topology(
+        tmp_path,
+        """
+        from topology import Emit
+        async def gen():
+            for i in range(1000):
+                yield Emit("n", {"i": i})
+            yield Emit("last", "x", topic="special")
+        """,
+    )
+    runner = SourceRunner(topo.sources["gen"], topo, conn, worker_id="w1", lease_ttl=1.0)
+    runner.start()
+    await runner.wait()
+    assert runner.done and runner.produced == 1001
+    entries = await _entries(r, conn)
+    assert len(entries) == 1001
+    assert entries[0] == {b"n": b"n", b"p": b'{"i":0}', b"t": b"tp"}
+    assert entries[-1][b"t"] == b"special"
+    state = await r.hgetall(EngineKeys(topo.name).source_state("gen"))
+    assert b"done" in state and state[b"produced"] == b"1001"
+    assert await r.exists(EngineKeys(topo.name).source_lease("gen")) == 0  # released
+
+
+async def test_a_done_source_is_not_rerun_by_another_live_worker_but_is_after_a_fresh_start(
+    tmp_path: Path, r: aioredis.Redis, conn: Connection
+) -> None:
+    topo = _topology(
+        tmp_path,
+        """
+        from topology import Emit
+        def gen():
+            yield from (Emit("n", str(i)) for i in range(5))
+        """,
+    )
+    first = SourceRunner(topo.sources["gen"], topo, conn, worker_id="w1", lease_ttl=1.0)
+    first.start()
+    await first.wait()
+    registry = WorkerRegistry(r, topo.name, "w1", interval=0.5)
+    registry.start(dict)
+    await registry.wait_registered()
+    joiner = SourceRunner(topo.sources["gen"], topo, conn, worker_id="w2", lease_ttl=1.0)
+    joiner.start()
+    await joiner.wait()
+    assert joiner.done and joiner.produced == 0
+    assert len(await _entries(r, conn)) == 5
+    await registry.stop()  # the deployment is gone: a new start is a fresh start
+    again = SourceRunner(topo.sources["gen"], topo, conn, worker_id="w3", lease_ttl=1.0)
+    again.start()
+    await again.wait()
+    assert again.produced == 5 and len(await _entries(r, conn)) == 10
+
+
+_FOREVER = """
+import asyncio
+from topology import Emit
+async def gen(ctx):
+    i = 0
+    while not ctx.stop.is_set():
+        yield Emit("tick", f"{ctx.worker_id}:{i}")
+        i += 1
+        await asyncio.sleep(0.01)
+"""
+
+
+async def test_only_one_worker_runs_a_source_and_another_takes_over_when_it_stops(
+    tmp_path: Path, r: aioredis.Redis, conn: Connection
+) -> None:
+    topo = _topology(tmp_path, _FOREVER)
+    a = SourceRunner(topo.sources["gen"], topo, conn, worker_id="wa", lease_ttl=0.6)
+    b = SourceRunner(topo.sources["gen"], topo, conn, worker_id="wb", lease_ttl=0.6)
+    a.start()
+    b.start()
+
+    async def some_events() -> bool:
+        return len(await _entries(r, conn)) >= 20
+
+    await _until(some_events)
+    holder, other = (a, b) if a.holding else (b, a)
+    assert holder.holding and not other.holding
+    writers = {e[b"p"].split(b":")[0] for e in await _entries(r, conn)}
+    assert writers == {holder.worker_id.encode()}
+
+    await holder.stop()
+    assert not holder.done  # stopped is not ended
+
+    async def other_writes() -> bool:
+        return any(e[b"p"].startswith(other.worker_id.encode()) for e in await _entries(r, conn))
+
+    await _until(other_writes)
+    assert other.holding
+    await other.stop()
+    assert await r.exists(EngineKeys(topo.name).source_lease("gen")) == 0
+
+
+async def test_a_killed_holder_is_replaced_once_its_lease_expires(
+    tmp_path: Path, redis_url: str, r: aioredis.Redis, conn: Connection
+) -> None:
+    topo = _topology(tmp_path, _FOREVER)
+    script = textwrap.dedent(
+        f"""
+        import asyncio, sys
+        import redis.asyncio as aioredis
+        from topology.config.model import SourceSpec, StreamSpec, Topology
+        from topology.runtime.sources import SourceRunner
+        from topology.streams import Connection
+        from pathlib import Path
+
+        async def main():
+            topo = Topology(
+                name={topo.name!r}, path=Path({str(topo.path)!r}),
+                streams={{"out": StreamSpec("out")}},
+                sources={{"gen": SourceSpec("gen", {topo.sources["gen"].handler!r}, "out")}},
+            )
+            conn = Connection(aioredis.Redis.from_url({redis_url!r}))
+            spec = topo.sources["gen"]
+            runner = SourceRunner(spec, topo, conn, worker_id="victim", lease_ttl=1.0)
+            runner.start()
+            await asyncio.sleep(600)
+
+        asyncio.run(main())
+        """
+    )
+    victim = subprocess.Popen([sys.executable, "-c", script])
+    try:
+
+        async def victim_writes() -> bool:
+            return len(await _entries(r, conn)) >= 5
+
+        await _until(victim_writes, timeout=20)
+        spec = topo.sources["gen"]
+        survivor = SourceRunner(spec, topo, conn, worker_id="survivor", lease_ttl=1.0)
+        survivor.start()
+        victim.send_signal(signal.SIGKILL)
+        victim.wait()
+        killed_at = time.monotonic()
+
+        async def survivor_writes() -> bool:
+            return any(e[b"p"].startswith(b"survivor:") for e in await _entries(r, conn))
+
+        await _until(survivor_writes)
+        assert time.monotonic() - killed_at < 1.0 + 1.0  # lease TTL + one poll period, with slack
+        assert survivor.holding
+        await survivor.stop()
+    finally:
+        if victim.poll() is None:
+            victim.kill()
+            victim.wait()
+
+
+async def test_events_are_added_while_the_generator_waits(
+    tmp_path: Path, r: aioredis.Redis, conn: Connection
+) -> None:
+    topo = _topology(
+        tmp_path,
+        """
+        import asyncio
+        from topology import Emit
+        gate = asyncio.Event()
+        async def gen():
+            yield Emit("first", "1")
+            await gate.wait()
+            yield Emit("second", "2")
+        """,
+    )
+    runner = SourceRunner(topo.sources["gen"], topo, conn, worker_id="w1", lease_ttl=1.0)
+    runner.start()
+
+    async def first_added() -> bool:
+        return len(await _entries(r, conn)) == 1
+
+    await _until(first_added)  # flushed although the generator has not ended
+    module = sys.modules[topo.sources["gen"].handler.split(":")[0]]
+    module.gate.set()
+    await runner.wait()
+    assert [e[b"n"] for e in await _entries(r, conn)] == [b"first", b"second"]
+
+
+async def test_a_sync_source_resumes_from_its_checkpoint(
+    tmp_path: Path, r: aioredis.Redis, conn: Connection
+) -> None:
+    topo = _topology(
+        tmp_path,
+        """
+        from topology import Emit
+        def gen(ctx):
+            for i in range(int(ctx.resume_from or 0), 10):
+                yield Emit("n", str(i))
+                ctx.checkpoint(str(i + 1))
+        """,
+    )
+    first = SourceRunner(topo.sources["gen"], topo, conn, worker_id="w1", lease_ttl=1.0)
+    first.start()
+    await first.wait()
+    assert first.done and first.produced == 10
+    assert await r.hget(EngineKeys(topo.name).source_state("gen"), "checkpoint") == b"10"
+    again = SourceRunner(topo.sources["gen"], topo, conn, worker_id="w2", lease_ttl=1.0)
+    again.start()
+    await again.wait()
+    assert again.produced == 0 and len(await _entries(r, conn)) == 10
+
+
+async def test_an_emit_for_another_stream_fails_the_source_without_writing_there(
+    tmp_path: Path, r: aioredis.Redis, conn: Connection
+) -> None:
+    topo = _topology(
+        tmp_path,
+        """
+        from topology import Emit
+        def gen():
+            yield Emit("ok", "1")
+            yield Emit("bad", "2", stream="other")
+        """,
+    )
+    runner = SourceRunner(topo.sources["gen"], topo, conn, worker_id="w1", lease_ttl=1.0)
+    runner.start()
+    await runner.wait()
+    assert runner.failed is not None and "other" in str(runner.failed)
+    assert not runner.done
+    assert await r.exists(conn.stream_key("other")) == 0
+    assert await r.hget(EngineKeys(topo.name).source_state("gen"), "failed")
+
+
+async def test_a_raising_source_is_marked_failed(
+    tmp_path: Path, r: aioredis.Redis, conn: Connection
+) -> None:
+    topo = _topology(
+        tmp_path,
+        """
+        from topology import Emit
+        async def gen():
+            yield Emit("ok", "1")
+            raise RuntimeError("boom")
+        """,
+    )
+    runner = SourceRunner(topo.sources["gen"], topo, conn, worker_id="w1", lease_ttl=1.0)
+    runner.start()
+    await runner.wait()
+    assert isinstance(runner.failed, RuntimeError)
+    assert len(await _entries(r, conn)) == 1  # what it yielded before raising is kept
+    state = await r.hget(EngineKeys(topo.name).source_state("gen"), "failed")
+    assert state == b"RuntimeError: boom"
+
+
+async def test_a_blocking_sync_source_does_not_stall_the_loop(
+    tmp_path: Path, r: aioredis.Redis, conn: Connection
+) -> None:
+    topo = _topology(
+        tmp_path,
+        """
+        import time
+        from topology import Emit
+        def gen():
+            time.sleep(0.5)
+            yield Emit("late", "1")
+        """,
+    )
+    runner = SourceRunner(topo.sources["gen"], topo, conn, worker_id="w1", lease_ttl=1.0)
+    runner.start()
+    started = time.monotonic()
+    ticks = 0
+    while not runner.done and time.monotonic() - started < 5:
+        await asyncio.sleep(0.01)
+        ticks += 1
+    assert runner.done
+    assert ticks > 10  # the loop kept running while the generator slept in its thread

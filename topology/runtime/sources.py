@@ -1,0 +1,499 @@
+"""Sources: generator functions whose ``Emit``s the engine adds to a stream.
+
+A source is ``fn()`` or ``fn(ctx)`` returning a generator or an async generator
+(any iterable or async iterable works) of :class:`~topology.Emit`. ``Emit.stream``
+defaults to the source's stream (naming another stream is an error, never a
+silent write elsewhere), ``Emit.topic`` to the source's ``topic``. The engine
+adds what it yields with pipelined ``XADD``s, up to :data:`BATCH` per round trip,
+flushing as soon as the generator pauses, so a slow trickle is not held back
+and a fast burst is not one round trip per event. Sync generators run in a
+thread: a blocking ``time.sleep`` in one stalls nothing else.
+
+Exactly one worker of a deployment runs a given source: the one holding its
+lease (``SET NX PX``, renewed every ``lease_ttl/3``). The others poll the lease
+and take over when the holder dies and its lease expires (``lease_ttl``, 5 s).
+
+Guarantees, stated plainly:
+
+- A source that ends records ``done`` in its state hash, and no other worker of
+  the deployment runs it again. A deployment that starts *fresh* (no other live
+  worker in the heartbeat registry) clears ``done``, so running the example
+  twice runs its source twice.
+- On takeover after a crash the generator starts again from the beginning:
+  **at-least-once** for sources. A source that must not repeat itself resumes:
+  ``ctx.checkpoint(value)`` records a position, which is saved after every
+  event yielded before the call has been added, and ``ctx.resume_from`` gives
+  the last saved position to the next run (kept across fresh starts too).
+- A source that raises is logged, marked ``failed`` and not run again by the
+  other workers; a fresh start of the deployment clears the mark.
+- ``ctx.stop`` is set when the engine stops the source (shutdown, reload, lost
+  lease); a long-running source may watch it and return. A source stopped that
+  way is not ``done``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from topology._emit import Emit
+from topology.config.model import SourceSpec, Topology
+from topology.runtime.keys import EngineKeys
+from topology.runtime.workers import live_workers
+
+__all__ = ["BATCH", "SourceContext", "SourceError", "SourceRunner"]
+
+log = logging.getLogger(__name__)
+
+#: Most events added per pipelined round trip.
+BATCH = 256
+#: Events buffered ahead of Redis before the generator is made to wait.
+_HIGH_WATER = 4 * BATCH
+#: How long a sync generator may fill a batch before it is flushed.
+_SYNC_FILL = 0.02
+
+# Renew/release only a lease we still hold: a worker that paused past its TTL
+# must not extend (or delete) the lease its successor now holds.
+LEASE_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+LEASE_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+# State hash fields (EngineKeys.source_state).
+DONE = "done"
+FAILED = "failed"
+CHECKPOINT = "checkpoint"
+
+
+class SourceError(Exception):
+    """A source yielded something the engine cannot add (wrong type or stream)."""
+
+
+@dataclass
+class SourceContext:
+    """What ``fn(ctx)`` gets: who runs it, when to stop, and where to resume."""
+
+    worker_id: str
+    source: str
+    stop: asyncio.Event
+    resume_from: str | None = None
+    _checkpoint: str | None = field(default=None, repr=False)
+
+    def checkpoint(self, value: str) -> None:
+        """Record a resume position, saved once what was yielded before it is added."""
+        self._checkpoint = str(value)
+
+
+class _Checkpoint:
+    __slots__ = ("value",)
+
+    def __init__(self, value: str) -> None:
+        self.value = value
+
+
+class _End:
+    __slots__ = ("error",)
+
+    def __init__(self, error: BaseException | None = None) -> None:
+        self.error = error
+
+
+class SourceRunner:
+    """Runs one source in this worker while it holds the source's lease."""
+
+    def __init__(
+        self,
+        spec: SourceSpec,
+        topology: Topology,
+        conn: Any,
+        *,
+        worker_id: str,
+        lease_ttl: float = 5.0,
+    ) -> None:
+        if lease_ttl <= 0:
+            raise ValueError(f"lease_ttl must be > 0, got {lease_ttl}")
+        self.spec = spec
+        self.topology = topology
+        self.conn = conn
+        self.redis = conn.redis
+        self.worker_id = worker_id
+        self.lease_ttl = lease_ttl
+        keys = EngineKeys(topology.name)
+        self.lease_key = keys.source_lease(spec.name)
+        self.state_key = keys.source_state(spec.name)
+        stream_spec = topology.streams.get(spec.stream)
+        self.stream = conn.stream(
+            spec.stream,
+            max_len=stream_spec.max_len if stream_spec else None,
+            ttl=stream_spec.ttl if stream_spec else None,
+        )
+        self.produced = 0
+        self.failed: BaseException | None = None
+        self._done = False
+        self._holding = False
+        self._stopping = asyncio.Event()
+        self._lost = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._producer: asyncio.Task[None] | None = None
+        self._ctx: SourceContext | None = None
+        self._renew = self.redis.register_script(LEASE_RENEW)
+        self._release = self.redis.register_script(LEASE_RELEASE)
+
+    @property
+    def done(self) -> bool:
+        """True once the generator ended (here or in another worker of the deployment)."""
+        return self._done
+
+    @property
+    def holding(self) -> bool:
+        """True while this worker holds the lease and runs the generator."""
+        return self._holding
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(
+                self._main(), name=f"source:{self.spec.name}"
+            )
+
+    async def stop(self) -> None:
+        """Stop the generator, add what it already yielded, release the lease."""
+        self._stopping.set()
+        if self._ctx is not None:
+            self._ctx.stop.set()
+        if self._producer is not None:
+            self._producer.cancel()
+        task = self._task
+        if task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def wait(self) -> None:
+        """Until the runner ends by itself (source done or failed)."""
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.shield(self._task)
+
+    # -- lease ---------------------------------------------------------------------
+
+    async def _finished_elsewhere(self) -> bool:
+        marks = await self.redis.hmget(self.state_key, [DONE, FAILED])
+        return any(marks)
+
+    async def _acquire(self) -> bool:
+        return bool(
+            await self.redis.set(
+                self.lease_key, self.worker_id, nx=True, px=int(self.lease_ttl * 1000)
+            )
+        )
+
+    async def _release_lease(self) -> None:
+        if not self._holding:
+            return
+        self._holding = False
+        try:
+            await self._release(keys=[self.lease_key], args=[self.worker_id])
+        except Exception as exc:  # it expires by itself
+            log.debug("source %s: lease release failed: %s", self.spec.name, exc)
+
+    async def _keep_lease(self, ctx: SourceContext) -> None:
+        """Renew every ttl/3; on loss stop the generator (a successor may be running it)."""
+        period = self.lease_ttl / 3
+        last_ok = time.monotonic()
+        while True:
+            await asyncio.sleep(period)  # a period, not a synchronisation
+            try:
+                kept = await self._renew(
+                    keys=[self.lease_key], args=[self.worker_id, int(self.lease_ttl * 1000)]
+                )
+                if kept:
+                    last_ok = time.monotonic()
+                    continue
+                reason = "taken by another worker"
+            except Exception as exc:
+                if time.monotonic() - last_ok < self.lease_ttl:
+                    log.warning("source %s: lease renewal failed: %s", self.spec.name, exc)
+                    continue
+                reason = f"not renewed for {self.lease_ttl}s ({exc})"
+            log.warning("source %s: lease lost (%s); stopping it here", self.spec.name, reason)
+            self._holding = False
+            self._lost.set()
+            ctx.stop.set()
+            if self._producer is not None:
+                self._producer.cancel()
+            return
+
+    # -- main loop -----------------------------------------------------------------
+
+    async def _main(self) -> None:
+        try:
+            await self._fresh_start_check()
+            while not self._stopping.is_set():
+                if await self._finished_elsewhere():
+                    self._done = True
+                    log.info("source %s already ended in this deployment", self.spec.name)
+                    return
+                if await self._acquire():
+                    self._holding = True
+                    await self._run_held()
+                    if self._done or self.failed is not None:
+                        return
+                    continue
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), self.lease_ttl / 3)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self.failed = exc
+            log.error("source %s: %s: %s", self.spec.name, type(exc).__name__, exc)
+        finally:
+            await self._release_lease()
+
+    async def _fresh_start_check(self) -> None:
+        """Clear the end marks when no other worker of the deployment is alive."""
+        others = [
+            w for w in await live_workers(self.redis, self.topology.name) if w != self.worker_id
+        ]
+        if not others:
+            await self.redis.hdel(self.state_key, DONE, FAILED)
+
+    async def _run_held(self) -> None:
+        self._lost.clear()
+        resume = await self.redis.hget(self.state_key, CHECKPOINT)
+        ctx = SourceContext(
+            worker_id=self.worker_id,
+            source=self.spec.name,
+            stop=asyncio.Event(),
+            resume_from=resume.decode() if isinstance(resume, bytes) else resume,
+        )
+        if self._stopping.is_set():
+            return
+        self._ctx = ctx
+        log.info("source %s started on %s", self.spec.name, self.worker_id)
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        drained = asyncio.Event()
+        keeper = asyncio.get_running_loop().create_task(self._keep_lease(ctx))
+        self._producer = asyncio.get_running_loop().create_task(
+            self._produce(ctx, queue, drained), name=f"source-gen:{self.spec.name}"
+        )
+        try:
+            end = await self._flush_loop(queue, drained)
+        finally:
+            keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeper
+            producer, self._producer = self._producer, None
+            if producer is not None:
+                producer.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await producer
+        if end.error is not None and not isinstance(end.error, asyncio.CancelledError):
+            self.failed = end.error
+            log.error(
+                "source %s failed after %d events: %s: %s",
+                self.spec.name,
+                self.produced,
+                type(end.error).__name__,
+                end.error,
+                exc_info=end.error,
+            )
+            await self.redis.hset(
+                self.state_key,
+                mapping={
+                    FAILED: f"{type(end.error).__name__}: {end.error}",
+                    "worker": self.worker_id,
+                },
+            )
+        elif end.error is None and not self._stopping.is_set() and not self._lost.is_set():
+            await self.redis.hset(
+                self.state_key,
+                mapping={
+                    DONE: str(time.time()),
+                    "worker": self.worker_id,
+                    "produced": self.produced,
+                },
+            )
+            self._done = True
+            log.info("source %s ended after %d events", self.spec.name, self.produced)
+        await self._release_lease()
+
+    def _call(self, ctx: SourceContext) -> Any:
+        from topology.callables import import_callable
+
+        fn = import_callable(self.spec.handler, self.topology.base_dir)
+        try:
+            params = [
+                p
+                for p in inspect.signature(fn).parameters.values()
+                if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty
+            ]
+        except (TypeError, ValueError):
+            params = []
+        return fn(ctx) if params else fn()
+
+    def _convert(self, item: Any) -> tuple[str, Any, str | None]:
+        if not isinstance(item, Emit):
+            raise SourceError(
+                f"source {self.spec.name!r} yielded a {type(item).__name__}, not an Emit"
+            )
+        if item.stream is not None and item.stream != self.spec.stream:
+            raise SourceError(
+                f"source {self.spec.name!r} yielded an Emit for stream {item.stream!r}; "
+                f"it writes to {self.spec.stream!r} only"
+            )
+        return (item.name, item.payload, item.topic if item.topic is not None else self.spec.topic)
+
+    async def _produce(
+        self, ctx: SourceContext, queue: asyncio.Queue[Any], drained: asyncio.Event
+    ) -> None:
+        """Run the generator, queueing converted events (and checkpoints) for the flusher."""
+        end = _End()
+        try:
+            produced = self._call(ctx)
+            if hasattr(produced, "__aiter__"):
+                await self._produce_async(produced, ctx, queue, drained)
+            elif hasattr(produced, "__iter__"):
+                await self._produce_sync(iter(produced), ctx, queue, drained)
+            else:
+                raise SourceError(
+                    f"source {self.spec.name!r} returned a {type(produced).__name__}; "
+                    "a source is a (async) generator function"
+                )
+        except BaseException as exc:
+            end = _End(exc)
+            if not isinstance(exc, (Exception, asyncio.CancelledError)):
+                raise
+        finally:
+            if ctx._checkpoint is not None:
+                queue.put_nowait(_Checkpoint(ctx._checkpoint))
+                ctx._checkpoint = None
+            queue.put_nowait(end)
+
+    async def _backpressure(self, queue: asyncio.Queue[Any], drained: asyncio.Event) -> None:
+        if queue.qsize() >= _HIGH_WATER:
+            drained.clear()
+            await drained.wait()
+
+    async def _produce_async(
+        self,
+        agen: AsyncIterator[Any],
+        ctx: SourceContext,
+        queue: asyncio.Queue[Any],
+        drained: asyncio.Event,
+    ) -> None:
+        try:
+            async for item in agen:
+                if ctx._checkpoint is not None:
+                    queue.put_nowait(_Checkpoint(ctx._checkpoint))
+                    ctx._checkpoint = None
+                queue.put_nowait(self._convert(item))
+                await self._backpressure(queue, drained)
+        finally:
+            aclose = getattr(agen, "aclose", None)
+            if aclose is not None:
+                with contextlib.suppress(Exception):
+                    await aclose()
+
+    async def _produce_sync(
+        self,
+        gen: Iterator[Any],
+        ctx: SourceContext,
+        queue: asyncio.Queue[Any],
+        drained: asyncio.Event,
+    ) -> None:
+        sentinel = object()
+
+        def pull() -> tuple[list[Any], bool]:
+            out: list[Any] = []
+            deadline = time.monotonic() + _SYNC_FILL
+            while len(out) < BATCH and not ctx.stop.is_set():
+                item = next(gen, sentinel)
+                if ctx._checkpoint is not None:
+                    out.append(_Checkpoint(ctx._checkpoint))
+                    ctx._checkpoint = None
+                if item is sentinel:
+                    return out, True
+                out.append(item)
+                if time.monotonic() >= deadline:
+                    break
+            return out, False
+
+        finished = False
+        try:
+            while not finished and not ctx.stop.is_set():
+                chunk, finished = await asyncio.to_thread(pull)
+                for item in chunk:
+                    queue.put_nowait(item if isinstance(item, _Checkpoint) else self._convert(item))
+                await self._backpressure(queue, drained)
+        finally:
+            close = getattr(gen, "close", None)
+            if close is not None:
+                with contextlib.suppress(Exception):  # still running in its thread: leave it
+                    close()
+
+    async def _flush_loop(self, queue: asyncio.Queue[Any], drained: asyncio.Event) -> _End:
+        """Add queued events in batches until the producer ends; returns its end."""
+        while True:
+            item = await queue.get()
+            batch: list[tuple[str, Any, str | None]] = []
+            checkpoint: str | None = None
+            end: _End | None = None
+            while True:
+                if isinstance(item, _End):
+                    end = item
+                    break
+                if isinstance(item, _Checkpoint):
+                    checkpoint = item.value
+                else:
+                    batch.append(item)
+                if len(batch) >= BATCH or queue.empty():
+                    break
+                item = queue.get_nowait()
+            if queue.qsize() < _HIGH_WATER // 2:
+                drained.set()
+            await self._flush(batch, checkpoint)
+            if end is not None:
+                return end
+
+    async def _flush(
+        self, batch: list[tuple[str, Any, str | None]], checkpoint: str | None
+    ) -> None:
+        delay = 0.1
+        while batch:
+            try:
+                await self.stream.add_many(batch)
+                self.produced += len(batch)
+                break
+            except Exception as exc:  # Redis unavailable: hold the events and retry
+                if self._stopping.is_set():
+                    log.error(
+                        "source %s: %d events not added at shutdown: %s",
+                        self.spec.name,
+                        len(batch),
+                        exc,
+                    )
+                    return
+                log.warning(
+                    "source %s: adding %d events failed, retrying: %s",
+                    self.spec.name,
+                    len(batch),
+                    exc,
+                )
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), delay)
+                delay = min(delay * 2, 2.0)
+        if checkpoint is not None:
+            await self.redis.hset(self.state_key, CHECKPOINT, checkpoint)
