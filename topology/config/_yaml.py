@@ -24,6 +24,7 @@ __all__ = ["Document", "LocatedLoader", "Raw", "parse"]
 MAX_NODES = 100_000
 
 _PLAIN = (str, int, float, bool, type(None))
+_COLLECTION_TAGS = ("tag:yaml.org,2002:seq", "tag:yaml.org,2002:map")
 
 
 class LocatedLoader(yaml.SafeLoader):
@@ -85,9 +86,12 @@ class _Builder:
         if self.visited > MAX_NODES:
             raise _TooBig(node)
         pos = _pos(node.start_mark)
-        self.doc.values.setdefault(path, pos)
+        self.doc.values[path] = pos
         if isinstance(node, yaml.ScalarNode):
             return self.scalar(node, path, pos)
+        if node.tag not in _COLLECTION_TAGS:  # !!set, !!omap, !!python/...: never built
+            self.problem(pos, path, f"invalid YAML: unsupported tag {node.tag!r}")
+            return None
         if id(node) in self.stack:
             self.problem(pos, path, "recursive alias: a node contains itself")
             return None
@@ -136,6 +140,7 @@ class _Builder:
         self, node: yaml.MappingNode, path: NodePath, pos: tuple[int, int]
     ) -> dict[str, Any]:
         seen: dict[str, tuple[int, int]] = {}
+        explicit = {id(key_node) for key_node, _ in node.value}
         for key_node, _ in node.value:
             if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
                 key_pos = _pos(key_node.start_mark)
@@ -156,6 +161,7 @@ class _Builder:
                 (k, v) for k, v in node.value if k.tag != "tag:yaml.org,2002:merge"
             ]  # reported; read the rest of the mapping as if the merge were not there
         out: dict[str, Any] = {}
+        explicit_keys: set[str] = set()
         for key_node, value_node in node.value:
             if not isinstance(key_node, yaml.ScalarNode):
                 self.problem(
@@ -164,8 +170,10 @@ class _Builder:
                 continue
             key = key_node.value  # the text as written: `on:` and `1:` are names, not bool/int
             child = (*path, key)
-            if key in out:  # duplicate: reported above; keep the first
+            if key in explicit_keys:  # a duplicate: reported above; keep the first
                 continue
+            if id(key_node) in explicit:  # explicit keys override merged ones (YAML merge)
+                explicit_keys.add(key)
             self.doc.keys[child] = _pos(key_node.start_mark)
             out[key] = self.build(value_node, child)
         return out
