@@ -1,0 +1,131 @@
+"""Hot reload triggers: the config file changing on disk, and SIGHUP.
+
+Both end in :meth:`Reloader.reload`: validate the file exactly as ``validate``
+does; an invalid file is logged (every located error) and changes nothing;
+a valid one goes to ``Runtime.apply`` — the same call that started the run —
+which applies only the diff, or rolls back and keeps the current generation.
+
+The watcher watches the config's folder (and the folder of a symlink's target)
+rather than the file: editors that save by writing a temporary file and
+renaming it over the original replace the inode, which a watch on the file
+itself would lose. Changes are debounced (~200 ms of quiet) so a save that
+touches the file several times is one reload.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from pathlib import Path
+from typing import Any
+
+__all__ = ["Reloader"]
+
+log = logging.getLogger("topology.reload")
+
+#: Milliseconds of quiet after a change before reloading.
+QUIET_MS = 200
+
+
+class Reloader:
+    def __init__(
+        self,
+        path: Path,
+        runtime: Any,
+        *,
+        hup: asyncio.Event | None = None,
+        watch: bool = True,
+        quiet_ms: int = QUIET_MS,
+    ) -> None:
+        self.path = Path(path).absolute()
+        self.runtime = runtime
+        self.hup = hup
+        self.watch = watch
+        self.quiet_ms = quiet_ms
+        self.reloads = 0  # attempts (valid or not), for tests and status
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._lock = asyncio.Lock()
+
+    def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self.hup is not None:
+            self._tasks.append(loop.create_task(self._hup_loop(), name="reload:sighup"))
+        if self.watch:
+            self._tasks.append(loop.create_task(self._watch_loop(), name="reload:watch"))
+
+    async def stop(self) -> None:
+        self._stop.set()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+
+    async def reload(self, reason: str) -> bool:
+        """Validate the file and apply it; True when a new generation runs (or nothing changed)."""
+        from topology.config import check
+        from topology.runtime.supervisor import ApplyError
+
+        async with self._lock:
+            self.reloads += 1
+            log.info("reload (%s): %s", reason, self.path)
+            topology, problems = check(self.path)
+            if topology is None:
+                for problem in problems:
+                    log.error("reload: %s", problem)
+                log.error("reload rejected: the file is invalid; generation %d keeps running",
+                          self.runtime.generation)
+                self.runtime.metrics.reloads.labels("invalid").inc()
+                return False
+            for problem in problems:
+                log.warning("reload: %s", problem)
+            try:
+                plan = await self.runtime.apply(topology)
+            except ApplyError as exc:
+                log.error("reload rolled back: %s", exc)
+                return False
+            if plan.is_empty:
+                log.info("reload: no change (generation %d)", self.runtime.generation)
+            return True
+
+    async def _hup_loop(self) -> None:
+        assert self.hup is not None
+        while not self._stop.is_set():
+            await self.hup.wait()
+            self.hup.clear()
+            await self._safe_reload("SIGHUP")
+
+    async def _safe_reload(self, reason: str) -> None:
+        try:
+            await self.reload(reason)
+        except Exception:
+            log.exception("reload failed unexpectedly; the current generation keeps running")
+
+    def _targets(self) -> set[Path]:
+        targets = {self.path}
+        with contextlib.suppress(OSError):
+            targets.add(self.path.resolve())
+        return targets
+
+    async def _watch_loop(self) -> None:
+        from watchfiles import awatch
+
+        while not self._stop.is_set():
+            targets = self._targets()
+            folders = sorted({str(t.parent) for t in targets})
+            try:
+                async for changes in awatch(
+                    *folders, step=self.quiet_ms, debounce=10 * self.quiet_ms,
+                    stop_event=self._stop, recursive=False,
+                ):
+                    if any(Path(p) in targets or Path(p).absolute() in targets
+                           for _, p in changes):
+                        await self._safe_reload("file changed")
+                    if self._targets() != targets:  # a symlink now points elsewhere
+                        break
+            except Exception as exc:
+                log.warning("watching %s failed (%s); SIGHUP still reloads", self.path, exc)
+                return
