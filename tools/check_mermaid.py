@@ -1,12 +1,15 @@
 """Render every example config as mermaid and check it with mermaid 11 (parse + render).
 
-    python tools/check_mermaid.py [--parse-only] [CONFIG...]
+    python tools/check_mermaid.py [--parse-only] [--fuzz N] [CONFIG...]
 
 Without arguments: every ``configs/*.yaml`` plus ``tests/graph/nasty-names.yaml``
 (names picked to break a diagram). Each is loaded with ``topology.config.load``
 and rendered with ``topology.render.mermaid`` into ``tools/out/<name>.mmd``; then
 ``tools/check_mermaid.mjs`` parses each with mermaid in node (jsdom) and renders
-it in headless Chromium. Exit 0 when all pass, 1 otherwise.
+it in headless Chromium. ``--fuzz N`` adds N topologies whose stream, topic
+and sink names are random strings over mermaid's syntax characters, unicode
+and whitespace (seeded: the same N gives the same diagrams). Exit 0 when all
+pass, 1 otherwise.
 
 Needs ``npm install`` in ``tools/`` (mermaid and jsdom from the npm registry) and,
 for the render pass, Debian's ``chromium``. Not run in CI: it is the check that
@@ -16,10 +19,12 @@ the diagrams the product prints actually draw, run when rendering changes.
 from __future__ import annotations
 
 import argparse
+import random
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 TOOLS = ROOT / "tools"
@@ -31,10 +36,51 @@ def default_configs() -> list[Path]:
     return [*examples, ROOT / "tests" / "graph" / "nasty-names.yaml"]
 
 
+#: Characters mermaid could read as syntax, plus letters, unicode and whitespace.
+_FUZZ_CHARS = "abcxo _-.:;#&<>\"'`|%\\/()[]{}=+*!?~^$@,\n\t" + "éü流🚀ﬂ°¶ß\u00a0\u200b"
+
+
+def fuzz_topologies(count: int, seed: int = 20261128) -> list[Any]:
+    """``count`` small topologies with random names (a pattern sink, a topic sink, a cycle)."""
+    from topology.config.model import SinkSpec, SourceSpec, StreamRef, StreamSpec, Topology
+
+    rng = random.Random(seed)
+
+    def name() -> str:
+        return "".join(rng.choice(_FUZZ_CHARS) for _ in range(rng.randint(1, 10)))
+
+    result = []
+    for i in range(count):
+        a, b, topic = name(), name() + "~b", name()
+        sink, other = name(), name() + "~o"
+        result.append(
+            Topology(
+                name=f"fuzz{i}",
+                allow_cycles=True,
+                streams={a: StreamSpec(a, topics=(topic, name())), b: StreamSpec(b)},
+                sources={name(): SourceSpec("src", "h:g", a, topic=topic)},
+                sinks={
+                    sink: SinkSpec(
+                        sink,
+                        (StreamRef(a), StreamRef(b, "oldest")),
+                        "h:f",
+                        topic_pattern=name(),
+                        consumers=rng.randint(1, 9),
+                        outputs=(b,),
+                        dead_letter=a,
+                    ),
+                    other: SinkSpec(other, (StreamRef(b),), "h:f", topic=topic, outputs=(a,)),
+                },
+            )
+        )
+    return result
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("configs", nargs="*", type=Path, help="configs (default: all examples)")
     parser.add_argument("--parse-only", action="store_true", help="skip the Chromium render pass")
+    parser.add_argument("--fuzz", type=int, default=0, metavar="N", help="add N random-name graphs")
     args = parser.parse_args(argv)
 
     sys.path.insert(0, str(ROOT))
@@ -61,6 +107,10 @@ def main(argv: list[str] | None = None) -> int:
             failed = True
             continue
         target = OUT / f"{config.stem}.mmd"
+        target.write_text(mermaid(build(topology)), encoding="utf-8")
+        written.append(str(target))
+    for topology in fuzz_topologies(args.fuzz):
+        target = OUT / f"{topology.name}.mmd"
         target.write_text(mermaid(build(topology)), encoding="utf-8")
         written.append(str(target))
     if not written:

@@ -332,6 +332,8 @@ def dot(graph: nx.DiGraph) -> str:
         attrs = {"kind": edge["kind"]}
         if edge["kind"] == "read":
             attrs["label"] = _read_label(edge)
+        elif edge["kind"] == "write" and edge.get("topic"):
+            attrs["label"] = f"topic {edge['topic']}"
         elif edge["kind"] == "dlq" or edge.get("dlq"):
             attrs["style"] = "dashed"
             attrs["label"] = "dead letter"

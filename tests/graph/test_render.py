@@ -9,6 +9,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.graph._topologies import orders, replace_sink
 from topology.config import load
@@ -255,3 +257,42 @@ def test_redact_url(url: str | None, shown: str | None) -> None:
 def test_render_rejects_an_unknown_format() -> None:
     with pytest.raises(ValueError, match="unknown format 'svg'"):
         render(build(orders()), "svg")
+
+
+NAMES = st.text(min_size=1, max_size=12)
+
+
+@settings(max_examples=200, deadline=None)
+@given(streams=st.lists(NAMES, min_size=1, max_size=4, unique=True), sink=NAMES, topic=NAMES)
+def test_any_names_give_well_formed_mermaid(streams: list[str], sink: str, topic: str) -> None:
+    topology = Topology(
+        name="t",
+        streams={s: StreamSpec(s, topics=(topic,)) for s in streams[:1]}
+        | {s: StreamSpec(s) for s in streams[1:]},
+        sinks={
+            sink: SinkSpec(
+                sink,
+                tuple(StreamRef(s) for s in streams),
+                "h:f",
+                topic_pattern=topic,
+                consumers=2,
+                outputs=(streams[-1],),
+                dead_letter=streams[0],
+            )
+        },
+    )
+    graph = build(topology)
+    ids = mermaid_ids(graph)
+    assert len(set(ids.values())) == len(ids)
+    outside = re.sub(r'"[^"]*"', '""', mermaid(graph))
+    for line in outside.splitlines()[1:]:
+        assert any(re.fullmatch(shape, line) for shape in STATEMENTS), line
+
+
+@given(st.text())
+def test_mermaid_text_decodes_back_to_the_original(text: str) -> None:
+    named = {"quot": '"', "amp": "&", "lt": "<", "gt": ">"}
+    escaped = mermaid_text(text)
+    assert '"' not in escaped and "\n" not in escaped
+    decoded = re.sub(r"#(\w+);", lambda m: named.get(m.group(1)) or chr(int(m.group(1))), escaped)
+    assert decoded == text
