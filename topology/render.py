@@ -30,7 +30,8 @@ ids, every id and label quoted; each stream and its topics sit in a
       "nodes": [
         {"id": "stream:orders", "kind": "stream", "name": "orders",
          "label": "orders", "detail": "max_len 100000",
-         "spec": {"name": "orders", "max_len": 100000, "ttl": null, "topics": []}},
+         "spec": {"name": "orders", "max_len": 100000, "ttl": null,
+                  "topics": ["eu.orders"]}},
         {"id": "topic:orders/eu.orders", "kind": "topic", "name": "eu.orders",
          "stream": "orders", ...},
         {"id": "actor:enrich#0", "kind": "actor", "name": "enrich#0",
@@ -55,14 +56,25 @@ from __future__ import annotations
 import dataclasses
 import re
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import networkx as nx
 
 from topology.config.model import DEFAULT_START, SinkSpec
 from topology.graph import nodes_of, topic_id
+from topology.runtime.connect import redact
 
-__all__ = ["FORMATS", "MAX_MERMAID_ACTORS", "as_json", "dot", "mermaid", "redact_url", "render"]
+__all__ = [
+    "FORMATS",
+    "MAX_MERMAID_ACTORS",
+    "as_json",
+    "dot",
+    "dot_quote",
+    "mermaid",
+    "mermaid_ids",
+    "mermaid_text",
+    "redact_url",
+    "render",
+]
 
 FORMATS = ("mermaid", "dot", "json")
 
@@ -72,21 +84,11 @@ MAX_MERMAID_ACTORS = 6
 
 
 def redact_url(url: str | None) -> str | None:
-    """``url`` with its password replaced by ``***``: diagrams get pasted into tickets."""
-    if url is None:
-        return None
-    try:
-        parts = urlsplit(url)
-        if parts.password is None:
-            return url
-        user = parts.username or ""
-        host = parts.hostname or ""
-        if ":" in host:
-            host = f"[{host}]"
-        port = f":{parts.port}" if parts.port is not None else ""
-        return urlunsplit(parts._replace(netloc=f"{user}:***@{host}{port}"))
-    except ValueError:  # unparsable: say nothing rather than leak
-        return "***"
+    """``url`` with its password masked (``topology.runtime.connect.redact``, the one rule).
+
+    Diagrams get pasted into tickets: a JSON graph never carries a password.
+    """
+    return None if url is None else redact(url)
 
 
 # --------------------------------------------------------------------------- mermaid

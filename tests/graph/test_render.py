@@ -247,7 +247,8 @@ def test_json_masks_the_redis_password() -> None:
         ("redis://localhost:6379/0", "redis://localhost:6379/0"),
         ("redis://:pw@h:1", "redis://:***@h:1"),
         ("rediss://u:pw@[::1]:6380/2", "rediss://u:***@[::1]:6380/2"),
-        ("redis://u:pw@h:notaport", "***"),
+        ("redis://u:pw@h:notaport", "redis://u:***@h:notaport"),
+        ("redis://h:1/0?password=pw", "redis://h:1/0?password=***"),
     ],
 )
 def test_redact_url(url: str | None, shown: str | None) -> None:
