@@ -209,6 +209,9 @@ class EmbeddedServer:
                     state.get("pid"),
                 )
             self._clean_stale()
+            ignore = self.data_dir / ".gitignore"
+            if not ignore.exists():  # server data, not source: keep it out of the user's repo
+                ignore.write_text("# created by ponos-topology: embedded server data\n*\n")
             process = ServerProcess(
                 self.data_dir,
                 unixsocket=self._socket_path(),

@@ -1,0 +1,261 @@
+"""``emit`` and ``tail`` against a real server: names, payloads and topics round-trip."""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from topology.cli import main
+from topology.server import free_port
+
+CONFIG = """\
+version: 1
+name: rt
+streams:
+  orders: {}
+  orders-dlq: {}
+sinks:
+  enrich:
+    streams: [orders]
+    handler: handlers:enrich
+    dead_letter: orders-dlq
+  dlq:
+    streams: [orders-dlq]
+    handler: handlers:enrich
+"""
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    (tmp_path / "handlers.py").write_text("def enrich(event):\n    return None\n")
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(CONFIG)
+    return path
+
+
+@pytest.fixture
+def sync_r(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+def _cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_emit_and_tail_round_trip_names_payloads_and_topics(
+    config: Path, redis_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = ("--redis-url", redis_url)
+    code, out, _ = _cli(capsys, "emit", str(config), "orders", "created", "héllo wörld", *url)
+    assert code == 0 and out.strip().count("-") == 1  # the entry id
+    binary = bytes(range(256))
+    lines = [
+        {"name": "as-json", "payload": {"id": 7, "tags": ["a"]}, "topic": "eu.orders"},
+        {"name": "as-bytes", "payload": base64.b64encode(binary).decode(), "encoding": "base64"},
+        {"name": "no-payload", "topic": "us.orders"},
+        {"name": "multi-line", "payload": "a\nb"},
+    ]
+    events = tmp_path / "events.jsonl"
+    events.write_text("\n".join(json.dumps(line) for line in lines) + "\n\n")
+    code, out, err = _cli(capsys, "emit", str(config), "orders", "--file", str(events), *url)
+    assert code == 0, err
+    assert out.startswith("added 4 events to orders (last id ")
+    assert "\r" not in err  # no progress bar when stderr is not a terminal
+
+    code, out, _ = _cli(capsys, "tail", str(config), "orders", "--format", "json", *url)
+    assert code == 0
+    got = [json.loads(line) for line in out.splitlines()]
+    assert [(g["name"], g["topic"]) for g in got] == [
+        ("created", None),
+        ("as-json", "eu.orders"),
+        ("as-bytes", None),
+        ("no-payload", "us.orders"),
+        ("multi-line", None),
+    ]
+    assert got[0]["payload"] == "héllo wörld"
+    assert json.loads(got[1]["payload"]) == {"id": 7, "tags": ["a"]}
+    assert got[2]["encoding"] == "base64" and base64.b64decode(got[2]["payload"]) == binary
+    assert got[3]["payload"] == "" and got[4]["payload"] == "a\nb"
+
+    code, out, _ = _cli(capsys, "tail", str(config), "orders", *url)
+    text = out.splitlines()
+    assert len(text) == 5  # one event, one line, even with a newline in the payload
+    assert text[0].split(" ", 1)[1] == "- created héllo wörld"
+    assert text[1].split(" ", 1)[1] == 'eu.orders as-json {"id":7,"tags":["a"]}'
+    assert text[2].split(" ", 3)[3].startswith("b'\\x00\\x01")
+    assert text[4].split(" ", 1)[1] == '- multi-line "a\\nb"'
+
+    # tail's JSON lines are emit's input: copy the stream to the dead-letter stream
+    copy = tmp_path / "copy.jsonl"
+    copy.write_text("\n".join(json.dumps(g) for g in got))
+    assert _cli(capsys, "emit", str(config), "orders-dlq", "-f", str(copy), *url)[0] == 0
+    _, out, _ = _cli(capsys, "tail", str(config), "orders-dlq", "--format", "json", *url)
+    again = [json.loads(line) for line in out.splitlines()]
+    assert [(a["name"], a["topic"], a["payload"]) for a in again] == [
+        (g["name"], g["topic"], g["payload"]) for g in got
+    ]
+
+
+def test_tail_limits_filters_and_starts_at_an_id(
+    config: Path, redis_url: str, sync_r: redis.Redis, capsys: pytest.CaptureFixture[str]
+) -> None:
+    key = "pulse:stream:orders"
+    ids = [
+        sync_r.xadd(key, {"n": f"e{i}", "p": str(i), **({"t": "eu"} if i % 2 else {})}).decode()
+        for i in range(6)
+    ]
+    url = ("--redis-url", redis_url)
+    _, out, _ = _cli(capsys, "tail", str(config), "orders", "-n", "2", *url)
+    assert [line.split()[2] for line in out.splitlines()] == ["e0", "e1"]
+    _, out, _ = _cli(capsys, "tail", str(config), "orders", "--topic", "eu", *url)
+    assert [line.split()[2] for line in out.splitlines()] == ["e1", "e3", "e5"]
+    _, out, _ = _cli(capsys, "tail", str(config), "orders", "--from", ids[4], *url)
+    assert [line.split()[0] for line in out.splitlines()] == ids[4:]
+    code, out, _ = _cli(capsys, "tail", str(config), "orders", "--from", "newest", *url)
+    assert code == 0 and out == ""
+
+
+def test_tail_of_an_empty_stream_ends_at_once(
+    config: Path, redis_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert _cli(capsys, "tail", str(config), "orders", "--redis-url", redis_url) == (0, "", "")
+
+
+def test_tail_follow_prints_new_events_as_they_come(
+    config: Path, redis_url: str, sync_r: redis.Redis
+) -> None:
+    first = sync_r.xadd("pulse:stream:orders", {"n": "before", "p": "1"}).decode()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "topology.cli",
+            "tail",
+            str(config),
+            "orders",
+            "--follow",
+            "--from",
+            first,
+            "-n",
+            "2",
+            "--redis-url",
+            redis_url,
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().split()[2] == "before"  # tail is reading now
+        sync_r.xadd("pulse:stream:orders", {"n": "after", "p": "2"})
+        assert proc.stdout.readline().split()[2] == "after"
+        assert proc.wait(timeout=10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_emit_file_with_a_bad_line_adds_nothing(
+    config: Path,
+    redis_url: str,
+    sync_r: redis.Redis,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    events = tmp_path / "events.jsonl"
+    events.write_text(
+        textwrap.dedent(
+            """\
+            {"name": "ok", "payload": "1"}
+            {"name": "broken", "payload":
+            {"paylod": "typo", "name": "x"}
+            ["not", "an", "object"]
+            {"payload": "no name"}
+            {"name": "ok2"}
+            """
+        )
+    )
+    code, out, err = _cli(
+        capsys, "emit", str(config), "orders", "--file", str(events), "--redis-url", redis_url
+    )
+    assert code == 2 and out == ""
+    assert f"{events}:2: invalid JSON" in err
+    assert f"{events}:3: unknown key(s) 'paylod'" in err
+    assert f"{events}:4: expected a JSON object" in err
+    assert f"{events}:5: 'name' must be a non-empty string" in err
+    assert f"{events}:1:" not in err and f"{events}:6:" not in err
+    assert sync_r.exists("pulse:stream:orders") == 0
+
+
+def test_emit_reads_stdin(
+    config: Path,
+    redis_url: str,
+    sync_r: redis.Redis,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import io
+
+    monkeypatch.setattr(sys, "stdin", io.StringIO('{"name": "a"}\n{"name": "b"}\n'))
+    code, out, _ = _cli(capsys, "emit", str(config), "orders", "-f", "-", "--redis-url", redis_url)
+    assert code == 0 and out.startswith("added 2 events")
+    assert sync_r.xlen("pulse:stream:orders") == 2
+
+
+def test_unknown_stream_is_a_usage_error_with_a_suggestion(
+    config: Path, redis_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for command in (["emit", str(config), "ordrs", "x"], ["tail", str(config), "ordrs"]):
+        code, _, err = _cli(capsys, *command, "--redis-url", redis_url)
+        assert code == 2 and "did you mean 'orders'?" in err
+
+
+def test_invalid_config_exits_2_with_located_problems(
+    tmp_path: Path, redis_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "version: 1\nname: x\nstreams:\n  a: {}\nsinks:\n  s:\n    streams: [b]\n    handler: h:f\n"
+    )
+    for command in (["emit", str(bad), "a", "x"], ["tail", str(bad), "a"], ["status", str(bad)]):
+        code, _, err = _cli(capsys, *command, "--redis-url", redis_url)
+        assert code == 2
+        assert f"{bad}:7:" in err and "unknown stream 'b'" in err
+
+
+def test_unreachable_redis_exits_1_without_the_password(
+    config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"redis://app:hunter2@127.0.0.1:{free_port()}/0"
+    for command in (
+        ["emit", str(config), "orders", "x"],
+        ["tail", str(config), "orders"],
+        ["status", str(config)],
+    ):
+        code, out, err = _cli(capsys, *command, "--redis-url", url)
+        assert code == 1
+        assert "hunter2" not in out + err
+        assert "redis://app:***@127.0.0.1" in err and "--redis-url" in err
+
+
+def test_emit_and_tail_share_the_embedded_server_and_its_data(
+    config: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    assert _cli(capsys, "emit", str(config), "orders", "kept", "across commands")[0] == 0
+    code, out, _ = _cli(capsys, "tail", str(config), "orders")
+    assert code == 0 and out.split(" ", 1)[1] == "- kept across commands\n"
+    assert not (config.parent / ".ponos-data" / "server.json").exists()  # stopped again

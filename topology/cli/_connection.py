@@ -1,0 +1,86 @@
+"""What every command that talks to Redis shares: its flags, config loading, exit codes.
+
+``run``, ``emit``, ``tail`` and ``status`` all take ``--redis-url`` and
+``--data-dir``, exit 2 on an invalid config (printing the located problems) and
+exit 1 when Redis cannot be reached (a one-line message, password masked).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable
+from difflib import get_close_matches
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from topology.config.model import Topology
+
+__all__ = ["add_connection_args", "known_stream", "load_config", "run_command"]
+
+
+def add_connection_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--redis-url",
+        metavar="URL",
+        default=None,
+        help="redis://, rediss:// or unix:// URL (default: $REDIS_URL, then the config's "
+        "redis.url, then the embedded server)",
+    )
+    parser.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        type=Path,
+        default=None,
+        help="folder of the embedded server (default: .ponos-data beside CONFIG)",
+    )
+
+
+def load_config(path: str) -> Topology | None:
+    """The validated config, or None after printing every problem on stderr.
+
+    Handlers are not imported: adding or reading events must work on a machine
+    that lacks the handlers' own dependencies (``validate`` checks them).
+    """
+    from topology.config import ConfigError, load
+
+    try:
+        return load(path, import_callables=False)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return None
+
+
+def known_stream(topology: Topology, name: str, prog: str) -> bool:
+    """True when ``name`` is a stream of the config; else say so (with a suggestion)."""
+    if name in topology.streams:
+        return True
+    close = get_close_matches(name, list(topology.streams), n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    known = ", ".join(sorted(topology.streams)) or "none"
+    print(
+        f"{prog}: error: unknown stream {name!r}{hint}; streams of {topology.name!r}: {known}",
+        file=sys.stderr,
+    )
+    return False
+
+
+def run_command(main: Callable[[], Awaitable[int]], prog: str) -> int:
+    """Run ``main`` in a fresh event loop; Redis being unreachable is exit 1, said plainly."""
+    from redis.exceptions import RedisError
+
+    from topology.cli import EXIT_FAILURE
+    from topology.runtime.connect import RedisUnavailableError, redact_text
+
+    try:
+        return asyncio.run(main())
+    except RedisUnavailableError as exc:
+        print(f"{prog}: error: {redact_text(str(exc))}", file=sys.stderr)
+        return EXIT_FAILURE
+    except (RedisError, ConnectionError) as exc:  # lost the server after connecting
+        reason = redact_text(str(exc)) or type(exc).__name__
+        print(f"{prog}: error: Redis failed: {reason}", file=sys.stderr)
+        return EXIT_FAILURE
