@@ -198,3 +198,18 @@ def test_a_merged_then_overridden_key_is_located_at_the_override() -> None:
     assert [str(p) for p in problems] == [
         "inline.yaml:9:16: sinks.s.consumers: must be at least 1, got 0"
     ]
+
+
+def test_a_bad_redis_url_is_reported_without_its_password() -> None:
+    text = MINIMAL + "redis: {url: 'http://admin:s3cret@db:6379/0'}\n"
+    _, problems = check_text_problems(text)
+    assert [p.message for p in problems] == [
+        "unsupported URL scheme 'http' (use redis://, rediss:// or unix://)"
+    ]
+    assert "s3cret" not in str(problems[0])
+
+
+@pytest.mark.parametrize("url", ["redis://:pw@h:1/0", "rediss://h", "unix:///tmp/r.sock"])
+def test_redis_url_schemes_accepted(url: str) -> None:
+    topology, problems = check_text_problems(MINIMAL + f"redis: {{url: '{url}'}}\n")
+    assert problems == () and topology is not None and topology.redis.url == url

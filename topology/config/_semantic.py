@@ -37,6 +37,7 @@ from topology.config.model import (
 
 __all__ = ["build_model", "semantic_problems", "start_problem"]
 
+_URL_SCHEMES = ("redis", "rediss", "unix")
 _ENTRY_ID = re.compile(r"\d+(-\d+)?")
 _RFC3339 = re.compile(r"(\d{4}-\d{2}-\d{2})[Tt ](\d{2}:\d{2}:\d{2})(\.\d+)?([Zz]|[+-]\d{2}:\d{2})")
 
@@ -135,6 +136,14 @@ class _Checker:
 
     def run(self) -> list[Raw]:
         self.start(("defaults", "start"), _map(self.data.get("defaults")).get("start"))
+        url = _str(_map(self.data.get("redis")).get("url"))
+        if url:  # the message names the scheme only: a URL may hold a password
+            scheme = url.split("://", 1)[0] if "://" in url else ""
+            if scheme not in _URL_SCHEMES:
+                shown = f"URL scheme {scheme!r}" if scheme else "URL without a scheme"
+                self.add(
+                    ("redis", "url"), f"unsupported {shown} (use redis://, rediss:// or unix://)"
+                )
         for name, source in _map(self.data.get("sources")).items():
             source = _map(source)
             base = ("sources", name)
@@ -161,7 +170,17 @@ class _Checker:
         outputs = _list(sink.get("outputs"))
         for i, out in enumerate(outputs):
             self.stream_name((*base, "outputs", i), out)
-        self.stream_name((*base, "dead_letter"), sink.get("dead_letter"))
+        dead_letter = _str(sink.get("dead_letter"))
+        self.stream_name((*base, "dead_letter"), dead_letter)
+        reads = [
+            _map(r).get("name") if isinstance(r, dict) else r for r in _list(sink.get("streams"))
+        ]
+        if dead_letter is not None and dead_letter in reads:
+            self.add(
+                (*base, "dead_letter"),
+                f"dead_letter {dead_letter!r} is a stream this sink reads:"
+                " a failing event would come back forever",
+            )
         self.callable_ref((*base, "handler"), sink.get("handler"))
         self.callable_ref((*base, "matcher"), sink.get("matcher"))
         self.start((*base, "start"), sink.get("start"))
