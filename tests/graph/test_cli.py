@@ -172,3 +172,28 @@ def test_plan_with_an_invalid_config_exits_2_reporting_both_files(write, capsys)
     assert captured.out == ""
     assert f"{old}:13:15:" in captured.err
     assert f"{new}:" in captured.err and "bogus" in captured.err
+
+
+def test_plan_between_two_deployments_says_the_rename_is_unsupported(capsys) -> None:
+    fanout, pipeline = ROOT / "configs" / "fanout.yaml", ROOT / "configs" / "pipeline.yaml"
+    if not fanout.exists():
+        pytest.skip("configs/fanout.yaml not there")
+    assert main(["plan", str(pipeline), str(fanout)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith(f"unsupported: name {load(pipeline).name} -> {load(fanout).name}")
+    assert any(line.endswith(": removed") for line in lines)
+    assert any(": added" in line for line in lines)
+
+
+def test_nasty_names_config_has_the_cycles_it_allows() -> None:
+    topology = load(NASTY)
+    assert topology.allow_cycles
+    found = cycles(build(topology))
+    assert ["sink:o", "stream:x", "sink:x", "stream:o"] in found
+
+
+def test_graph_command_offers_every_renderer_format() -> None:
+    from topology.cli.graph import _FORMATS
+    from topology.render import FORMATS
+
+    assert _FORMATS == FORMATS
