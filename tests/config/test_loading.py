@@ -213,3 +213,16 @@ def test_a_bad_redis_url_is_reported_without_its_password() -> None:
 def test_redis_url_schemes_accepted(url: str) -> None:
     topology, problems = check_text_problems(MINIMAL + f"redis: {{url: '{url}'}}\n")
     assert problems == () and topology is not None and topology.redis.url == url
+
+
+@pytest.mark.parametrize(
+    ("pattern", "message"),
+    [
+        ("(" * 5000 + ")" * 5000, "invalid regex: "),
+        ("a{99999999999}", "invalid regex: the repetition number is too large"),
+    ],
+)
+def test_pathological_regexes_are_located_errors(pattern: str, message: str) -> None:
+    _, problems = check_text_problems(MINIMAL + f"    topic_pattern: '{pattern}'\n")
+    assert [p.line for p in problems] == [9]
+    assert problems[0].message.startswith(message)  # wording of the re module may grow

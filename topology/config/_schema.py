@@ -90,12 +90,6 @@ def _expected(schema: dict[str, Any]) -> str:
     return "a valid value"
 
 
-def _resolved(error: ValidationError) -> dict[str, Any]:
-    """The subschema the error is about, with a ``$ref`` target's hint if it has none."""
-    schema = error.schema if isinstance(error.schema, dict) else {}
-    return schema
-
-
 def schema_errors(doc: Document) -> list[Raw]:
     """Every schema violation in ``doc``, located, one message per problem."""
     out: list[Raw] = []
@@ -111,7 +105,7 @@ def _at(doc: Document, path: NodePath, message: str, *, key: bool = False) -> Ra
 
 def _convert(error: ValidationError, doc: Document) -> Iterator[Raw]:
     path: NodePath = tuple(error.absolute_path)
-    schema = _resolved(error)
+    schema = error.schema if isinstance(error.schema, dict) else {}  # $ref already followed
     value = error.instance
     kind = error.validator
     if kind == "required":

@@ -99,7 +99,7 @@ class _Checker:
         self.base_dir = base_dir
         self.import_callables = import_callables
         self.problems: list[Raw] = []
-        self.streams = [name for name in _map(self.data.get("streams"))]
+        self.streams = list(_map(self.data.get("streams")))
         self.imported: dict[str, str | None] = {}
 
     def add(
@@ -189,6 +189,8 @@ class _Checker:
             try:
                 re.compile(pattern)
             except re.error as exc:
+                self.add((*base, "topic_pattern"), f"invalid regex: {exc}")
+            except (RecursionError, OverflowError) as exc:  # nesting or repeat counts too big
                 self.add((*base, "topic_pattern"), f"invalid regex: {exc}")
         filters = [key for key in ("topic", "topic_pattern", "matcher") if key in sink]
         if len(filters) > 1:
