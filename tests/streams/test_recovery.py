@@ -89,7 +89,7 @@ async def test_connection_loss_then_restart_resumes_without_persistence(
     fresh_server: ServerProcess, caplog: pytest.LogCaptureFixture
 ) -> None:
     # No persistence: the restarted server is empty, so the group is lost too.
-    acked, added, got = await _restart_scenario(fresh_server, caplog)
+    _acked, added, got = await _restart_scenario(fresh_server, caplog)
     assert [e.id for e in got] == added
 
 

@@ -99,7 +99,7 @@ class Sink(Consumer):
         self.topic = topic
         self.topic_pattern = topic_pattern
         self._starts: dict[str, str] = {}
-        self._last_ids: dict[str, str] = {}
+        self._last_entries: dict[str, Any] = {}  # stream -> raw [id, fields] last delivered
         self._acker = None if no_ack else self._ack_one
         redis = conn.redis
         self._release_lease = redis.register_script(RELEASE_LEASE_SCRIPT)
@@ -172,11 +172,14 @@ class Sink(Consumer):
         trimmed instead, every entry left is newer than it (trimming removes the
         oldest first), so the beginning is right then too.
         """
-        last = self._last_ids.get(name)
+        last = self._last_entries.get(name)
         if last is None:
             return parse_start(self._starts.get(name, self.start))
-        if await self.conn.redis.execute_command(b"XRANGE", key, last, last, "COUNT", 1):
-            return last
+        last_id = last[0].decode()
+        found = await self.conn.redis.execute_command(b"XRANGE", key, last_id, last_id, "COUNT", 1)
+        # Same id AND same fields: a fast re-created stream can reuse an id (same ms).
+        if found and list(found[0][1]) == list(last[1]):
+            return last_id
         return "0"
 
     # -- reading ---------------------------------------------------------------------
@@ -232,7 +235,7 @@ class Sink(Consumer):
                         unmatched = {}
                     unmatched.setdefault(stream_name, []).append(entry_id)
             if track:
-                self._last_ids[stream_name] = entries[-1][0].decode()
+                self._last_entries[stream_name] = entries[-1]
         return unmatched
 
     def _name_of_key(self, key: Any) -> str:
