@@ -226,3 +226,15 @@ def test_pathological_regexes_are_located_errors(pattern: str, message: str) -> 
     _, problems = check_text_problems(MINIMAL + f"    topic_pattern: '{pattern}'\n")
     assert [p.line for p in problems] == [9]
     assert problems[0].message.startswith(message)  # wording of the re module may grow
+
+
+def test_an_aliased_mapping_with_a_merge_is_not_a_duplicate_the_second_time() -> None:
+    text = (
+        "version: 1\nname: t\nstreams:\n  orders: {}\nsinks:\n"
+        "  s: &s\n    <<: {handler: 'handlers:ok', consumers: 3}\n    streams: [orders]\n"
+        "    consumers: 2\n"
+        "  t: *s\n"
+    )
+    topology, problems = check_text_problems(text)
+    assert problems == ()
+    assert topology is not None and topology.sinks["t"].consumers == 2

@@ -24,6 +24,7 @@ __all__ = ["Document", "LocatedLoader", "Raw", "parse"]
 MAX_NODES = 100_000
 
 _PLAIN = (str, int, float, bool, type(None))
+_MERGE = "tag:yaml.org,2002:merge"
 _COLLECTION_TAGS = ("tag:yaml.org,2002:seq", "tag:yaml.org,2002:map")
 
 
@@ -77,6 +78,7 @@ class _Builder:
         self.problems: list[Raw] = []
         self.visited = 0
         self.stack: set[int] = set()
+        self.explicit: dict[int, set[int]] = {}  # mapping node id -> ids of its own keys
 
     def problem(self, pos: tuple[int, int], path: NodePath, message: str) -> None:
         self.problems.append(Raw(pos[0], pos[1], path, message))
@@ -136,30 +138,45 @@ class _Builder:
             return value
         return result
 
-    def mapping(
-        self, node: yaml.MappingNode, path: NodePath, pos: tuple[int, int]
-    ) -> dict[str, Any]:
+    def first_visit(self, node: yaml.MappingNode, path: NodePath) -> set[int]:
+        """Report duplicate keys, then resolve ``<<`` merges (which rewrites ``node.value``).
+
+        Returns the ids of the keys written in this mapping (not merged in), which
+        override merged ones. Remembered per node: an alias must not see its
+        merged keys as duplicates the second time round.
+        """
+        explicit: set[int] = set()
         seen: dict[str, tuple[int, int]] = {}
-        explicit = {id(key_node) for key_node, _ in node.value}
         for key_node, _ in node.value:
-            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
-                key_pos = _pos(key_node.start_mark)
-                if key_node.value in seen:
-                    first = seen[key_node.value]
-                    self.problem(
-                        key_pos,
-                        (*path, key_node.value),
-                        f"duplicate key {key_node.value!r} (first at line {first[0]})",
-                    )
-                else:
-                    seen[key_node.value] = key_pos
+            if isinstance(key_node, yaml.ScalarNode) and key_node.tag == _MERGE:
+                continue
+            explicit.add(id(key_node))
+            if not isinstance(key_node, yaml.ScalarNode):
+                continue
+            key_pos = _pos(key_node.start_mark)
+            if key_node.value in seen:
+                self.problem(
+                    key_pos,
+                    (*path, key_node.value),
+                    f"duplicate key {key_node.value!r} (first at line {seen[key_node.value][0]})",
+                )
+            else:
+                seen[key_node.value] = key_pos
         try:
             self.loader.flatten_mapping(node)  # `<<: *defaults` merge keys
         except yaml.MarkedYAMLError as exc:
             self.problem(_pos(exc.problem_mark or node.start_mark), path, _yaml_message(exc))
-            node.value = [
-                (k, v) for k, v in node.value if k.tag != "tag:yaml.org,2002:merge"
-            ]  # reported; read the rest of the mapping as if the merge were not there
+            # Reported; read the rest of the mapping as if the merge were not there.
+            node.value = [(k, v) for k, v in node.value if k.tag != _MERGE]
+        self.explicit[id(node)] = explicit
+        return explicit
+
+    def mapping(
+        self, node: yaml.MappingNode, path: NodePath, pos: tuple[int, int]
+    ) -> dict[str, Any]:
+        explicit = self.explicit.get(id(node))
+        if explicit is None:  # first visit (an alias may bring the same node back)
+            explicit = self.first_visit(node, path)
         out: dict[str, Any] = {}
         explicit_keys: set[str] = set()
         for key_node, value_node in node.value:
