@@ -322,3 +322,36 @@ async def test_a_blocking_sync_source_does_not_stall_the_loop(
         ticks += 1
     assert runner.done
     assert ticks > 10  # the loop kept running while the generator slept in its thread
+
+
+async def test_workers_started_together_run_a_previously_done_source_exactly_once(
+    tmp_path: Path, r: aioredis.Redis, conn: Connection
+) -> None:
+    topo = _topology(
+        tmp_path,
+        """
+        from topology import Emit
+        def gen():
+            yield from (Emit("n", str(i)) for i in range(5))
+        """,
+    )
+    state = EngineKeys(topo.name).source_state("gen")
+    await r.hset(state, "done", "1")  # left by the previous run of the deployment
+    registries = [WorkerRegistry(r, topo.name, w, interval=0.5) for w in ("w1", "w2")]
+    for registry in registries:
+        registry.start(dict)
+        await registry.wait_registered()
+    runners = [
+        SourceRunner(topo.sources["gen"], topo, conn, worker_id=w, lease_ttl=1.0)
+        for w in ("w2", "w1")  # the later worker checks first: it must not clear
+    ]
+    try:
+        for runner in runners:
+            runner.start()
+        for runner in runners:
+            await runner.wait()
+        assert len(await _entries(r, conn)) == 5
+        assert sum(runner.produced for runner in runners) == 5
+    finally:
+        for registry in registries:
+            await registry.stop()

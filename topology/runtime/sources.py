@@ -16,9 +16,10 @@ and take over when the holder dies and its lease expires (``lease_ttl``, 5 s).
 Guarantees, stated plainly:
 
 - A source that ends records ``done`` in its state hash, and no other worker of
-  the deployment runs it again. A deployment that starts *fresh* (no other live
-  worker in the heartbeat registry) clears ``done``, so running the example
-  twice runs its source twice.
+  the deployment runs it again. A deployment that starts *fresh* clears
+  ``done``, so running the example twice runs its source twice: the worker that
+  clears is the one no other live worker of the heartbeat registry started
+  before (workers started together: exactly one of them).
 - On takeover after a crash the generator starts again from the beginning:
   **at-least-once** for sources. A source that must not repeat itself resumes:
   ``ctx.checkpoint(value)`` records a position, which is saved after every
@@ -45,7 +46,7 @@ from typing import Any
 from topology._emit import Emit
 from topology.config.model import SourceSpec, Topology
 from topology.runtime.keys import EngineKeys
-from topology.runtime.workers import live_workers
+from topology.runtime.workers import live_workers, server_time
 
 __all__ = ["BATCH", "SourceContext", "SourceError", "SourceRunner"]
 
@@ -263,12 +264,24 @@ class SourceRunner:
             await self._release_lease()
 
     async def _fresh_start_check(self) -> None:
-        """Clear the end marks when no other worker of the deployment is alive."""
-        others = [
-            w for w in await live_workers(self.redis, self.topology.name) if w != self.worker_id
-        ]
-        if not others:
-            await self.redis.hdel(self.state_key, DONE, FAILED)
+        """Clear the end marks when this worker is the first live one of the deployment.
+
+        "First" means no other live worker started before it (server clock, then
+        worker id to break ties): of several workers started together exactly one
+        clears, and a worker joining a running deployment never does. A worker
+        not (yet) in the registry counts as starting now.
+        """
+        workers = await live_workers(self.redis, self.topology.name)
+        mine = workers.get(self.worker_id)
+        my_start = float(mine["started"]) if mine and mine.get("started") is not None else None
+        if my_start is None:
+            my_start = await server_time(self.redis)
+        for wid, entry in workers.items():
+            if wid == self.worker_id:
+                continue
+            if (float(entry.get("started") or 0.0), wid) < (my_start, self.worker_id):
+                return  # the deployment was already running
+        await self.redis.hdel(self.state_key, DONE, FAILED)
 
     async def _run_held(self) -> None:
         self._lost.clear()

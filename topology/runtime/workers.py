@@ -19,13 +19,19 @@ import logging
 import os
 import secrets
 import socket
-import time
 from collections.abc import Callable
 from typing import Any
 
 from topology.runtime.keys import EngineKeys
 
-__all__ = ["MISSED_BEATS", "WorkerRegistry", "live_workers", "new_worker_id", "read_workers"]
+__all__ = [
+    "MISSED_BEATS",
+    "WorkerRegistry",
+    "live_workers",
+    "new_worker_id",
+    "read_workers",
+    "server_time",
+]
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +47,8 @@ def new_worker_id() -> str:
     return f"{host}-{os.getpid()}-{secrets.token_hex(3)}"
 
 
-async def _server_time(client: Any) -> float:
+async def server_time(client: Any) -> float:
+    """The Redis server's clock (``TIME``), the one clock every worker shares."""
     seconds, micros = await client.time()
     return float(seconds) + float(micros) / 1e6
 
@@ -66,7 +73,7 @@ async def read_workers(client: Any, deployment: str) -> dict[str, dict[str, Any]
     """Every entry of the registry, each with ``age`` (seconds since its beat) and ``live``."""
     key = EngineKeys(deployment).workers()
     raw = await client.hgetall(key)
-    now = await _server_time(client)
+    now = await server_time(client)
     out: dict[str, dict[str, Any]] = {}
     forget: list[bytes | str] = []
     for field, value in raw.items():
@@ -114,7 +121,8 @@ class WorkerRegistry:
         self.worker_id = worker_id
         self.interval = interval
         self.key = EngineKeys(deployment).workers()
-        self.started = time.time()
+        #: Server time of the first beat: workers on skewed clocks still agree who came first.
+        self.started: float | None = None
         self._info_fn: Callable[[], dict[str, Any]] = dict
         self._task: asyncio.Task[None] | None = None
         self._first_beat = asyncio.Event()
@@ -122,12 +130,15 @@ class WorkerRegistry:
     async def beat(self) -> None:
         """Write this worker's entry now (the loop calls it every ``interval``)."""
         entry: dict[str, Any] = dict(self._info_fn())
+        now = await server_time(self.client)
+        if self.started is None:
+            self.started = now
         entry.update(
             pid=os.getpid(),
             host=socket.gethostname(),
             started=self.started,
             interval=self.interval,
-            beat=await _server_time(self.client),
+            beat=now,
         )
         await self.client.hset(self.key, self.worker_id, json.dumps(entry, default=str))
 
