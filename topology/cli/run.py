@@ -81,10 +81,25 @@ def run(args: argparse.Namespace) -> int:
         print(problem, file=sys.stderr)
     if topology is None:
         return EXIT_USAGE
+    state = _RunState()
     try:
-        return asyncio.run(_main(args, topology))
+        code = asyncio.run(_main(args, topology, state))
     except _HardStop:
-        return EXIT_FAILURE
+        code, state.abandoned = EXIT_FAILURE, True
+    if state.abandoned:
+        # Handler threads still running (a second signal, or a drain that timed
+        # out) would be joined at interpreter exit: leave without waiting for
+        # them. Their events were not committed and stay pending for redelivery.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
+
+
+class _RunState:
+    """What ``run`` needs to know after the event loop is gone."""
+
+    abandoned = False
 
 
 class _HardStop(Exception):
@@ -127,7 +142,7 @@ class _Signals:
         self.loop.call_later(HARD_EXIT_GRACE, os._exit, 1)
 
 
-async def _main(args: argparse.Namespace, topology: Any) -> int:
+async def _main(args: argparse.Namespace, topology: Any, state: _RunState) -> int:
     from topology.cli import EXIT_FAILURE, EXIT_OK
     from topology.runtime.connect import RedisUnavailableError, open_redis
 
@@ -140,7 +155,7 @@ async def _main(args: argparse.Namespace, topology: Any) -> int:
         async with open_redis(
             topology, cli_url=args.redis_url, data_dir=args.data_dir, owner=True
         ) as connected:
-            return await _serve(args, topology, connected, signals)
+            return await _serve(args, topology, connected, signals, state)
     except RedisUnavailableError as exc:
         print(f"ponos-topology run: {exc}", file=sys.stderr)
         return EXIT_FAILURE
@@ -153,7 +168,9 @@ async def _main(args: argparse.Namespace, topology: Any) -> int:
     return EXIT_OK  # pragma: no cover
 
 
-async def _serve(args: argparse.Namespace, topology: Any, connected: Any, signals: _Signals) -> int:
+async def _serve(
+    args: argparse.Namespace, topology: Any, connected: Any, signals: _Signals, state: _RunState
+) -> int:
     from topology import __version__
     from topology.cli import EXIT_FAILURE, EXIT_OK
     from topology.runtime.logs import SUMMARY_LOGGER
@@ -200,6 +217,7 @@ async def _serve(args: argparse.Namespace, topology: Any, connected: Any, signal
             watcher = None
         complete = await runtime.drain(args.drain_timeout)
         if not complete:
+            state.abandoned = True
             log.warning("drain timed out: un-acked events stay pending for redelivery")
     finally:
         if watcher is not None:

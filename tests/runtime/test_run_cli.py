@@ -1,0 +1,221 @@
+"""``ponos-topology run`` as a subprocess: kill -9 rounds, shared work, SIGTERM drain."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import redis
+
+CONFIG = """
+version: 1
+name: {name}
+defaults:
+  batch: {batch}
+  start: oldest
+  ack_grace: {ack_grace}
+streams:
+  in: {{}}
+  mid: {{}}
+  out: {{}}
+sinks:
+  first:
+    streams: [in]
+    handler: {module}:first
+    consumers: 2
+    outputs: [mid]
+  second:
+    streams: [mid]
+    handler: {module}:second
+    outputs: [out]
+"""
+
+HANDLERS = '''
+import time
+from topology import Emit
+
+DELAY = {delay}
+
+def first(event):
+    if DELAY:
+        time.sleep(DELAY)
+    return Emit("mid", event.payload)
+
+async def second(event):
+    return Emit("out", event.payload)
+'''
+
+
+def write_config(
+    tmp_path: Path, *, name: str, delay: float, ack_grace: str = "1s", batch: int = 64
+) -> Path:
+    module = f"{name}_handlers"
+    (tmp_path / f"{module}.py").write_text(textwrap.dedent(HANDLERS.format(delay=delay)))
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(CONFIG.format(name=name, module=module, ack_grace=ack_grace, batch=batch))
+    return path
+
+
+def start_run(config: Path, url: str, *extra: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "topology.cli", "run", str(config), "--redis-url", url,
+         "--quiet", "--no-watch", *extra],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll another process's effect in Redis, with a deadline."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def fill(client: redis.Redis, n: int) -> None:
+    pipe = client.pipeline(transaction=False)
+    for i in range(n):
+        pipe.xadd("pulse:stream:in", {"n": "e", "p": str(i)})
+        if i % 1000 == 999:
+            pipe.execute()
+    pipe.execute()
+
+
+def pending(client: redis.Redis, stream: str, group: str) -> int:
+    try:
+        return int(client.xpending(f"pulse:stream:{stream}", group)["pending"])
+    except redis.ResponseError as exc:  # the run has not created its group yet
+        if "NOGROUP" in str(exc):
+            return 0
+        raise
+
+
+@pytest.fixture
+def client(redis_url: str) -> redis.Redis:
+    c = redis.Redis.from_url(redis_url)
+    yield c
+    c.close()
+
+
+def test_kill_9_rounds_lose_nothing_and_duplicate_nothing(
+    tmp_path: Path, redis_url: str, client: redis.Redis
+) -> None:
+    n = 6000
+    config = write_config(tmp_path, name="kill9", delay=0.0003)
+    fill(client, n)
+    rounds = 6
+    for k in range(1, rounds):
+        proc = start_run(config, redis_url)
+        target = min(n - 1, client.xlen("pulse:stream:out") + n // (rounds + 2))
+        try:
+            wait_until(
+                lambda t=target, p=proc: (
+                    client.xlen("pulse:stream:out") >= t or p.poll() is not None
+                ),
+                60, f"progress in round {k}",
+            )
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(10)
+    final = start_run(config, redis_url, "--stop-when-idle", "1")
+    _, err = final.communicate(timeout=90)
+    assert final.returncode == 0, err
+    rows = client.xrange("pulse:stream:out")
+    payloads = sorted(int(f[b"p"]) for _, f in rows)
+    assert len(payloads) == n, f"{len(payloads) - len(set(payloads))} duplicates"
+    assert payloads == list(range(n))
+    mids = sorted(int(f[b"p"]) for _, f in client.xrange("pulse:stream:mid"))
+    assert mids == list(range(n))  # the middle stream is exactly-once too
+    assert pending(client, "in", "first") == 0 and pending(client, "mid", "second") == 0
+
+
+def test_two_processes_share_the_work(
+    tmp_path: Path, redis_url: str, client: redis.Redis
+) -> None:
+    n = 3000
+    config = write_config(tmp_path, name="shared", delay=0.001, ack_grace="20s", batch=32)
+    fill(client, n)
+    procs = [start_run(config, redis_url, "--stop-when-idle", "1.5") for _ in range(2)]
+    handled = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=90)
+        assert proc.returncode == 0, err
+        match = re.search(r"first (\d+)", out)
+        assert match, out
+        handled.append(int(match.group(1)))
+    assert sum(handled) == n
+    assert min(handled) > 0.2 * n, handled
+    payloads = sorted(int(f[b"p"]) for _, f in client.xrange("pulse:stream:out"))
+    assert payloads == list(range(n))
+
+
+def test_sigterm_drains_the_batch_in_hand_and_exits_0(
+    tmp_path: Path, redis_url: str, client: redis.Redis
+) -> None:
+    config = write_config(tmp_path, name="term", delay=0.02, ack_grace="60s", batch=16)
+    fill(client, 2000)
+    proc = start_run(config, redis_url)
+    wait_until(lambda: client.xlen("pulse:stream:mid") >= 32, 30, "some progress")
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "handled: first" in out
+    # nothing left half-done: whatever was read was committed (ack_grace is 60 s, so
+    # a pending event here could only be one the drain abandoned)
+    assert pending(client, "in", "first") == 0
+    done = int(re.search(r"first (\d+)", out).group(1))
+    assert client.xlen("pulse:stream:mid") == done
+
+
+def test_a_second_signal_stops_at_once_leaving_events_pending(
+    tmp_path: Path, redis_url: str, client: redis.Redis
+) -> None:
+    config = write_config(tmp_path, name="twice", delay=0.5, ack_grace="60s", batch=16)
+    fill(client, 100)
+    proc = start_run(config, redis_url, "--drain-timeout", "60")
+    wait_until(lambda: pending(client, "in", "first") > 0, 30, "a batch in hand")
+    started = time.monotonic()
+    proc.send_signal(signal.SIGTERM)  # drain: the batches in hand would take 8 s...
+    assert proc.stderr is not None
+    for line in proc.stderr:  # two signals sent at once would merge into one
+        if "draining" in line:
+            break
+    proc.send_signal(signal.SIGTERM)  # ...but a second signal stops at once
+    proc.communicate(timeout=30)
+    assert time.monotonic() - started < 5  # not the 8 s the batches in hand would take
+    assert proc.returncode != 0
+    assert pending(client, "in", "first") > 0  # left for redelivery
+
+
+def test_invalid_config_exits_2_with_located_errors(tmp_path: Path, redis_url: str) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("version: 1\nname: bad\nsinks:\n  s: {streams: [nope], handler: 'x:y'}\n")
+    proc = start_run(path, redis_url)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 2
+    assert "bad.yaml:" in err
+
+
+def test_unreachable_redis_exits_1_naming_the_url_without_password(tmp_path: Path) -> None:
+    config = write_config(tmp_path, name="nored", delay=0)
+    proc = start_run(config, "redis://user:s3cret@127.0.0.1:1/0")
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 1
+    assert "s3cret" not in err
+    assert "127.0.0.1:1" in err
+
+
+if os.name != "posix":  # pragma: no cover
+    pytest.skip("signals", allow_module_level=True)
