@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import io
 import json
 import subprocess
 import sys
@@ -207,8 +208,6 @@ def test_emit_reads_stdin(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    import io
-
     monkeypatch.setattr(sys, "stdin", io.StringIO('{"name": "a"}\n{"name": "b"}\n'))
     code, out, _ = _cli(capsys, "emit", str(config), "orders", "-f", "-", "--redis-url", redis_url)
     assert code == 0 and out.startswith("added 2 events")
@@ -259,3 +258,59 @@ def test_emit_and_tail_share_the_embedded_server_and_its_data(
     code, out, _ = _cli(capsys, "tail", str(config), "orders")
     assert code == 0 and out.split(" ", 1)[1] == "- kept across commands\n"
     assert not (config.parent / ".ponos-data" / "server.json").exists()  # stopped again
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+async def test_a_large_file_shows_progress_on_a_terminal(redis_url: str) -> None:
+    import redis.asyncio as aioredis
+
+    from topology.cli.emit import FILE_BATCH, _add_all
+    from topology.streams import Connection
+
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        stream = Connection(client).stream("orders")
+        events = [("e", str(i).encode(), None) for i in range(2 * FILE_BATCH + 1)]
+        err = _Terminal()
+        last = await _add_all(stream, events, err)
+        assert await client.xlen(stream.key) == len(events)
+        assert last == (await client.xrevrange(stream.key, count=1))[0][0].decode()
+        shown = err.getvalue()
+        assert shown.count("\r") == 3 and f"{len(events)}/{len(events)} events (100%)" in shown
+    finally:
+        await client.aclose()
+
+
+def test_bad_from_position_is_a_usage_error(
+    config: Path, redis_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = _cli(
+        capsys, "tail", str(config), "orders", "--from", "yesterday", "--redis-url", redis_url
+    )
+    assert code == 2 and "--from" in err
+
+
+def test_no_server_binary_and_no_url_exits_1_naming_redis_url(
+    config: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    monkeypatch.setenv("PONOS_REDIS_SERVER", str(config.parent / "no-such-binary"))
+    code, _, err = _cli(capsys, "emit", str(config), "orders", "x")
+    assert code == 1 and "--redis-url" in err
+
+
+def test_an_unwritable_data_dir_exits_1_naming_the_options(
+    config: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    code, _, err = _cli(capsys, "status", str(config), "--data-dir", str(blocker / "data"))
+    assert code == 1 and "--data-dir" in err and "--redis-url" in err

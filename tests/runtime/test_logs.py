@@ -57,3 +57,12 @@ def test_verbose_shows_engine_debug(out: io.StringIO) -> None:
 def test_unknown_format_is_refused() -> None:
     with pytest.raises(ValueError):
         setup_logging("xml")
+
+
+def test_default_handler_follows_the_current_stderr(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    setup_logging("text")
+    logging.getLogger("topology.test").warning("to %s", "redis://:pw1@h")
+    err = capsys.readouterr().err
+    assert "redis://:***@h" in err and "pw1" not in err

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import sys
 from collections.abc import Awaitable, Callable
 from difflib import get_close_matches
@@ -74,7 +75,10 @@ def run_command(main: Callable[[], Awaitable[int]], prog: str) -> int:
 
     from topology.cli import EXIT_FAILURE
     from topology.runtime.connect import RedisUnavailableError, redact_text
+    from topology.runtime.logs import setup_logging
 
+    # Warnings only, but through the redacting handler (never Python's bare fallback).
+    setup_logging("text", level=logging.WARNING)
     try:
         return asyncio.run(main())
     except RedisUnavailableError as exc:

@@ -152,6 +152,11 @@ def _embedded_url(data_dir: Path, owner: bool) -> tuple[str, EmbeddedServer | No
             continue
         except EmbeddedServerError as exc:
             raise RedisUnavailableError(str(exc)) from None
+        except OSError as exc:  # the folder cannot be created or written
+            raise RedisUnavailableError(
+                f"cannot use {data_dir} for the embedded server: {exc.strerror or exc}; "
+                "choose another folder with --data-dir, or pass --redis-url"
+            ) from None
     raise RedisUnavailableError(f"cannot start or reuse the embedded server in {data_dir}")
 
 

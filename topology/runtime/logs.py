@@ -74,6 +74,18 @@ class JsonFormatter(logging.Formatter):
         return redact_text(json.dumps(out, default=str, ensure_ascii=False))
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is *now* (test capture, a redirect), not at setup."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: TextIO) -> None:
+        pass
+
+
 _installed: logging.Handler | None = None
 
 
@@ -83,11 +95,14 @@ def setup_logging(
     quiet: bool = False,
     verbose: bool = False,
     stream: TextIO | None = None,
+    level: int | None = None,
 ) -> None:
     """Configure the root logger on stderr (idempotent: replaces its own previous handler).
 
     ``quiet`` drops the periodic summary (:data:`SUMMARY_LOGGER`) and keeps
     lifecycle lines and warnings; ``verbose`` shows debug lines of the engine.
+    ``level`` overrides the engine's level (``emit``/``tail``/``status`` show
+    warnings only, but still through the redacting handler).
     """
     global _installed
     if fmt not in ("text", "json"):
@@ -95,7 +110,7 @@ def setup_logging(
     root = logging.getLogger()
     if _installed is not None:
         root.removeHandler(_installed)
-    handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
+    handler = logging.StreamHandler(stream) if stream is not None else _StderrHandler()
     handler.addFilter(RedactingFilter())
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
@@ -106,5 +121,6 @@ def setup_logging(
     root.addHandler(handler)
     _installed = handler
     root.setLevel(logging.INFO)
-    logging.getLogger("topology").setLevel(logging.DEBUG if verbose else logging.INFO)
+    engine_level = logging.DEBUG if verbose else logging.INFO
+    logging.getLogger("topology").setLevel(level if level is not None else engine_level)
     logging.getLogger(SUMMARY_LOGGER).setLevel(logging.WARNING if quiet else logging.INFO)
