@@ -47,6 +47,8 @@ class Reloader:
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._lock = asyncio.Lock()
+        #: Set once the file watch is installed (a write before that could be missed).
+        self.armed = asyncio.Event()
 
     def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -117,11 +119,15 @@ class Reloader:
             targets = self._targets()
             folders = sorted({str(t.parent) for t in targets})
             try:
+                # yield_on_timeout: an empty set every rust_timeout proves the watch is
+                # installed, which is what ``armed`` tells the caller.
                 async for changes in awatch(
                     *folders, step=self.quiet_ms, debounce=10 * self.quiet_ms,
                     stop_event=self._stop, recursive=False,
+                    rust_timeout=500, yield_on_timeout=True,
                 ):
-                    if any(Path(p) in targets or Path(p).absolute() in targets
+                    self.armed.set()
+                    if changes and any(Path(p) in targets or Path(p).absolute() in targets
                            for _, p in changes):
                         await self._safe_reload("file changed")
                     if self._targets() != targets:  # a symlink now points elsewhere
