@@ -19,6 +19,7 @@ from topology.config.model import SourceSpec, StreamSpec, Topology
 from topology.runtime.keys import EngineKeys
 from topology.runtime.sources import SourceRunner
 from topology.runtime.workers import WorkerRegistry
+from topology.server import ServerProcess
 from topology.streams import Connection
 
 _names = itertools.count()
@@ -355,3 +356,56 @@ async def test_workers_started_together_run_a_previously_done_source_exactly_onc
     finally:
         for registry in registries:
             await registry.stop()
+
+
+async def test_a_coroutine_function_is_refused_clearly(
+    tmp_path: Path, r: aioredis.Redis, conn: Connection
+) -> None:
+    topo = _topology(tmp_path, "async def gen():\n    return 1\n")
+    runner = SourceRunner(topo.sources["gen"], topo, conn, worker_id="w1", lease_ttl=1.0)
+    runner.start()
+    await runner.wait()
+    assert runner.failed is not None and "generator" in str(runner.failed)
+
+
+async def test_a_source_keeps_adding_after_redis_restarts(
+    tmp_path: Path, fresh_server: ServerProcess
+) -> None:
+    topo = _topology(tmp_path, _FOREVER)
+    client = aioredis.Redis.from_url(fresh_server.url)
+    conn = Connection(client)
+    runner = SourceRunner(topo.sources["gen"], topo, conn, worker_id="w1", lease_ttl=0.6)
+    try:
+        runner.start()
+
+        async def some() -> bool:
+            try:
+                return await client.xlen(conn.stream_key("out")) >= 5
+            except Exception:
+                return False
+
+        await _until(some)
+        fresh_server.kill()  # no persistence: the stream and the lease are gone
+        fresh_server.start()
+        lease = EngineKeys(topo.name).source_lease("gen")
+
+        async def leased_again() -> bool:
+            try:
+                return await client.get(lease) == b"w1"
+            except Exception:
+                return False
+
+        await _until(leased_again)  # noticed the vanished lease and took it back
+        await _until(some)  # and adds again
+        before = await client.xlen(conn.stream_key("out"))
+
+        async def growing() -> bool:
+            return await client.xlen(conn.stream_key("out")) > before
+
+        await _until(growing)
+        assert runner.holding and runner.failed is None
+        payloads = [e[b"p"] for _, e in await client.xrange(conn.stream_key("out"))]
+        assert b"w1:0" not in payloads  # the generator carried on, it did not start over
+    finally:
+        await runner.stop()
+        await client.aclose()

@@ -28,6 +28,7 @@ import fcntl
 import json
 import logging
 import os
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -193,6 +194,12 @@ class EmbeddedServer:
         """
         if self._process is not None:
             return self.url
+        if threading.current_thread() is not threading.main_thread():
+            log.warning(
+                "embedded server started from thread %r: it dies when that thread ends "
+                "(PR_SET_PDEATHSIG follows the forking thread)",
+                threading.current_thread().name,
+            )
         with _locked(self.data_dir):
             state = _read_state(self.data_dir)
             if state is not None and _pid_alive(state["pid"]) and _serves_dir(state, self.data_dir):

@@ -12,6 +12,9 @@ thread: a blocking ``time.sleep`` in one stalls nothing else.
 Exactly one worker of a deployment runs a given source: the one holding its
 lease (``SET NX PX``, renewed every ``lease_ttl/3``). The others poll the lease
 and take over when the holder dies and its lease expires (``lease_ttl``, 5 s).
+A holder whose lease vanished without a successor (Redis restarted without
+persistence, or a pause longer than the TTL) takes it back and carries on; one
+that finds another worker holding it stops its generator.
 
 Guarantees, stated plainly:
 
@@ -60,10 +63,19 @@ _HIGH_WATER = 4 * BATCH
 _SYNC_FILL = 0.02
 
 # Renew/release only a lease we still hold: a worker that paused past its TTL
-# must not extend (or delete) the lease its successor now holds.
+# must not extend (or delete) the lease its successor now holds. A lease that is
+# simply gone (expired during a pause, or lost with a Redis restart without
+# persistence) is taken back: nobody else ran the source meanwhile, so the
+# generator carries on instead of starting over. 1 = renewed, 2 = taken back.
 LEASE_RENEW = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+local holder = redis.call('GET', KEYS[1])
+if holder == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+if not holder then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 2
 end
 return 0
 """
@@ -221,9 +233,11 @@ class SourceRunner:
                     keys=[self.lease_key], args=[self.worker_id, int(self.lease_ttl * 1000)]
                 )
                 if kept:
+                    if kept == 2:
+                        log.warning("source %s: lease had vanished; taken back", self.spec.name)
                     last_ok = time.monotonic()
                     continue
-                reason = "taken by another worker"
+                reason = "another worker holds it now"
             except Exception as exc:
                 if time.monotonic() - last_ok < self.lease_ttl:
                     log.warning("source %s: lease renewal failed: %s", self.spec.name, exc)
@@ -321,7 +335,7 @@ class SourceRunner:
                 self.produced,
                 type(end.error).__name__,
                 end.error,
-                exc_info=end.error,
+                exc_info=None if isinstance(end.error, SourceError) else end.error,
             )
             await self.redis.hset(
                 self.state_key,
@@ -376,6 +390,12 @@ class SourceRunner:
         end = _End()
         try:
             produced = self._call(ctx)
+            if inspect.iscoroutine(produced):
+                produced.close()
+                raise SourceError(
+                    f"source {self.spec.name!r} is a coroutine function; a source yields "
+                    "its events: write it as an (async) generator"
+                )
             if hasattr(produced, "__aiter__"):
                 await self._produce_async(produced, ctx, queue, drained)
             elif hasattr(produced, "__iter__"):
