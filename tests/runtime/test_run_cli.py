@@ -219,3 +219,34 @@ def test_unreachable_redis_exits_1_naming_the_url_without_password(tmp_path: Pat
 
 if os.name != "posix":  # pragma: no cover
     pytest.skip("signals", allow_module_level=True)
+
+
+def test_sighup_reloads_the_config_and_metrics_are_served(
+    tmp_path: Path, redis_url: str, client: redis.Redis
+) -> None:
+    import urllib.request
+
+    from topology.server import free_port
+
+    config = write_config(tmp_path, name="hup", delay=0, ack_grace="20s")
+    fill(client, 50)
+    port = free_port()
+    proc = start_run(config, redis_url, "--metrics-port", str(port))
+    try:
+        wait_until(lambda: client.xlen("pulse:stream:out") == 50, 30, "the first generation")
+        text = config.read_text().replace("  out: {}", "  out: {}\n  copy: {}")
+        text += "  third:\n    streams: [out]\n    handler: hup_handlers:second\n"
+        text += "    outputs: [copy]\n"
+        config.write_text(text)
+        proc.send_signal(signal.SIGHUP)
+        wait_until(lambda: client.xlen("pulse:stream:copy") == 50, 30, "the reloaded sink")
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+            metrics = resp.read().decode()
+        assert 'ponos_events_handled_total{sink="first"} 50.0' in metrics
+        assert 'ponos_reloads_total{result="applied"} 2.0' in metrics
+        assert "ponos_generation 2.0" in metrics
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "third 50" in out, err
