@@ -65,7 +65,14 @@ def test_client_from_url_keeps_bytes_and_tls_options() -> None:
     assert kwargs["ssl_ca_certs"] == "/etc/ca.pem"
     assert kwargs["ssl_cert_reqs"] == "required"
     assert kwargs["username"] == "u" and kwargs["db"] == 2
-    assert kwargs.get("socket_timeout") is None  # never shorter than a blocking read
+    connection = client.connection_pool.make_connection()
+    assert connection.socket_timeout is None  # redis-py's 5 s would cut a 5 s XREAD BLOCK
+    assert connection.socket_connect_timeout == 10.0
+
+
+def test_url_query_options_win_over_the_defaults() -> None:
+    client = client_from_url("redis://h:1/0?socket_timeout=60")
+    assert client.connection_pool.make_connection().socket_timeout == 60
 
 
 def test_client_from_url_rejects_unknown_schemes_without_leaking() -> None:

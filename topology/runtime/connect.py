@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -92,9 +93,11 @@ def client_from_url(url: str) -> aioredis.Redis:
     Replies stay bytes (payloads are arbitrary bytes). ACL ``user:password``
     and TLS options (``?ssl_ca_certs=...&ssl_cert_reqs=required``,
     ``ssl_certfile``, ``ssl_keyfile``) come from the URL, as redis-py parses them.
-    No ``socket_timeout`` is set: a blocking ``XREADGROUP BLOCK 5000`` must not
-    be cut short by the socket; a dead peer is found by TCP keepalive and the
-    health check instead. Connecting, though, gives up after 10 s.
+    ``socket_timeout`` is off (redis-py's own default is 5 s, which would cut
+    short every ``XREADGROUP BLOCK 5000`` the actors issue); a dead peer is found
+    by TCP keepalive (probes after 30 s idle, every 10 s, 3 tries) and the health
+    check instead. Connecting gives up after 10 s. Options in the URL's query
+    string win over these defaults.
     """
     import redis.asyncio as aioredis
 
@@ -104,20 +107,35 @@ def client_from_url(url: str) -> aioredis.Redis:
             f"unsupported Redis URL scheme {scheme + '://' if scheme else '(none)'} in "
             f"{redact(url)}: use redis://, rediss:// or unix:// (--redis-url)"
         )
-    options: dict[str, Any] = {"decode_responses": False}
-    query = dict(parse_qsl(urlsplit(url).query))
-    if "socket_connect_timeout" not in query and "timeout" not in query:
-        options["socket_connect_timeout"] = 10.0
-    if scheme != "unix" and "socket_keepalive" not in query:
-        options["socket_keepalive"] = True
-    if "health_check_interval" not in query:
-        options["health_check_interval"] = 30
+    options = _client_options(url)
     try:
         return aioredis.Redis.from_url(url, **options)
     except (ValueError, TypeError) as exc:
         raise RedisUnavailableError(
             f"invalid Redis URL {redact(url)}: {redact_text(str(exc))} (--redis-url)"
         ) from None
+
+
+def _client_options(url: str) -> dict[str, Any]:
+    """Defaults for a long-lived engine client, unless the URL's query sets them."""
+    parts = urlsplit(url)
+    query = dict(parse_qsl(parts.query))
+    options: dict[str, Any] = {"decode_responses": False}
+    if "socket_timeout" not in query and "timeout" not in query:
+        options["socket_timeout"] = None
+    if "socket_connect_timeout" not in query:
+        options["socket_connect_timeout"] = 10.0
+    if parts.scheme.lower() != "unix" and "socket_keepalive" not in query:
+        options["socket_keepalive"] = True
+        if hasattr(socket, "TCP_KEEPIDLE"):
+            options["socket_keepalive_options"] = {
+                socket.TCP_KEEPIDLE: 30,
+                socket.TCP_KEEPINTVL: 10,
+                socket.TCP_KEEPCNT: 3,
+            }
+    if "health_check_interval" not in query:
+        options["health_check_interval"] = 30
+    return options
 
 
 @dataclass
