@@ -303,3 +303,21 @@ async def test_add_stream_to_a_running_actor_is_read(
     await wait_for(lambda: actor.handled == 8, timeout=3)
     await actor.drain(5)
     assert await r.xlen("pulse:stream:out") == 8
+
+
+async def test_drain_handles_events_delivered_to_it_whose_read_was_lost(
+    conn: Connection, r: aioredis.Redis, executor: Any
+) -> None:
+    actor = make_actor(conn, lambda e: Emit("ok", e.payload), executor)
+    await actor.start()
+    await fill(conn, 1)
+    await wait_for(lambda: actor.handled == 1)
+    await actor.remove_stream("in")
+    await fill(conn, 5)
+    # what a read cancelled by close() leaves: delivered to this consumer, never seen
+    assert actor.sink is not None
+    await r.xreadgroup("s", actor.sink.consumer, {"pulse:stream:in": ">"})
+    assert await pending(r) == 5
+    assert await actor.drain(5)
+    assert await pending(r) == 0
+    assert await r.xlen("pulse:stream:out") == 6

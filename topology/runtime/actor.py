@@ -29,7 +29,7 @@ from topology.runtime.commit import Add, Committer, Entry, attempts_field
 from topology.runtime.handlers import Failure, HandlerRunner
 from topology.runtime.metrics import Metrics
 from topology.streams import Connection, Event, Sink
-from topology.streams._consumer import RETRYABLE_ERRORS
+from topology.streams._consumer import RETRYABLE_ERRORS, build_filter, decode_fields, entries_of
 
 __all__ = ["Actor"]
 
@@ -69,6 +69,7 @@ class Actor:
         self.committer: Committer | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        self._draining = False
         self._retry: list[tuple[float, int, Event, int]] = []  # (due, seq, event, attempts)
         self._seq = itertools.count()
         self._busy = 0  # events being handled or committed right now
@@ -148,6 +149,7 @@ class Actor:
         Redis): another consumer, or this sink after a restart, takes them over.
         """
         self._stopping = True
+        self._draining = True
         if self.sink is not None:
             await self.sink.close()  # interrupts a blocking read at once
         task = self._task
@@ -214,9 +216,67 @@ class Actor:
                     await self._process_safely(retries)
                 if self._stopping and read is None and not events:
                     break
+            if self._draining:
+                await self._flush_own_pending()
         finally:
             if read is not None and not read.done():
                 read.cancel()
+
+    async def _flush_own_pending(self) -> None:
+        """On drain, handle what the server delivered to this consumer but never reached us.
+
+        ``close()`` cancels an in-flight read and drops the sink's buffer: the
+        server already counts those entries as delivered, pending on this
+        consumer. Left alone they would wait a whole ack grace for a claim (or,
+        for a removed sink, until it is added again). Reading this consumer's
+        own pending history (``XREADGROUP ... 0``) hands them back; they are
+        handled and committed like any batch. Events waiting for a retry are
+        left alone (their backoff stands).
+        """
+        assert self.sink is not None
+        held = {(e.stream_name, e.id) for _, _, e, _ in self._retry}
+        accept = build_filter(self.spec.topic, self.spec.topic_pattern, self.matcher)
+        names = dict.fromkeys((*self.sink.streams, *self.spec.stream_names))
+        redis = self.conn.redis
+        for name in names:
+            key = self.conn.stream_key(name)
+            after = "0"
+            for _ in range(1000):  # bounded: each pass commits what it read
+                try:
+                    reply = await redis.execute_command(
+                        b"XREADGROUP", "GROUP", self.spec.name, self.sink.consumer,
+                        "COUNT", self.spec.batch, "STREAMS", key, after,
+                    )
+                except Exception as exc:  # NOGROUP, Redis away: the claim pass recovers them
+                    log.debug("actor %s: pending flush of %s skipped: %r", self.name, name, exc)
+                    break
+                events: list[Event] = []
+                skipped: list[Entry] = []
+                last = None
+                for _key, entries in entries_of(reply):
+                    for raw_id, flat in entries or ():
+                        last = raw_id
+                        entry_id = raw_id.decode() if isinstance(raw_id, bytes) else raw_id
+                        if flat is None or (name, entry_id) in held:
+                            continue  # deleted while pending, or waiting for a retry
+                        ev_name, payload, topic, extra = decode_fields(flat, name, entry_id)
+                        event = Event(
+                            entry_id, ev_name, payload, stream_name=name, topic=topic,
+                            sink_name=self.spec.name, fields=extra,
+                        )
+                        if accept is None or accept(event):
+                            events.append(event)
+                        else:
+                            skipped.append(Entry(event))  # unmatched: acked at once
+                if last is None:
+                    break
+                after = last.decode() if isinstance(last, bytes) else last
+                if events:
+                    log.info("actor %s: handling %d delivered-but-unread events before stopping",
+                             self.name, len(events))
+                    await self._process_safely(events)
+                if skipped:
+                    await self._commit(skipped)
 
     def _due_retries(self) -> list[Event]:
         now = time.monotonic()
