@@ -75,7 +75,15 @@ async def _restart_scenario(
                 await eventually(retrying, what="the sink to retry")
                 assert not reading.done()
                 await asyncio.to_thread(server.start)
-                added = await stream.add_many((f"b{i}", b"", None) for i in range(3))
+                # The test's producer uses its own fresh client: the old one's pooled
+                # connections died with the server (the sink's recovery is under test).
+                producer = aioredis.Redis.from_url(server.url)
+                try:
+                    added = await streams.Connection(producer).stream("restart").add_many(
+                        (f"b{i}", b"", None) for i in range(3)
+                    )
+                finally:
+                    await producer.aclose()
                 got = list(await asyncio.wait_for(reading, 10))
                 if len(got) < 3:
                     got += await read_n(sink, 3 - len(got))

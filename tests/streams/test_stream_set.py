@@ -105,3 +105,12 @@ async def test_sink_without_streams_waits_for_add_stream(
         assert not reading.done()
         await sink.add_stream(stream)
         assert [e.id for e in await asyncio.wait_for(reading, BLOCK)] == [entry]
+
+
+async def test_concurrent_readers_of_one_sink_share_its_reads(conn: streams.Connection) -> None:
+    stream = conn.stream("concurrent")
+    async with await stream.new_sink("s", block=BLOCK) as sink:
+        tasks = [asyncio.ensure_future(sink.read_batch(1)) for _ in range(3)]
+        ids = await stream.add_many((f"e{i}", b"", None) for i in range(3))
+        got = await asyncio.wait_for(asyncio.gather(*tasks), BLOCK)
+        assert sorted(e.id for batch in got for e in batch) == sorted(ids)

@@ -196,6 +196,9 @@ class Consumer:
         self._buffer: deque[Event] = deque()
         self._read_task: asyncio.Future[Any] | None = None
         self._wake = asyncio.Event()
+        # Two tasks reading the same consumer share one read: the second waits for
+        # the first's fill, then takes from the buffer.
+        self._fill_lock = asyncio.Lock()
         self._closed = False
         self._failures = 0
         self._block_ms = int(block * 1000)
@@ -260,6 +263,11 @@ class Consumer:
 
     async def _fill(self) -> None:
         """One read (or one wait) that may add events to the buffer."""
+        async with self._fill_lock:
+            if not self._buffer and not self._closed:
+                await self._fill_locked()
+
+    async def _fill_locked(self) -> None:
         self._wake.clear()
         if not self._streams:
             await self._wake.wait()
