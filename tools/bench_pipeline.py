@@ -1,0 +1,573 @@
+"""Pipeline benchmark: the engine against hand-written redis-py loops, same run, same server.
+
+Run from the repo root (the README shows it):
+
+    python tools/bench_pipeline.py            # full run, ~5 minutes
+    python tools/bench_pipeline.py --quick    # fewer events, one run each
+
+It starts its own server (the binary the tests use), and measures, as median
+[min-max] of ``--runs`` runs:
+
+1. forward stage: one sink, a sync handler returning one Emit per event, N events
+   pre-loaded; the baseline is a hand-written XREADGROUP COUNT 500 -> XADD each +
+   XACK in one MULTI/EXEC loop (sync redis-py + hiredis). Throughput is measured
+   from the output stream's entry ids (first to last), so process start-up is
+   excluded for both sides alike.
+2. 3-stage chain at a fixed offered load (5k and 20k events/s from a separate
+   producer process): end-to-end latency p50/p99/max, measured by a separate
+   process reading the last stream; and the saturated throughput.
+3. scale-out: 1 vs 2 worker processes on the forward stage.
+4. memory: peak RSS of a worker running 8 actors (``wait4`` rusage of the child).
+5. peers: the same forward stage with dramatiq (Redis broker) and FastStream
+   (Redis streams), when they import in ``--peers-python``.
+
+Figures are printed as a table and written as JSON (``--json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import redis
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from topology.server import ServerProcess  # noqa: E402
+
+PAYLOAD = b"x" * 100
+PREFIX = "pulse:stream:"
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def key(stream: str) -> str:
+    return PREFIX + stream
+
+
+def preload(url: str, stream: str, n: int, *, with_ts: bool = False) -> None:
+    """Add ``n`` pulse-format events (fields n, p) to ``stream``, pipelined."""
+    r = redis.Redis.from_url(url)
+    pipe = r.pipeline(transaction=False)
+    for i in range(n):
+        pipe.xadd(key(stream), {"n": "order", "p": PAYLOAD})
+        if i % 1000 == 999:
+            pipe.execute()
+    pipe.execute()
+    r.close()
+
+
+def id_ms(entry_id: bytes) -> int:
+    return int(entry_id.split(b"-")[0])
+
+
+def rate_from_ids(url: str, stream: str, expected: int) -> float:
+    """Steady output rate of ``stream`` from its first and last entry ids (events/s)."""
+    r = redis.Redis.from_url(url)
+    try:
+        length = r.xlen(key(stream))
+        if length != expected:
+            raise RuntimeError(f"{stream}: {length} events, expected {expected}")
+        first = r.xrange(key(stream), count=1)[0][0]
+        last = r.xrevrange(key(stream), count=1)[0][0]
+    finally:
+        r.close()
+    span = max(id_ms(last) - id_ms(first), 1) / 1000
+    return (expected - 1) / span
+
+
+def flush(url: str) -> None:
+    r = redis.Redis.from_url(url)
+    r.flushall()
+    r.close()
+
+
+def wait_len(url: str, stream: str, n: int, timeout: float) -> None:
+    r = redis.Redis.from_url(url)
+    deadline = time.monotonic() + timeout
+    try:
+        while r.xlen(key(stream)) < n:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{stream} reached {r.xlen(key(stream))}/{n} in {timeout}s")
+            time.sleep(0.05)  # polling another process's progress
+    finally:
+        r.close()
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def fmt(s: dict[str, float], unit: str = "") -> str:
+    return f"{s['median']:,.0f}{unit} [{s['min']:,.0f}-{s['max']:,.0f}]"
+
+
+def self_cmd(*args: str) -> list[str]:
+    return [sys.executable, str(Path(__file__).resolve()), *args]
+
+
+# --------------------------------------------------------------------------- hand-written loops
+
+
+def baseline_forward(url: str, src: str, dst: str, limit: int, group: str = "fwd") -> None:
+    """The hand-written forward stage: XREADGROUP COUNT 500 -> XADD each + XACK, one MULTI/EXEC."""
+    r = redis.Redis.from_url(url)
+    with contextlib.suppress(redis.ResponseError):  # the group exists: resume it
+        r.xgroup_create(key(src), group, id="0", mkstream=True)
+    done = 0
+    while limit <= 0 or done < limit:
+        resp = r.xreadgroup(group, "c1", {key(src): ">"}, count=500, block=1000)
+        if not resp:
+            continue
+        entries = resp[0][1]
+        pipe = r.pipeline(transaction=True)
+        for _id, fields in entries:
+            pipe.xadd(key(dst), fields)
+        pipe.xack(key(src), group, *[e[0] for e in entries])
+        pipe.execute()
+        done += len(entries)
+
+
+def produce_at_rate(url: str, stream: str, rate: float, seconds: float) -> None:
+    """Offer ``rate`` events/s for ``seconds``; each payload carries its send time."""
+    r = redis.Redis.from_url(url)
+    total = int(rate * seconds)
+    start = time.perf_counter()
+    sent = 0
+    while sent < total:
+        due = min(total, int((time.perf_counter() - start) * rate) + 1)
+        if due > sent:
+            pipe = r.pipeline(transaction=False)
+            for _ in range(due - sent):
+                pipe.xadd(key(stream), {"n": "tick", "p": repr(time.time()).encode()})
+            pipe.execute()
+            sent = due
+        else:
+            time.sleep(min(0.0005, 1 / rate))  # pacing, not synchronisation
+    r.close()
+
+
+def measure_latency(url: str, stream: str, count: int, out: str) -> None:
+    """Read ``stream`` from its start; record arrival minus send time for ``count`` events."""
+    r = redis.Redis.from_url(url)
+    cursor = "0"
+    lat: list[float] = []
+    deadline = time.monotonic() + 600
+    while len(lat) < count and time.monotonic() < deadline:
+        resp = r.xread({key(stream): cursor}, count=1000, block=1000)
+        now = time.time()
+        for _s, entries in resp or []:
+            for eid, fields in entries:
+                cursor = eid
+                lat.append(now - float(fields[b"p"]))
+    Path(out).write_text(json.dumps(lat))
+    r.close()
+
+
+# --------------------------------------------------------------------------- the engine
+
+HANDLERS = """
+from topology import Emit
+
+
+def forward(event):
+    return Emit(event.name, event.payload)
+"""
+
+
+def write_config(folder: Path, sinks: dict[str, tuple[str, str]], consumers: int = 1) -> Path:
+    """A config of forward sinks ``name -> (src, dst)``, all starting at the oldest event."""
+    streams = sorted({s for pair in sinks.values() for s in pair})
+    lines = ["version: 1", "name: bench", "streams:"]
+    lines += [f"  {s}: {{}}" for s in streams]
+    lines.append("sinks:")
+    for name, (src, dst) in sinks.items():
+        lines += [
+            f"  {name}:",
+            f"    streams: [{src}]",
+            "    handler: bench_handlers:forward",
+            f"    outputs: [{dst}]",
+            "    start: oldest",
+            f"    consumers: {consumers}",
+        ]
+    (folder / "bench_handlers.py").write_text(HANDLERS)
+    path = folder / "bench.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def engine_cmd(config: Path, url: str, *extra: str) -> list[str]:
+    exe = shutil.which("ponos-topology", path=str(Path(sys.executable).parent)) or "ponos-topology"
+    return [exe, "run", str(config), "--redis-url", url, "--no-watch", "--quiet", *extra]
+
+
+def run_engine(config: Path, url: str, workers: int = 1, idle: float = 1.0) -> list[int]:
+    """Run ``workers`` engine processes until idle; return each one's peak RSS (KiB)."""
+    procs = [
+        subprocess.Popen(
+            engine_cmd(config, url, "--stop-when-idle", str(idle)), stdout=subprocess.DEVNULL
+        )
+        for _ in range(workers)
+    ]
+    peaks = []
+    for proc in procs:
+        _pid, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode != 0:
+            raise RuntimeError(f"engine exited {proc.returncode}")
+        peaks.append(int(usage.ru_maxrss))
+    return peaks
+
+
+# --------------------------------------------------------------------------- benchmarks
+
+
+def bench_forward(url: str, n: int, runs: int, work: Path) -> dict[str, Any]:
+    base, eng = [], []
+    config = write_config(work, {"fwd": ("in", "out")})
+    for _ in range(runs):
+        flush(url)
+        preload(url, "in", n)
+        subprocess.run(self_cmd("_forward", url, "in", "out", str(n)), check=True)
+        base.append(rate_from_ids(url, "out", n))
+        flush(url)
+        preload(url, "in", n)
+        run_engine(config, url)
+        eng.append(rate_from_ids(url, "out", n))
+    b, e = summary(base), summary(eng)
+    return {"baseline": b, "engine": e, "ratio": e["median"] / b["median"]}
+
+
+def bench_scale_out(url: str, n: int, runs: int, work: Path) -> dict[str, Any]:
+    config = write_config(work, {"fwd": ("in", "out")})
+    one, two = [], []
+    for _ in range(runs):
+        for workers, into in ((1, one), (2, two)):
+            flush(url)
+            preload(url, "in", n)
+            run_engine(config, url, workers=workers)
+            into.append(rate_from_ids(url, "out", n))
+    a, b = summary(one), summary(two)
+    return {"one": a, "two": b, "speedup": b["median"] / a["median"]}
+
+
+def bench_memory(url: str, n: int, work: Path) -> dict[str, Any]:
+    config = write_config(work, {"fwd": ("in", "out")}, consumers=8)
+    flush(url)
+    preload(url, "in", n)
+    peak = run_engine(config, url)[0]
+    return {"actors": 8, "peak_rss_mb": peak / 1024}
+
+
+def _chain_with(
+    url: str,
+    start_stages: Callable[[], list[subprocess.Popen[bytes]]],
+    rate: float,
+    seconds: float,
+    work: Path,
+) -> dict[str, Any]:
+    flush(url)
+    stages = start_stages()
+    try:
+        r = redis.Redis.from_url(url)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:  # wait until the last stage's group exists
+            try:
+                if any(g[b"name"] for g in r.xinfo_groups(key("c"))):
+                    break
+            except redis.ResponseError:
+                pass
+            time.sleep(0.05)
+        r.close()
+        total = int(rate * seconds)
+        out = work / "lat.json"
+        meas = subprocess.Popen(self_cmd("_measure", url, "d", str(total), str(out)))
+        prod = subprocess.Popen(self_cmd("_produce", url, "a", str(rate), str(seconds)))
+        prod.wait()
+        meas.wait()
+        lat = sorted(json.loads(out.read_text()))
+    finally:
+        for p in stages:
+            p.terminate()
+        for p in stages:
+            p.wait()
+    ms = [v * 1000 for v in lat]
+    q = statistics.quantiles(ms, n=100)
+    sustained = len(lat) / seconds
+    return {
+        "offered": rate,
+        "received": len(lat),
+        "p50_ms": q[49],
+        "p99_ms": q[98],
+        "max_ms": ms[-1],
+        "sustained": sustained,
+    }
+
+
+def bench_chain(url: str, n: int, rates: list[float], seconds: float, work: Path) -> dict[str, Any]:
+    stages = {"s1": ("a", "b"), "s2": ("b", "c"), "s3": ("c", "d")}
+    config = write_config(work, stages)
+
+    def engine() -> list[subprocess.Popen[bytes]]:
+        return [subprocess.Popen(engine_cmd(config, url), stdout=subprocess.DEVNULL)]
+
+    def baseline() -> list[subprocess.Popen[bytes]]:
+        return [
+            subprocess.Popen(self_cmd("_forward", url, s, d, "0", name))
+            for name, (s, d) in stages.items()
+        ]
+
+    result: dict[str, Any] = {"latency": []}
+    for rate in rates:
+        result["latency"].append(
+            {
+                "rate": rate,
+                "baseline": _chain_with(url, baseline, rate, seconds, work),
+                "engine": _chain_with(url, engine, rate, seconds, work),
+            }
+        )
+    # Saturation: n events pre-loaded, three stages, rate of the last stream.
+    for who, starter in (("baseline", baseline), ("engine", engine)):
+        flush(url)
+        preload(url, "a", n)
+        procs = starter()
+        try:
+            wait_len(url, "d", n, timeout=600)
+        finally:
+            for p in procs:
+                p.terminate()
+            for p in procs:
+                p.wait()
+        result[f"saturation_{who}"] = rate_from_ids(url, "d", n)
+    return result
+
+
+PEER_DRAMATIQ = """
+import os, sys, dramatiq
+from dramatiq.brokers.redis import RedisBroker
+url, n = os.environ["PEER_URL"], int(os.environ["PEER_N"])  # the dramatiq CLI owns argv
+broker = RedisBroker(url=url)
+dramatiq.set_broker(broker)
+
+@dramatiq.actor(queue_name="in", max_retries=0)
+def forward(payload):
+    # To a queue no actor of this worker consumes: the output is counted, not run.
+    msg = dramatiq.Message(
+        queue_name="out", actor_name="sink", args=(payload,), kwargs={}, options={}
+    )
+    broker.enqueue(msg)
+
+if __name__ == "__main__":
+    if sys.argv[1:] == ["load"]:
+        for i in range(n):
+            forward.send("x" * 100)
+"""
+
+PEER_FASTSTREAM = """
+import asyncio, os, sys
+from faststream import FastStream
+from faststream.redis import RedisBroker, StreamSub
+url, n = os.environ["PEER_URL"], int(os.environ["PEER_N"])
+broker = RedisBroker(url, logger=None)
+pub = broker.publisher(stream="fs-out")
+
+SUB = StreamSub("fs-in", group="fwd", consumer="c1", max_records=500, last_id="0")
+
+
+@broker.subscriber(stream=SUB)
+async def forward(body: bytes) -> None:
+    await pub.publish(body)
+
+async def main():
+    if sys.argv[1:] == ["load"]:
+        await broker.connect()
+        for i in range(0, n, 500):
+            async with broker._connection.pipeline(transaction=False) as pipe:  # noqa: SLF001
+                for _ in range(min(500, n - i)):
+                    await broker.publish(b"x" * 100, stream="fs-in", pipeline=pipe)
+                await pipe.execute()
+        await broker.stop()
+    else:
+        app = FastStream(broker, logger=None)
+        await app.run()
+
+asyncio.run(main())
+"""
+
+
+def _peer(
+    url: str,
+    python: str,
+    n: int,
+    work: Path,
+    name: str,
+    code: str,
+    out_len: Callable[[redis.Redis], int],
+) -> dict[str, Any]:
+    script = work / f"peer_{name}.py"
+    script.write_text(textwrap.dedent(code))
+    check = subprocess.run([python, "-c", f"import {name}"], capture_output=True)
+    if check.returncode != 0:
+        return {"skipped": f"{name} does not import in {python}"}
+    flush(url)
+    env = {**os.environ, "PEER_URL": url, "PEER_N": str(n)}
+    subprocess.run([python, str(script), "load"], check=True, cwd=work, env=env)
+    if name == "dramatiq":
+        cmd = [python, "-m", "dramatiq", f"peer_{name}", "--processes", "1", "--threads", "8"]
+    else:
+        cmd = [python, str(script), "run"]
+    worker = subprocess.Popen(
+        cmd, cwd=work, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    r = redis.Redis.from_url(url)
+    try:
+        first = None
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            done = out_len(r)
+            now = time.perf_counter()
+            if first is None and done > 0:
+                first = (now, done)
+            if done >= n:
+                break
+            time.sleep(0.02)  # polling another process's progress
+        assert first is not None
+        rate = (done - first[1]) / max(now - first[0], 1e-3)
+    finally:
+        worker.terminate()
+        worker.wait()
+        r.close()
+    return {"events_per_s": rate}
+
+
+def bench_peers(url: str, python: str, n: int, work: Path, engine_rate: float) -> dict[str, Any]:
+    res = {
+        "dramatiq": _peer(
+            url,
+            python,
+            n,
+            work,
+            "dramatiq",
+            PEER_DRAMATIQ,
+            lambda r: int(r.hlen("dramatiq:out.msgs")),
+        ),
+        "faststream": _peer(
+            url, python, n, work, "faststream", PEER_FASTSTREAM, lambda r: int(r.xlen("fs-out"))
+        ),
+    }
+    for peer in res.values():
+        if "events_per_s" in peer:
+            peer["engine_ratio"] = engine_rate / peer["events_per_s"]
+    return res
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0].startswith("_"):  # child roles
+        role, *rest = argv
+        if role == "_forward":
+            baseline_forward(rest[0], rest[1], rest[2], int(rest[3]), *(rest[4:5] or ["fwd"]))
+        elif role == "_produce":
+            produce_at_rate(rest[0], rest[1], float(rest[2]), float(rest[3]))
+        elif role == "_measure":
+            measure_latency(rest[0], rest[1], int(rest[2]), rest[3])
+        return 0
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--events", type=int, default=200_000)
+    p.add_argument("--runs", type=int, default=3)
+    p.add_argument(
+        "--quick", action="store_true", help="50k events, 1 run, shorter latency windows"
+    )
+    p.add_argument("--seconds", type=float, default=6.0, help="length of each fixed-load window")
+    p.add_argument(
+        "--peers-python", default=sys.executable, help="interpreter with dramatiq/faststream"
+    )
+    p.add_argument("--skip", action="append", default=[], help="forward|chain|scale|memory|peers")
+    p.add_argument("--json", default=str(ROOT / "tools" / "out" / "bench_pipeline.json"))
+    args = p.parse_args(argv)
+    if args.quick:
+        args.events, args.runs, args.seconds = 50_000, 1, 3.0
+    work = Path(tempfile.mkdtemp(prefix="ponos-bench-"))
+    results: dict[str, Any] = {"events": args.events, "runs": args.runs}
+    with ServerProcess(work / "redis") as server:
+        url = server.url
+        results["server"] = redis.Redis.from_url(url).info("server")["redis_version"]
+        if "forward" not in args.skip:
+            results["forward"] = f = bench_forward(url, args.events, args.runs, work)
+            print(
+                f"forward stage   baseline {fmt(f['baseline'], '/s')}  "
+                f"engine {fmt(f['engine'], '/s')}  "
+                f"ratio {f['ratio']:.2f} (target >= 0.8)",
+                flush=True,
+            )
+        if "chain" not in args.skip:
+            results["chain"] = c = bench_chain(url, args.events, [5000, 20000], args.seconds, work)
+            for row in c["latency"]:
+                for who in ("baseline", "engine"):
+                    m = row[who]
+                    print(
+                        f"3-stage {who:8} @ {row['rate']:>6,.0f}/s  "
+                        f"p50 {m['p50_ms']:.1f} ms  p99 {m['p99_ms']:.1f} ms"
+                        f"  max {m['max_ms']:.1f} ms  sustained {m['sustained']:,.0f}/s",
+                        flush=True,
+                    )
+            print(
+                f"3-stage saturation  baseline {c['saturation_baseline']:,.0f}/s  "
+                f"engine {c['saturation_engine']:,.0f}/s"
+                f"  ratio {c['saturation_engine'] / c['saturation_baseline']:.2f}",
+                flush=True,
+            )
+        if "scale" not in args.skip:
+            results["scale_out"] = s = bench_scale_out(url, args.events, args.runs, work)
+            print(
+                f"scale-out       1 worker {fmt(s['one'], '/s')}  2 workers {fmt(s['two'], '/s')}  "
+                f"speed-up {s['speedup']:.2f} (target >= 1.6)",
+                flush=True,
+            )
+        if "memory" not in args.skip:
+            results["memory"] = m = bench_memory(url, min(args.events, 50_000), work)
+            print(
+                f"memory          peak RSS with 8 actors {m['peak_rss_mb']:.1f} MB (target < 60)",
+                flush=True,
+            )
+        if "peers" not in args.skip:
+            engine_rate = results.get("forward", {}).get("engine", {}).get("median", 0.0)
+            results["peers"] = peers = bench_peers(
+                url, args.peers_python, min(args.events, 50_000), work, engine_rate
+            )
+            for name, res in peers.items():
+                if "skipped" in res:
+                    print(f"peer {name:10} skipped: {res['skipped']}")
+                else:
+                    print(
+                        f"peer {name:10} {res['events_per_s']:,.0f}/s  "
+                        f"engine/peer {res.get('engine_ratio', 0):.1f}x"
+                        " (target >= 3)",
+                        flush=True,
+                    )
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(results, indent=2))
+    print(f"wrote {args.json}")
+    shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
