@@ -60,6 +60,7 @@ def make_actor(
     retry: RetryPolicy | None = None,
     dead_letter: str | None = None,
     metrics: Metrics | None = None,
+    ack_grace: float = 5.0,
 ) -> Actor:
     spec = SinkSpec(
         name="s",
@@ -70,7 +71,7 @@ def make_actor(
         batch=batch,
         retry=retry or RetryPolicy(max_attempts=3, backoff=0.01),
         dead_letter=dead_letter,
-        ack_grace=5.0,
+        ack_grace=ack_grace,
     )
     return Actor(
         spec,
@@ -321,3 +322,29 @@ async def test_drain_handles_events_delivered_to_it_whose_read_was_lost(
     assert await actor.drain(5)
     assert await pending(r) == 0
     assert await r.xlen("pulse:stream:out") == 6
+
+
+async def test_an_event_waiting_for_a_long_retry_is_not_claimed_away(
+    conn: Connection, r: aioredis.Redis, executor: Any
+) -> None:
+    calls = []
+
+    def once_failing(event: Event) -> Emit:
+        calls.append(event.id)
+        if len(calls) == 1:
+            raise RuntimeError("first call fails")
+        return Emit("ok", event.payload)
+
+    await fill(conn, 1)
+    metrics = Metrics()
+    actor = make_actor(
+        conn, once_failing, executor, metrics=metrics, ack_grace=0.5,
+        retry=RetryPolicy(max_attempts=3, backoff=2.0),  # 4 x the ack grace
+    )
+    await actor.start()
+    await wait_for(lambda: actor.handled == 1, timeout=10)
+    await actor.drain(5)
+    assert len(calls) == 2  # no duplicate delivery while it waited
+    assert metrics.conflicts["s"] == 0
+    assert actor.sink is not None and actor.sink.claimed == 0
+    assert await r.xlen("pulse:stream:out") == 1

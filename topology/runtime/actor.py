@@ -42,6 +42,26 @@ ERROR_BACKOFF_FIRST = 0.1
 ERROR_BACKOFF_CAP = 5.0
 
 
+#: Reset the idle time of events this consumer still owns (KEYS: stream keys; ARGV:
+#: group, consumer, then per key: count, ids...). Owned-only, so an event another
+#: consumer already claimed is not pulled back.
+TOUCH_SCRIPT = r"""
+local group, consumer = ARGV[1], ARGV[2]
+local a = 3
+for k = 1, #KEYS do
+  local n = tonumber(ARGV[a]); a = a + 1
+  for i = 0, n - 1 do
+    local id = ARGV[a + i]
+    if #redis.call('XPENDING', KEYS[k], group, id, id, 1, consumer) > 0 then
+      redis.call('XCLAIM', KEYS[k], group, consumer, 0, id, 'JUSTID')
+    end
+  end
+  a = a + n
+end
+return 0
+"""
+
+
 class Actor:
     """Consumer ``index`` of sink ``spec.name`` in this worker process."""
 
@@ -73,6 +93,7 @@ class Actor:
         self._retry: list[tuple[float, int, Event, int]] = []  # (due, seq, event, attempts)
         self._seq = itertools.count()
         self._busy = 0  # events being handled or committed right now
+        self._next_touch = 0.0
         self.last_activity = time.monotonic()
         self.handled = 0
 
@@ -130,6 +151,7 @@ class Actor:
             stream_key=self.conn.stream_key,
             streams=self._streams,
         )
+        self._touch = self.conn.redis.register_script(TOUCH_SCRIPT)
         self._task = asyncio.create_task(self._run(), name=f"actor {self.name}")
         log.info("actor %s started (consumer %s)", self.name, sink.consumer)
 
@@ -191,7 +213,12 @@ class Actor:
                         read = asyncio.ensure_future(sink.read_batch(room))
                 timeout = None
                 if self._retry:
-                    timeout = max(0.0, self._retry[0][0] - time.monotonic())
+                    now = time.monotonic()
+                    if now >= self._next_touch:
+                        await self._touch_held()
+                        self._next_touch = now + self.spec.ack_grace / 3
+                    wake = min(self._retry[0][0], self._next_touch)
+                    timeout = max(0.0, wake - now)
                 if read is not None:
                     await asyncio.wait((read,), timeout=timeout)
                 elif self._retry and not self._stopping:
@@ -277,6 +304,27 @@ class Actor:
                     await self._process_safely(events)
                 if skipped:
                     await self._commit(skipped)
+
+    async def _touch_held(self) -> None:
+        """Keep events waiting for a retry from looking abandoned.
+
+        A backoff may outlast the ack grace; without this the sink's claim pass
+        would hand such an event to another consumer (or back to this one as a
+        duplicate) while it waits here. Resetting its idle time (``XCLAIM ...
+        JUSTID`` to ourselves, only if we still own it) keeps it ours.
+        """
+        by_key: dict[str, list[str]] = {}
+        for _, _, event, _ in self._retry:
+            by_key.setdefault(self.conn.stream_key(event.stream_name), []).append(event.id)
+        keys = list(by_key)
+        args: list[Any] = [self.spec.name, self.committer.consumer if self.committer else ""]
+        for key in keys:
+            args.append(len(by_key[key]))
+            args.extend(by_key[key])
+        try:
+            await self._touch(keys=keys, args=args)
+        except Exception as exc:  # worst case the claim pass moves them: still fenced
+            log.debug("actor %s: touching held events failed: %r", self.name, exc)
 
     def _due_retries(self) -> list[Event]:
         now = time.monotonic()
