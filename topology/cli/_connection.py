@@ -43,16 +43,16 @@ def load_config(path: str) -> Topology | None:
     """The validated config, or None after printing every problem on stderr.
 
     Handlers are not imported: adding or reading events must work on a machine
-    that lacks the handlers' own dependencies (``validate`` checks them).
+    that lacks the handlers' own dependencies. Warnings of a valid config are
+    not repeated by every ``emit``/``tail``/``status``: ``validate`` shows them.
     """
-    from topology.config import ConfigError, load
+    from topology.config import check
 
-    try:
-        return load(path, import_callables=False)
-    except ConfigError as exc:
-        for problem in exc.problems:
+    topology, problems = check(path, import_callables=False)
+    if topology is None:
+        for problem in problems:
             print(problem, file=sys.stderr)
-        return None
+    return topology
 
 
 def known_stream(topology: Topology, name: str, prog: str) -> bool:

@@ -138,10 +138,44 @@ def _client_options(url: str) -> dict[str, Any]:
     return options
 
 
+async def _cluster_if_enabled(client: Any, url: str) -> Any:
+    """A cluster client when the node at ``url`` is part of a Redis Cluster, else ``client``.
+
+    Any node's URL reaches a whole cluster: the user need not say "cluster",
+    the server does (``INFO cluster``). Engine keys share the hash tag
+    ``{deployment}``, so a deployment's own keys live on one node.
+    """
+    import redis.asyncio as aioredis
+    from redis.exceptions import ResponseError
+
+    try:
+        info = await client.info("cluster")
+    except ResponseError:  # an ACL user without INFO: take it as a single node
+        return client
+    if str(info.get("cluster_enabled", 0)) != "1":
+        return client
+    options = _client_options(url)
+    try:
+        cluster = aioredis.RedisCluster.from_url(url, **options)
+        await cluster.initialize()
+    except Exception as exc:
+        await client.aclose()
+        raise RedisUnavailableError(
+            f"cannot use the Redis Cluster at {redact(url)}: "
+            f"{redact_text(str(exc)) or type(exc).__name__} (--redis-url)"
+        ) from None
+    await client.aclose()
+    return cluster
+
+
 @dataclass
 class Connected:
     """What :func:`open_redis` hands out: the client, the streams connection on it,
-    a printable URL, and the embedded server this process started (if any)."""
+    a printable URL, and the embedded server this process started (if any).
+
+    ``client`` is a ``redis.asyncio.RedisCluster`` when the URL names a node of
+    a Redis Cluster (same command API; keys route to their node).
+    """
 
     client: aioredis.Redis
     conn: Connection
@@ -223,6 +257,7 @@ async def open_redis(
             raise RedisUnavailableError(
                 f"cannot reach Redis at {redact(url)}: {reason}{hint}"
             ) from None
+        client = await _cluster_if_enabled(client, url)
         conn = Connection(client, prefix=topology.redis.prefix)
         yield Connected(client=client, conn=conn, url_redacted=redact(url), server=server)
     finally:
