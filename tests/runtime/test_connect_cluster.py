@@ -142,3 +142,36 @@ def test_tail_works_on_a_cluster(
     assert main(["tail", str(config), "orders", "--format", "json", *url]) == 0
     [line] = capsys.readouterr().out.splitlines()
     assert json.loads(line)["topic"] == "eu"
+
+
+async def test_sources_and_heartbeats_work_on_a_cluster(
+    cluster: list[ServerProcess], tmp_path: Path
+) -> None:
+    from topology.config.model import SourceSpec, StreamSpec
+    from topology.runtime.sources import SourceRunner
+    from topology.runtime.workers import WorkerRegistry
+
+    (tmp_path / "cluster_src.py").write_text(
+        "from topology import Emit\n"
+        "def gen(ctx):\n"
+        "    for i in range(300):\n"
+        "        yield Emit('n', str(i))\n"
+        "    ctx.checkpoint('300')\n"
+    )
+    topo = Topology(
+        name="cl",
+        path=tmp_path / "pipeline.yaml",
+        streams={"out": StreamSpec("out")},
+        sources={"gen": SourceSpec("gen", "cluster_src:gen", "out")},
+    )
+    async with open_redis(topo, cli_url=cluster[2].url) as connected:
+        registry = WorkerRegistry(connected.client, "cl", "w1", interval=0.5)
+        registry.start(lambda: {"version": "x"})
+        await registry.wait_registered()
+        runner = SourceRunner(topo.sources["gen"], topo, connected.conn, worker_id="w1")
+        runner.start()
+        await runner.wait()
+        assert runner.done and runner.produced == 300
+        assert await connected.client.xlen(connected.conn.stream_key("out")) == 300
+        assert set(await registry.live()) == {"w1"}
+        await registry.stop()
