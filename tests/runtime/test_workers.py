@@ -12,7 +12,13 @@ import sys
 import redis.asyncio as aioredis
 
 from topology.runtime.keys import EngineKeys
-from topology.runtime.workers import WorkerRegistry, live_workers, new_worker_id, read_workers
+from topology.runtime.workers import (
+    _PID_SPACE,
+    WorkerRegistry,
+    live_workers,
+    new_worker_id,
+    read_workers,
+)
 
 
 def test_worker_ids_are_host_pid_random_and_unique() -> None:
@@ -48,9 +54,24 @@ async def test_a_dead_local_process_is_not_live_even_with_a_fresh_beat(r: aiored
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
     proc.wait()
     now = (await r.time())[0]
-    entry = {"pid": proc.pid, "host": socket.gethostname(), "interval": 2.0, "beat": now}
+    entry = {"pid": proc.pid, "pid_space": _PID_SPACE, "interval": 2.0, "beat": now}
     await r.hset(EngineKeys("dep").workers(), "killed", json.dumps(entry))
     assert await live_workers(r, "dep") == {}
+
+
+async def test_a_pid_from_another_pid_namespace_is_not_checked_here(r: aioredis.Redis) -> None:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    now = (await r.time())[0]
+    entry = {
+        "pid": proc.pid,
+        "pid_space": "same-host/other-container",
+        "interval": 2.0,
+        "host": socket.gethostname(),
+        "beat": now,
+    }
+    await r.hset(EngineKeys("dep").workers(), "elsewhere", json.dumps(entry))
+    assert set(await live_workers(r, "dep")) == {"elsewhere"}
 
 
 async def test_very_old_and_corrupt_entries_are_forgotten(r: aioredis.Redis) -> None:

@@ -20,6 +20,7 @@ import os
 import secrets
 import socket
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from topology.runtime.keys import EngineKeys
@@ -53,9 +54,27 @@ async def server_time(client: Any) -> float:
     return float(seconds) + float(micros) / 1e6
 
 
+def _pid_space() -> str:
+    """Where pids mean the same thing: this boot of this kernel, this pid namespace.
+
+    Hostnames are not enough: two containers may share one, each with its own
+    pids, and a pid checked in the wrong namespace would declare a live worker dead.
+    """
+    parts = [socket.gethostname()]
+    try:
+        parts.append(Path("/proc/sys/kernel/random/boot_id").read_text().strip())
+        parts.append(str(os.stat("/proc/self/ns/pid").st_ino))
+    except OSError:
+        pass
+    return "/".join(parts)
+
+
+_PID_SPACE = _pid_space()
+
+
 def _pid_gone(entry: dict[str, Any]) -> bool:
-    """True when ``entry`` is a process of this host that no longer exists."""
-    if entry.get("host") != socket.gethostname():
+    """True when ``entry`` is a process of this host (pid namespace) that no longer exists."""
+    if entry.get("pid_space") != _PID_SPACE:
         return False
     pid = entry.get("pid")
     if not isinstance(pid, int) or pid == os.getpid():
@@ -136,6 +155,7 @@ class WorkerRegistry:
         entry.update(
             pid=os.getpid(),
             host=socket.gethostname(),
+            pid_space=_PID_SPACE,
             started=self.started,
             interval=self.interval,
             beat=now,
