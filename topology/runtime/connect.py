@@ -196,7 +196,7 @@ def _embedded_url(data_dir: Path, owner: bool) -> tuple[str, EmbeddedServer | No
                     f"(pid {info.get('parent')}) and stops with it; let that command end "
                     "first, or pass --redis-url"
                 )
-            return EmbeddedServer.running(data_dir) or "", None
+            return str(info["url"]), None
         server = EmbeddedServer(data_dir, owner=owner)
         try:
             return server.start(), server

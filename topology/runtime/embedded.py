@@ -165,16 +165,18 @@ class EmbeddedServer:
     def running(cls, data_dir: Path) -> str | None:
         """URL of a live server recorded in ``data_dir``, or None."""
         info = cls.running_info(data_dir)
-        return _state_url(info) if info is not None else None
+        return info["url"] if info is not None else None
 
     @classmethod
     def running_info(cls, data_dir: Path) -> dict[str, Any] | None:
-        """The recorded state (pid, port, socket, owner) of a live server in ``data_dir``."""
+        """The recorded state (pid, port, socket, owner, url) of a live server in ``data_dir``."""
         data_dir = Path(data_dir).resolve()
         state = _read_state(data_dir)
         if state is None or not _pid_alive(state["pid"]):
             return None
-        return state if _serves_dir(state, data_dir) else None
+        if not _serves_dir(state, data_dir):
+            return None
+        return {**state, "url": _state_url(state)}
 
     def _socket_path(self) -> Path | None:
         path = self.data_dir / SOCKET_FILE
