@@ -35,10 +35,15 @@ async def eventually(
         delay = min(delay * 2, 0.05)
 
 
-async def blocked_reads(r: aioredis.Redis, command: str = "xreadgroup") -> int:
-    """How many clients are blocked in ``command`` right now (server-side state)."""
+async def blocked_clients(r: aioredis.Redis, command: str = "xreadgroup") -> set[str]:
+    """Ids of the clients blocked in ``command`` right now (server-side state)."""
     clients = await r.client_list()
-    return sum(1 for c in clients if c.get("cmd") == command and "b" in c.get("flags", ""))
+    return {c["id"] for c in clients if c.get("cmd") == command and "b" in c.get("flags", "")}
+
+
+async def blocked_reads(r: aioredis.Redis, command: str = "xreadgroup") -> int:
+    """How many clients are blocked in ``command`` right now."""
+    return len(await blocked_clients(r, command))
 
 
 async def wait_blocked(r: aioredis.Redis, n: int = 1, command: str = "xreadgroup") -> None:

@@ -185,3 +185,25 @@ def test_streams_imports_nothing_of_the_engine() -> None:
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+async def test_blocking_read_stays_under_the_client_socket_timeout(redis_url: str) -> None:
+    # redis-py 8 defaults to a 5 s socket timeout; a 5 s BLOCK would time out client-side.
+    from topology.streams._consumer import block_ms
+
+    assert block_ms(5.0, 5.0) == 4000
+    assert block_ms(0.5, 5.0) == 500
+    assert block_ms(30.0, None) == 30000
+    client = aioredis.Redis.from_url(redis_url, socket_timeout=1.0)
+    try:
+        stream = streams.Connection(client).stream("t")
+        async with await stream.new_sink("s") as sink:
+            assert sink._block_ms == 800
+        default = aioredis.Redis.from_url(redis_url)
+        async with await streams.Connection(default).stream("t").new_sink("s") as sink:
+            assert sink._block_ms == 4000
+        await default.aclose()
+    finally:
+        await client.aclose()
+    with pytest.raises(ValueError, match="block"):
+        await stream.new_sink("s", block=0)

@@ -8,7 +8,7 @@ import time
 
 import redis.asyncio as aioredis
 
-from tests.streams.conftest import read_n, wait_blocked
+from tests.streams.conftest import blocked_clients, read_n, wait_blocked
 from topology import streams
 
 BLOCK = 5.0
@@ -40,15 +40,23 @@ async def test_remove_stream_takes_effect_within_100ms_during_a_blocking_read(
         await sink.add_stream(second)
         reading = asyncio.ensure_future(sink.read_batch())
         await wait_blocked(r)
+        (old_read,) = await blocked_clients(r)
         started = time.monotonic()
         await sink.remove_stream(second)
-        await second.add("ignored", b"")  # the old read would return this at once
-        kept = await first.add("kept", b"")
-        got = await asyncio.wait_for(reading, BLOCK)
+        # Taken effect = the blocked read on both streams is gone and a new one,
+        # without the removed stream, is blocked in its place (server-side state).
+        while True:
+            now = await blocked_clients(r)
+            if now and old_read not in now:
+                break
+            assert time.monotonic() - started < BLOCK, "the read was never re-issued"
         elapsed = time.monotonic() - started
-        assert [e.id for e in got] == [kept]
         assert elapsed < WITHIN, f"remove_stream took {elapsed * 1000:.0f} ms to take effect"
         assert sink.streams == ("one",)
+        await second.add("ignored", b"")  # the old read would have returned this
+        kept = await first.add("kept", b"")
+        got = await asyncio.wait_for(reading, BLOCK)
+        assert [e.id for e in got] == [kept]
 
 
 async def test_remove_stream_keeps_group_position_and_readding_resumes_after_last_acked(
@@ -114,3 +122,25 @@ async def test_concurrent_readers_of_one_sink_share_its_reads(conn: streams.Conn
         ids = await stream.add_many((f"e{i}", b"", None) for i in range(3))
         got = await asyncio.wait_for(asyncio.gather(*tasks), BLOCK)
         assert sorted(e.id for batch in got for e in batch) == sorted(ids)
+
+
+async def test_entries_of_an_interrupted_read_are_not_left_behind(
+    r: aioredis.Redis, conn: streams.Connection
+) -> None:
+    # An interrupted XREADGROUP can lose the race with its reply: the server has
+    # handed entries to this consumer, the cancelled client never saw them. Stage
+    # exactly that (a read as the sink's consumer whose reply the sink never gets),
+    # then interrupt: the entries come at once, not after ack_grace (20 s here).
+    first, second = conn.stream("one"), conn.stream("two")
+    async with await first.new_sink("s", block=BLOCK) as sink:
+        seen = await first.add("seen", b"")
+        assert [e.id for e in await read_n(sink, 1)] == [seen]
+        lost = await first.add_many([("lost1", b"", None), ("lost2", b"", None)])
+        await r.xreadgroup("s", sink.consumer, {first.key: ">"})  # the dropped reply
+        reading = asyncio.ensure_future(sink.read_batch())
+        await wait_blocked(r)
+        await sink.add_stream(second)
+        got = await asyncio.wait_for(reading, BLOCK)
+        assert [e.id for e in got] == lost
+        await sink.ack_many(got)
+        assert (await r.xpending(first.key, "s"))["pending"] == 1  # "seen", never acked

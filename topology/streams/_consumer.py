@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import random
 import re
@@ -46,6 +47,38 @@ RETRYABLE_ERRORS: tuple[type[BaseException], ...] = (
 
 BACKOFF_FIRST = 0.05
 BACKOFF_CAP = 2.0
+
+
+def socket_timeout_of(redis: Any) -> float | None:
+    """The read timeout of the client's connections (redis-py 8 defaults to 5 s)."""
+    pool = getattr(redis, "connection_pool", None)
+    kwargs = getattr(pool, "connection_kwargs", None) or {}
+    if "socket_timeout" in kwargs:
+        return kwargs["socket_timeout"]
+    connection_class = getattr(pool, "connection_class", None)
+    if connection_class is None:
+        return None
+    for klass in getattr(connection_class, "__mro__", ()):  # the default lives in a base
+        try:
+            param = inspect.signature(klass.__init__).parameters.get("socket_timeout")
+        except (TypeError, ValueError):
+            continue
+        if param is not None and param.default is not inspect.Parameter.empty:
+            return param.default
+    return None
+
+
+def block_ms(block: float, socket_timeout: float | None) -> int:
+    """The BLOCK of a read, in ms: ``block``, kept under the client's socket timeout.
+
+    A blocking read longer than the socket timeout ends in a client-side timeout
+    that drops the connection (and, with it, a reply that may be on its way).
+    ``block`` is only how often an idle read is re-issued, so shortening it is
+    harmless.
+    """
+    if socket_timeout:
+        block = min(block, socket_timeout * 0.8)
+    return max(1, int(block * 1000))
 
 
 def is_nogroup(exc: BaseException) -> bool:
@@ -179,8 +212,8 @@ class Consumer:
         accept: Callable[[Event], bool] | None,
     ) -> None:
         validate_start(start)
-        if block < 0:
-            raise ValueError(f"block must be >= 0 seconds, got {block}")
+        if block <= 0:  # BLOCK 0 would mean "forever" to Redis
+            raise ValueError(f"block must be > 0 seconds, got {block}")
         if count < 1:
             raise ValueError(f"count must be >= 1, got {count}")
         if buffer < 1:
@@ -201,7 +234,7 @@ class Consumer:
         self._fill_lock = asyncio.Lock()
         self._closed = False
         self._failures = 0
-        self._block_ms = int(block * 1000)
+        self._block_ms = block_ms(block, socket_timeout_of(conn.redis))
 
     # -- stream set ------------------------------------------------------------------
 
@@ -272,6 +305,7 @@ class Consumer:
         if not self._streams:
             await self._wake.wait()
             return
+        read_keys = [s.key for s in self._streams.values()]
         task = asyncio.ensure_future(self._read())
         self._read_task = task
         try:
@@ -281,8 +315,20 @@ class Consumer:
             raise
         finally:
             self._read_task = None
-        if task.cancelled() or self._closed:
-            return  # interrupted: the caller loops with the new state
+        if self._closed:
+            return
+        if task.cancelled():
+            # Interrupted: the caller loops with the new state. The cancelled
+            # command's reply may have been on its way (entries delivered by the
+            # server, never seen here): let the subclass find them.
+            try:
+                await self._after_interrupted_read(read_keys)
+            except RETRYABLE_ERRORS as err:
+                await self._retry_later(err)
+            except ResponseError as err:
+                if not is_nogroup(err):
+                    raise
+            return
         exc = task.exception()
         if exc is None:
             if self._failures:
@@ -321,6 +367,9 @@ class Consumer:
 
     async def _ingest(self, reply: Any) -> None:
         raise NotImplementedError
+
+    async def _after_interrupted_read(self, keys: list[str]) -> None:
+        """Readers lose nothing to an interrupted XREAD: their cursors did not move."""
 
     async def _recover_lost_group(self, exc: BaseException) -> None:
         raise exc

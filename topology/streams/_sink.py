@@ -182,6 +182,36 @@ class Sink(Consumer):
             return last_id
         return "0"
 
+    async def _after_interrupted_read(self, keys: list[str]) -> None:
+        """Deliver entries an interrupted XREADGROUP handed us but whose reply was dropped.
+
+        Cancelling the read (add/remove_stream, a claim) races with the server's
+        reply: when it loses, entries are pending on this consumer yet were never
+        seen here. They would come back after ack_grace via the claim; this finds
+        them at once instead. They are the entries of our pending list newer than
+        the last one a ``>`` read gave us, delivered exactly once (claimed ones
+        have a delivery count above 1).
+        """
+        if self.no_ack:
+            return
+        redis = self.conn.redis
+        group, consumer = self.name, self.consumer
+        for key in keys:
+            name = self._names_by_key.get(key.encode()) or self._name_of_key(key)
+            last = self._last_entries.get(name)
+            start = "(" + last[0].decode() if last is not None else "-"
+            pending = await redis.execute_command(
+                b"XPENDING", key, group, start, "+", self.count, consumer
+            )
+            lost = [entry[0] for entry in pending or () if int(entry[3]) == 1]
+            if not lost:
+                continue
+            entries = await redis.execute_command(b"XCLAIM", key, group, consumer, 0, *lost)
+            log.info("sink %r: recovered %d entries of an interrupted read", self.name, len(lost))
+            unmatched = self._to_events(((key.encode(), entries),), self._buffer, track=True)
+            if unmatched:
+                await self._xack(unmatched)
+
     # -- reading ---------------------------------------------------------------------
 
     async def _read(self) -> Any:
