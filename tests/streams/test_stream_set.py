@@ -4,6 +4,7 @@ removing keeps the group and its position."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 
 import redis.asyncio as aioredis
@@ -144,3 +145,21 @@ async def test_entries_of_an_interrupted_read_are_not_left_behind(
         assert [e.id for e in got] == lost
         await sink.ack_many(got)
         assert (await r.xpending(first.key, "s"))["pending"] == 1  # "seen", never acked
+
+
+async def test_cancelling_the_caller_of_a_read_loses_nothing(
+    r: aioredis.Redis, conn: streams.Connection
+) -> None:
+    # An actor cancelled mid-read (asyncio.wait_for, task.cancel) must not leave
+    # entries its dropped reply carried stranded until ack_grace.
+    stream = conn.stream("one")
+    async with await stream.new_sink("s", block=BLOCK) as sink:
+        reading = asyncio.ensure_future(sink.read_batch())
+        await wait_blocked(r)
+        reading.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reading
+        lost = await stream.add("lost", b"")
+        await r.xreadgroup("s", sink.consumer, {stream.key: ">"})  # the dropped reply
+        got = await asyncio.wait_for(sink.read_batch(), BLOCK)
+        assert [e.id for e in got] == [lost]

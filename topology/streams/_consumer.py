@@ -232,6 +232,7 @@ class Consumer:
         # Two tasks reading the same consumer share one read: the second waits for
         # the first's fill, then takes from the buffer.
         self._fill_lock = asyncio.Lock()
+        self._unseen_keys: list[str] = []  # keys of a read cancelled by our caller
         self._closed = False
         self._failures = 0
         self._block_ms = block_ms(block, socket_timeout_of(conn.redis))
@@ -305,6 +306,13 @@ class Consumer:
         if not self._streams:
             await self._wake.wait()
             return
+        if self._unseen_keys:
+            # A read of ours was cancelled from outside (the caller was cancelled)
+            # since the last fill: look for what its reply may have carried first.
+            keys, self._unseen_keys = self._unseen_keys, []
+            await self._check_interrupted(keys)
+            if self._buffer:
+                return
         read_keys = [s.key for s in self._streams.values()]
         task = asyncio.ensure_future(self._read())
         self._read_task = task
@@ -312,6 +320,7 @@ class Consumer:
             await asyncio.wait((task,))
         except asyncio.CancelledError:
             task.cancel()
+            self._unseen_keys = read_keys
             raise
         finally:
             self._read_task = None
@@ -321,13 +330,7 @@ class Consumer:
             # Interrupted: the caller loops with the new state. The cancelled
             # command's reply may have been on its way (entries delivered by the
             # server, never seen here): let the subclass find them.
-            try:
-                await self._after_interrupted_read(read_keys)
-            except RETRYABLE_ERRORS as err:
-                await self._retry_later(err)
-            except ResponseError as err:
-                if not is_nogroup(err):
-                    raise
+            await self._check_interrupted(read_keys)
             return
         exc = task.exception()
         if exc is None:
@@ -349,6 +352,15 @@ class Consumer:
             await self._retry_later(exc)
             return
         raise exc
+
+    async def _check_interrupted(self, keys: list[str]) -> None:
+        try:
+            await self._after_interrupted_read(keys)
+        except RETRYABLE_ERRORS as err:
+            await self._retry_later(err)
+        except ResponseError as err:
+            if not is_nogroup(err):
+                raise
 
     async def _retry_later(self, exc: BaseException) -> None:
         """Jittered exponential backoff (50 ms -> 2 s), cut short by a change or close."""
