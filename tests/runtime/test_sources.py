@@ -409,3 +409,61 @@ async def test_a_source_keeps_adding_after_redis_restarts(
     finally:
         await runner.stop()
         await client.aclose()
+
+
+async def test_a_redis_outage_ends_no_runner_and_one_keeps_the_source_going(
+    tmp_path: Path, fresh_server: ServerProcess
+) -> None:
+    topo = _topology(tmp_path, _FOREVER)
+    client = aioredis.Redis.from_url(fresh_server.url)
+    conn = Connection(client)
+    runners = [
+        SourceRunner(topo.sources["gen"], topo, conn, worker_id=w, lease_ttl=0.6)
+        for w in ("w1", "w2")
+    ]
+    key = conn.stream_key("out")
+
+    async def length() -> int:
+        try:
+            return int(await client.xlen(key))
+        except Exception:
+            return -1
+
+    try:
+        for runner in runners:
+            runner.start()
+
+        async def some() -> bool:
+            return await length() >= 5
+
+        await _until(some)
+        fresh_server.kill()
+        await asyncio.sleep(0.5)  # Redis stays away for a while (not a synchronisation)
+        fresh_server.start()
+        await _until(some)
+        before = await length()
+
+        async def growing() -> bool:
+            return await length() > before
+
+        await _until(growing)
+        assert [r.failed for r in runners] == [None, None]
+        assert sum(r.holding for r in runners) == 1
+    finally:
+        for runner in runners:
+            await runner.stop()
+        await client.aclose()
+
+
+async def test_redis_refusing_the_events_fails_the_source_instead_of_spinning(
+    tmp_path: Path, r: aioredis.Redis, conn: Connection
+) -> None:
+    topo = _topology(tmp_path, _FOREVER)
+    await r.set(conn.stream_key("out"), "not a stream")
+    runner = SourceRunner(topo.sources["gen"], topo, conn, worker_id="w1", lease_ttl=1.0)
+    runner.start()
+    await asyncio.wait_for(runner.wait(), 10)
+    assert runner.failed is not None and "WRONGTYPE" in str(runner.failed)
+    assert (await r.hget(EngineKeys(topo.name).source_state("gen"), "failed")).startswith(
+        b"ResponseError"
+    )

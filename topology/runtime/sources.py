@@ -42,9 +42,11 @@ import contextlib
 import inspect
 import logging
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
+
+from redis import exceptions as redis_errors
 
 from topology._emit import Emit
 from topology.config.model import SourceSpec, Topology
@@ -90,6 +92,18 @@ return 0
 DONE = "done"
 FAILED = "failed"
 CHECKPOINT = "checkpoint"
+
+
+#: Errors of a Redis that is away for a moment (restart, failover): wait and retry.
+RETRYABLE: tuple[type[BaseException], ...] = (
+    redis_errors.ConnectionError,
+    redis_errors.TimeoutError,
+    redis_errors.ClusterDownError,
+    redis_errors.TryAgainError,
+    OSError,
+)
+
+T = TypeVar("T")
 
 
 class SourceError(Exception):
@@ -253,15 +267,40 @@ class SourceRunner:
 
     # -- main loop -----------------------------------------------------------------
 
+    async def _redis(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
+        """``call()``, retried with backoff while Redis is away; gives up only on stop.
+
+        A Redis restart must not end a source for good, in the worker that runs
+        it or in those waiting for its lease.
+        """
+        delay = 0.1
+        warned = False
+        while True:
+            try:
+                result = await call()
+            except RETRYABLE as exc:
+                if self._stopping.is_set():
+                    raise
+                if not warned:
+                    log.warning("source %s: %s failed, retrying: %s", self.spec.name, what, exc)
+                    warned = True
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), delay)
+                delay = min(delay * 2, 2.0)
+                continue
+            if warned:
+                log.info("source %s: %s works again", self.spec.name, what)
+            return result
+
     async def _main(self) -> None:
         try:
-            await self._fresh_start_check()
+            await self._redis("checking the deployment's workers", self._fresh_start_check)
             while not self._stopping.is_set():
-                if await self._finished_elsewhere():
+                if await self._redis("reading its state", self._finished_elsewhere):
                     self._done = True
                     log.info("source %s already ended in this deployment", self.spec.name)
                     return
-                if await self._acquire():
+                if await self._redis("taking its lease", self._acquire):
                     self._holding = True
                     await self._run_held()
                     if self._done or self.failed is not None:
@@ -271,6 +310,8 @@ class SourceRunner:
                     await asyncio.wait_for(self._stopping.wait(), self.lease_ttl / 3)
         except asyncio.CancelledError:
             raise
+        except RETRYABLE as exc:  # only raised once stopping: Redis away at shutdown
+            log.warning("source %s: stopped while Redis is unreachable: %s", self.spec.name, exc)
         except Exception as exc:
             self.failed = exc
             log.error("source %s: %s: %s", self.spec.name, type(exc).__name__, exc)
@@ -299,7 +340,9 @@ class SourceRunner:
 
     async def _run_held(self) -> None:
         self._lost.clear()
-        resume = await self.redis.hget(self.state_key, CHECKPOINT)
+        resume = await self._redis(
+            "reading its checkpoint", lambda: self.redis.hget(self.state_key, CHECKPOINT)
+        )
         ctx = SourceContext(
             worker_id=self.worker_id,
             source=self.spec.name,
@@ -318,6 +361,10 @@ class SourceRunner:
         )
         try:
             end = await self._flush_loop(queue, drained)
+        except RETRYABLE:
+            raise  # stopping while Redis is away: not a failure of the source
+        except Exception as exc:  # Redis refused the events (WRONGTYPE, OOM...)
+            end = _End(exc)
         finally:
             keeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -337,21 +384,14 @@ class SourceRunner:
                 end.error,
                 exc_info=None if isinstance(end.error, SourceError) else end.error,
             )
-            await self.redis.hset(
-                self.state_key,
-                mapping={
-                    FAILED: f"{type(end.error).__name__}: {end.error}",
-                    "worker": self.worker_id,
-                },
+            failure = {FAILED: f"{type(end.error).__name__}: {end.error}", "worker": self.worker_id}
+            await self._redis(
+                "recording its failure", lambda: self.redis.hset(self.state_key, mapping=failure)
             )
         elif end.error is None and not self._stopping.is_set() and not self._lost.is_set():
-            await self.redis.hset(
-                self.state_key,
-                mapping={
-                    DONE: str(time.time()),
-                    "worker": self.worker_id,
-                    "produced": self.produced,
-                },
+            ended = {DONE: str(time.time()), "worker": self.worker_id, "produced": self.produced}
+            await self._redis(
+                "recording its end", lambda: self.redis.hset(self.state_key, mapping=ended)
             )
             self._done = True
             log.info("source %s ended after %d events", self.spec.name, self.produced)
@@ -504,29 +544,27 @@ class SourceRunner:
     async def _flush(
         self, batch: list[tuple[str, Any, str | None]], checkpoint: str | None
     ) -> None:
-        delay = 0.1
-        while batch:
+        """Add ``batch`` (held and retried while Redis is away), then save ``checkpoint``.
+
+        Any other error (the key is not a stream, the server is out of memory...)
+        fails the source rather than spinning on it.
+        """
+        if batch:
             try:
-                await self.stream.add_many(batch)
-                self.produced += len(batch)
-                break
-            except Exception as exc:  # Redis unavailable: hold the events and retry
-                if self._stopping.is_set():
-                    log.error(
-                        "source %s: %d events not added at shutdown: %s",
-                        self.spec.name,
-                        len(batch),
-                        exc,
-                    )
-                    return
-                log.warning(
-                    "source %s: adding %d events failed, retrying: %s",
+                await self._redis(
+                    f"adding {len(batch)} events", lambda: self.stream.add_many(batch)
+                )
+            except RETRYABLE as exc:  # stopping while Redis is away
+                log.error(
+                    "source %s: %d events not added at shutdown: %s",
                     self.spec.name,
                     len(batch),
                     exc,
                 )
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), delay)
-                delay = min(delay * 2, 2.0)
+                return
+            self.produced += len(batch)
         if checkpoint is not None:
-            await self.redis.hset(self.state_key, CHECKPOINT, checkpoint)
+            await self._redis(
+                "saving its checkpoint",
+                lambda: self.redis.hset(self.state_key, CHECKPOINT, checkpoint),
+            )
