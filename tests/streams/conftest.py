@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 import redis.asyncio as aioredis
@@ -12,9 +12,12 @@ import redis.asyncio as aioredis
 from topology import streams
 
 
-@pytest.fixture
-def conn(r: aioredis.Redis) -> streams.Connection:
-    return streams.Connection(r)
+@pytest.fixture(params=[2, 3], ids=["resp2", "resp3"])
+async def conn(redis_url: str, request: pytest.FixtureRequest) -> AsyncIterator[streams.Connection]:
+    """A Connection on the flushed session server, over RESP2 and RESP3 (reply shapes differ)."""
+    client = aioredis.Redis.from_url(redis_url, protocol=request.param)
+    yield streams.Connection(client)
+    await client.aclose()
 
 
 async def eventually(
