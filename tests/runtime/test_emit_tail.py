@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -314,3 +315,33 @@ def test_an_unwritable_data_dir_exits_1_naming_the_options(
     blocker.write_text("not a folder")
     code, _, err = _cli(capsys, "status", str(config), "--data-dir", str(blocker / "data"))
     assert code == 1 and "--data-dir" in err and "--redis-url" in err
+
+
+def test_sigterm_ends_tail_follow_cleanly_and_stops_its_embedded_server(config: Path) -> None:
+    import os
+    import signal
+
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "topology.cli", "tail", str(config), "orders", "--follow"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    state = config.parent / ".ponos-data" / "server.json"
+    try:
+        deadline = time.monotonic() + 10
+        while not state.exists():  # another process's progress: no event to await
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.02)
+        server_pid = json.loads(state.read_text())["pid"]
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+        assert not state.exists()  # stopped in order, not orphaned state
+        with pytest.raises(ProcessLookupError):
+            os.kill(server_pid, 0)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import signal
 import sys
 from collections.abc import Awaitable, Callable
 from difflib import get_close_matches
@@ -69,6 +70,36 @@ def known_stream(topology: Topology, name: str, prog: str) -> bool:
     return False
 
 
+async def _until_terminated(main: Callable[[], Awaitable[int]]) -> int:
+    """``main()``, ended cleanly by SIGTERM (``docker stop``, systemd, ``kill``).
+
+    Without this, SIGTERM would kill the process outright: an embedded server
+    started for the command would die with it (parent-death signal) but leave
+    its state file behind, and a ``tail --follow`` pipe would be cut mid-line.
+    """
+    task = asyncio.ensure_future(main())
+    loop = asyncio.get_running_loop()
+    terminated = False
+
+    def on_term() -> None:
+        nonlocal terminated
+        terminated = True
+        task.cancel()
+
+    try:
+        loop.add_signal_handler(signal.SIGTERM, on_term)
+    except (NotImplementedError, RuntimeError):  # not the main thread, or no signals here
+        return await task
+    try:
+        return await task
+    except asyncio.CancelledError:
+        if terminated:
+            return 0
+        raise
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)
+
+
 def run_command(main: Callable[[], Awaitable[int]], prog: str) -> int:
     """Run ``main`` in a fresh event loop; Redis being unreachable is exit 1, said plainly."""
     from redis.exceptions import RedisError
@@ -80,7 +111,7 @@ def run_command(main: Callable[[], Awaitable[int]], prog: str) -> int:
     # Warnings only, but through the redacting handler (never Python's bare fallback).
     setup_logging("text", level=logging.WARNING)
     try:
-        return asyncio.run(main())
+        return asyncio.run(_until_terminated(main))
     except RedisUnavailableError as exc:
         print(f"{prog}: error: {redact_text(str(exc))}", file=sys.stderr)
         return EXIT_FAILURE
