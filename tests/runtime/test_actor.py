@@ -299,11 +299,14 @@ async def test_add_stream_to_a_running_actor_is_read(
     await actor.add_stream("other", "oldest")
     await wait_for(lambda: actor.handled == 6, timeout=3)  # well within the 5 s block
     await actor.remove_stream("other")
-    await fill(conn, 5, stream="other")
     await fill(conn, 2)
-    await wait_for(lambda: actor.handled == 8, timeout=3)
+    await wait_for(lambda: actor.handled == 8, timeout=3)  # reads without "other" now
+    await fill(conn, 5, stream="other")
+    await fill(conn, 1)
+    await wait_for(lambda: actor.handled >= 9, timeout=3)
     await actor.drain(5)
-    assert await r.xlen("pulse:stream:out") == 8
+    assert actor.handled == 9  # none of "other" after its removal
+    assert await r.xlen("pulse:stream:out") == 9
 
 
 async def test_drain_handles_events_delivered_to_it_whose_read_was_lost(
