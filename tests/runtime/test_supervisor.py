@@ -192,3 +192,61 @@ async def test_idle_for_and_pending_report_a_finished_run(
     await wait_for(lambda: runtime.handled().get("fwd") == 30)
     await wait_for(lambda: runtime.idle_for() > 0.1)
     assert await runtime.pending() == 0
+
+
+SOURCES = """
+import asyncio
+from topology import Emit
+
+async def slow_numbers():
+    for i in range(100):
+        if i % 10 == 0:
+            await asyncio.sleep(0.01)
+        yield Emit("n", str(i))
+
+async def forever(ctx):
+    i = 0
+    while not ctx.stop.is_set():
+        yield Emit("n", str(i))
+        i += 1
+        await asyncio.sleep(0.005)
+"""
+
+
+async def test_sources_run_and_idle_waits_for_them(
+    runtime: Runtime, r: aioredis.Redis, tmp_path: Path
+) -> None:
+    from topology.config.model import SourceSpec
+
+    (tmp_path / "sup_sources.py").write_text(SOURCES)
+    base = topo(tmp_path, sink())
+    with_source = Topology(
+        name=base.name, streams=base.streams, sinks=base.sinks, path=base.path,
+        sources={"gen": SourceSpec("gen", "sup_sources:slow_numbers", "in")},
+    )
+    await runtime.apply(with_source)
+    assert runtime.idle_for() == 0.0  # the source still runs
+    await wait_for(lambda: runtime.handled().get("fwd") == 100)
+    await wait_for(lambda: runtime.sources["gen"].done)
+    await wait_for(lambda: runtime.idle_for() > 0.05)
+
+
+async def test_removing_a_source_stops_it(
+    runtime: Runtime, r: aioredis.Redis, tmp_path: Path
+) -> None:
+    from topology.config.model import SourceSpec
+
+    (tmp_path / "sup_sources.py").write_text(SOURCES)
+    base = topo(tmp_path, sink())
+    with_source = Topology(
+        name=base.name, streams=base.streams, sinks=base.sinks, path=base.path,
+        sources={"gen": SourceSpec("gen", "sup_sources:forever", "in")},
+    )
+    await runtime.apply(with_source)
+    await wait_for(lambda: runtime.handled().get("fwd", 0) >= 10)
+    plan = await runtime.apply(base)
+    assert plan.sources_removed == ("gen",)
+    assert runtime.sources == {}
+    produced = await r.xlen("pulse:stream:in")
+    await wait_for(lambda: runtime.handled().get("fwd") == produced)
+    assert await r.xlen("pulse:stream:in") == produced  # nothing added after the stop
