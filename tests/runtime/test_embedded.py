@@ -48,7 +48,7 @@ def test_started_server_is_recorded_and_found(server_binary: str, tmp_path: Path
     server = EmbeddedServer(data, binary=server_binary)
     url = server.start()
     try:
-        assert url.startswith("unix://") and (data / "valkey.sock").exists()
+        assert url.startswith("unix://:") and (data / "valkey.sock").exists()
         assert EmbeddedServer.running(data) == url
         state = json.loads((data / "server.json").read_text())
         assert state["pid"] == server.pid and state["port"] > 0
@@ -102,7 +102,7 @@ def test_data_survives_stop_and_start(server_binary: str, tmp_path: Path) -> Non
 def test_long_data_dir_falls_back_to_the_port(server_binary: str, tmp_path: Path) -> None:
     data = tmp_path / ("d" * 120)
     with EmbeddedServer(data, binary=server_binary) as server:
-        assert server.url.startswith("redis://127.0.0.1:")
+        assert server.url.startswith("redis://:") and "@127.0.0.1:" in server.url
         assert EmbeddedServer.running(data) == server.url
 
 
@@ -139,3 +139,29 @@ def test_server_dies_with_its_parent_killed_9(server_binary: str, tmp_path: Path
     assert EmbeddedServer.running(data) is None  # the state file it left is stale
     with EmbeddedServer(data, binary=server_binary) as server:
         assert server.pid != child
+
+
+def test_only_clients_with_the_password_get_in(server_binary: str, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    with EmbeddedServer(data, binary=server_binary) as server:
+        state = json.loads((data / "server.json").read_text())
+        stranger = redis.Redis(host="127.0.0.1", port=state["port"])
+        try:
+            with pytest.raises(redis.AuthenticationError):
+                stranger.ping()
+        finally:
+            stranger.close()
+        client = redis.Redis.from_url(server.url)
+        try:
+            assert client.ping()
+        finally:
+            client.close()
+        for secret_file in ("server.json", "valkey.conf"):
+            assert (data / secret_file).stat().st_mode & 0o077 == 0
+        assert data.stat().st_mode & 0o077 == 0
+        assert state["password"] not in " ".join(_cmdline(server.pid))  # not visible in ps
+
+
+def _cmdline(pid: int | None) -> list[str]:
+    raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    return [part.decode() for part in raw.split(b"\0") if part]

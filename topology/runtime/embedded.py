@@ -8,9 +8,11 @@ The folder (``<config folder>/.ponos-data`` by default) holds:
 
 - ``appendonlydir/``: the append-only file, so stopping and restarting loses nothing;
 - ``valkey.sock``: the unix socket (when the path fits the 107-byte limit);
-- ``server.json``: pid, port, socket and owner of the live server, so another
-  command on the same config finds and reuses it instead of starting a second
-  server on the same files;
+- ``server.json`` (mode 0600): pid, port, socket, password and owner of the
+  live server, so another command on the same config finds and reuses it
+  instead of starting a second server on the same files;
+- ``valkey.conf`` (mode 0600): the server's random password. The loopback port
+  is reachable by every local user; without the password they get ``NOAUTH``;
 - ``server.lock``: an ``flock`` held while starting, so two commands started at
   the same moment cannot both start a server on the same AOF.
 
@@ -28,11 +30,15 @@ import fcntl
 import json
 import logging
 import os
+import secrets
+import socket
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from topology.server import ServerNotFoundError, ServerProcess, ServerStartError
 
@@ -49,6 +55,7 @@ log = logging.getLogger(__name__)
 #: Folder created beside the config file when no ``--data-dir`` is given.
 DATA_DIR_NAME = ".ponos-data"
 STATE_FILE = "server.json"
+CONF_FILE = "valkey.conf"
 LOCK_FILE = "server.lock"
 SOCKET_FILE = "valkey.sock"
 #: sun_path is 108 bytes including the terminating NUL on Linux.
@@ -96,10 +103,59 @@ def _read_state(data_dir: Path) -> dict[str, Any] | None:
     return state if isinstance(state, dict) and isinstance(state.get("pid"), int) else None
 
 
+def _url(socket_path: str | None, port: int | None, password: str | None) -> str:
+    auth = f":{password}@" if password else ""
+    if socket_path:
+        return f"unix://{auth}{quote(socket_path)}"
+    return f"redis://{auth}127.0.0.1:{port}/0"
+
+
 def _state_url(state: dict[str, Any]) -> str:
-    if state.get("socket"):
-        return f"unix://{state['socket']}"
-    return f"redis://127.0.0.1:{state['port']}/0"
+    return _url(state.get("socket"), state.get("port"), state.get("password"))
+
+
+@dataclass
+class _PrivateServer(ServerProcess):
+    """A :class:`ServerProcess` that only answers clients that know its password.
+
+    The loopback port is reachable by every local user, so the embedded server
+    requires a random password, passed in a 0600 config file (never on the
+    command line, where ``ps`` would show it) and recorded in the 0600 state
+    file that ``emit``/``tail``/``status`` read.
+    """
+
+    password: str = ""
+
+    def command(self) -> list[str]:
+        args = super().command()
+        conf = self.directory / CONF_FILE
+        fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(f"requirepass {self.password}\n")
+        return [args[0], str(conf), *args[1:]]  # the config file must come first
+
+    def ping(self) -> bool:
+        try:
+            if self.port:
+                sock = socket.create_connection(("127.0.0.1", self.port), timeout=0.5)
+            else:
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                sock.settimeout(0.5)
+                sock.connect(str(self.unixsocket))
+        except OSError:
+            return False
+        with sock:
+            try:
+                sock.sendall(f"AUTH {self.password}\r\nPING\r\n".encode())
+                reply = b""
+                while reply.count(b"\r\n") < 2:
+                    chunk = sock.recv(256)
+                    if not chunk:
+                        break
+                    reply += chunk
+                return b"+PONG" in reply
+            except OSError:
+                return False
 
 
 def _serves_dir(state: dict[str, Any], data_dir: Path) -> bool:
@@ -130,7 +186,7 @@ def _serves_dir(state: dict[str, Any], data_dir: Path) -> bool:
 
 @contextlib.contextmanager
 def _locked(data_dir: Path) -> Iterator[None]:
-    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # the AOF holds every event
     with open(data_dir / LOCK_FILE, "a+") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
@@ -146,16 +202,16 @@ class EmbeddedServer:
         self.data_dir = Path(data_dir).resolve()
         self.owner = owner
         self.binary = binary
-        self._process: ServerProcess | None = None
+        self._process: _PrivateServer | None = None
 
     @property
     def url(self) -> str:
         """The unix socket when there is one (local, faster, mode 0700), else the port."""
         if self._process is None:
             raise EmbeddedServerError("the embedded server is not running")
-        if self._process.unixsocket is not None:
-            return f"unix://{self._process.unixsocket}"
-        return self._process.url
+        process = self._process
+        socket_path = str(process.unixsocket) if process.unixsocket is not None else None
+        return _url(socket_path, process.port, process.password)
 
     @property
     def pid(self) -> int | None:
@@ -184,7 +240,7 @@ class EmbeddedServer:
 
     def _clean_stale(self) -> None:
         """Remove what a server killed without a chance to clean up left behind."""
-        for name in (STATE_FILE, SOCKET_FILE):
+        for name in (STATE_FILE, SOCKET_FILE, CONF_FILE):
             with contextlib.suppress(FileNotFoundError):
                 (self.data_dir / name).unlink()
 
@@ -221,11 +277,12 @@ class EmbeddedServer:
             ignore = self.data_dir / ".gitignore"
             if not ignore.exists():  # server data, not source: keep it out of the user's repo
                 ignore.write_text("# created by ponos-topology: embedded server data\n*\n")
-            process = ServerProcess(
+            process = _PrivateServer(
                 self.data_dir,
                 unixsocket=self._socket_path(),
                 appendonly=True,
                 binary=self.binary,
+                password=secrets.token_urlsafe(24),
             )
             try:
                 process.start()
@@ -244,12 +301,15 @@ class EmbeddedServer:
                 "pid": process.pid,
                 "port": process.port,
                 "socket": str(process.unixsocket) if process.unixsocket else None,
+                "password": process.password,
                 "owner": self.owner,
                 "parent": os.getpid(),
                 "started": time.time(),
             }
             tmp = self.data_dir / f".{STATE_FILE}.{os.getpid()}"
-            tmp.write_text(json.dumps(state))
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # holds the password
+            with os.fdopen(fd, "w") as handle:
+                handle.write(json.dumps(state))
             tmp.replace(self.data_dir / STATE_FILE)
         log.info("embedded Redis server started (pid %s) in %s", process.pid, self.data_dir)
         return self.url
