@@ -207,3 +207,28 @@ async def test_blocking_read_stays_under_the_client_socket_timeout(redis_url: st
         await client.aclose()
     with pytest.raises(ValueError, match="block"):
         await stream.new_sink("s", block=0)
+
+
+async def test_ack_many_across_streams_acks_each_on_its_stream(
+    r: aioredis.Redis, conn: streams.Connection
+) -> None:
+    one, two = conn.stream("a1"), conn.stream("a2")
+    async with await one.new_sink("s") as sink:
+        await sink.add_stream(two)
+        await one.add("x", b"")
+        await two.add("y", b"")
+        got = await read_n(sink, 2)
+        assert {e.stream_name for e in got} == {"a1", "a2"}
+        await sink.ack_many(got)
+        for stream in (one, two):
+            assert (await r.xpending(stream.key, "s"))["pending"] == 0
+
+
+async def test_readding_a_stream_to_a_reader_keeps_its_cursor(conn: streams.Connection) -> None:
+    stream = conn.stream("cursor")
+    first = await stream.add("a", b"")
+    async with await stream.new_reader(start="oldest") as reader:
+        assert [e.id for e in await read_n(reader, 1)] == [first]
+        await reader.add_stream(stream)
+        second = await stream.add("b", b"")
+        assert [e.id for e in await read_n(reader, 1)] == [second]

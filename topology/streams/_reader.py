@@ -49,9 +49,14 @@ class Reader(Consumer):
         return dict(self._cursors)
 
     async def add_stream(self, stream: Stream, *, start: str | None = None) -> None:
-        """Read ``stream`` too, from ``start`` (default: the reader's start)."""
+        """Read ``stream`` too, from ``start`` (default: the reader's start).
+
+        Adding a stream already read with no ``start`` keeps its cursor.
+        """
         if self._closed:
             raise RuntimeError(f"{self!r} is closed")
+        if start is None and stream.name in self._streams:
+            return
         position = validate_start(start if start is not None else self.start)
         if position == NEWEST:
             # "$" is only meaningful in one call; pin it to the id it means now so
