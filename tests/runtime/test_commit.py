@@ -123,3 +123,19 @@ async def test_commit_spans_several_input_streams(r: aioredis.Redis) -> None:
     assert (await r.xpending(key("a"), GROUP))["pending"] == 0
     assert (await r.xpending(key("b"), GROUP))["pending"] == 0
     assert await r.xlen(key("out")) == 4
+
+
+async def test_split_commit_fallback_is_fenced_and_complete(r: aioredis.Redis) -> None:
+    """The cross-slot fallback (Redis Cluster) still writes only owned events' outputs."""
+    events = await read_pending(r, "in", "c1", 3)
+    attempts = EngineKeys("t").attempts(GROUP)
+    await r.hincrby(attempts, attempts_field("in", events[1].id), 1)
+    await r.xclaim(key("in"), GROUP, "c2", 0, [events[0].id])
+    c = committer(r, "c1", {"out": StreamSpec("out", max_len=100, ttl=3600)})
+    c.atomic = False
+    conflicts = await c.commit([Entry(e, [out("out", "x", e.payload)]) for e in events])
+    assert conflicts == [0]
+    assert [f[b"p"] for _, f in await r.xrange(key("out"))] == [b"1", b"2"]
+    pending = await r.xpending_range(key("in"), GROUP, "-", "+", 10)
+    assert [p["message_id"].decode() for p in pending] == [events[0].id]
+    assert await r.exists(attempts) == 0

@@ -19,18 +19,35 @@ no longer pending, so the retry treats them as conflicts and writes nothing.
 
 A script that fails half-way does not roll back what it already wrote, so
 everything that can fail (wrong key types) is checked before the first write.
+
+On Redis Cluster a script may only touch keys of one hash slot. When a sink's
+keys span slots (``CROSSSLOT``), the committer says so once and falls back to
+a fenced but non-atomic commit (ownership check, then adds and acks
+pipelined): at-least-once on the outputs. Exactly-once across streams needs
+one node — or one slot.
 """
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from redis.exceptions import ResponseError
 
 from topology.config.model import StreamSpec
 from topology.streams import Event
 
 __all__ = ["COMMIT_SCRIPT", "Add", "Committer", "Entry"]
+
+log = logging.getLogger("topology.runtime")
+
+
+def _is_cross_slot(exc: ResponseError) -> bool:
+    text = str(exc)
+    return text.startswith("CROSSSLOT") or "hash to the same slot" in text
 
 #: KEYS[1] = attempts hash, KEYS[2..] = every stream key touched (inputs, outputs,
 #: dead letter). ARGV = group, consumer, nstreams, then per stream key
@@ -141,6 +158,8 @@ class Committer:
         self._streams = streams
         # register_script: EVALSHA, and SCRIPT LOAD on NOSCRIPT (a restarted server).
         self._script = redis.register_script(COMMIT_SCRIPT)
+        #: False once the keys turned out to span Redis Cluster slots (see commit()).
+        self.atomic = True
 
     def build(self, entries: Sequence[Entry]) -> tuple[list[str], list[Any]]:
         """KEYS and ARGV of the script for ``entries`` (separate for tests and for reuse)."""
@@ -173,8 +192,6 @@ class Committer:
             minid: Any = ""
             if spec is not None and spec.ttl is not None:
                 if now_ms is None:
-                    import time
-
                     now_ms = int(time.time() * 1000)
                 minid = max(0, now_ms - int(spec.ttl * 1000))
             head += [name, maxlen, minid]
@@ -185,6 +202,69 @@ class Committer:
         """Commit ``entries`` in one round trip; returns indexes of conflicting entries."""
         if not entries:
             return []
-        keys, args = self.build(entries)
-        reply = await self._script(keys=keys, args=args)
-        return [int(i) for i in reply or ()]
+        if self.atomic:
+            keys, args = self.build(entries)
+            try:
+                reply = await self._script(keys=keys, args=args)
+            except ResponseError as exc:
+                if not _is_cross_slot(exc):
+                    raise
+                self.atomic = False
+                log.warning(
+                    "sink %s: its input, output, dead-letter and attempt keys are in different "
+                    "Redis Cluster slots, so a batch cannot be committed in one script: "
+                    "forwarding is at-least-once from now on (a crash between the adds and "
+                    "the acks may duplicate outputs). Give the streams of one flow a common "
+                    "hash tag to keep exactly-once.",
+                    self.group,
+                )
+            else:
+                return [int(i) for i in reply or ()]
+        return await self._commit_split(entries)
+
+    async def _commit_split(self, entries: Sequence[Entry]) -> list[int]:
+        """The cross-slot fallback: ownership check, then adds, acks and counters pipelined.
+
+        Still fenced (an event claimed away writes nothing), but not atomic:
+        at-least-once on the output streams.
+        """
+        redis = self.redis
+        key_of = self._stream_key
+        check = redis.pipeline(transaction=False)
+        for entry in entries:
+            ev = entry.event
+            check.execute_command(
+                "XPENDING", key_of(ev.stream_name), self.group, ev.id, ev.id, 1, self.consumer
+            )
+        owned = [bool(reply) for reply in await check.execute(raise_on_error=False)]
+        specs = self._streams()
+        pipe = redis.pipeline(transaction=False)
+        acks: dict[str, list[str]] = {}
+        trim: set[str] = set()
+        fields: list[str] = []
+        for entry, mine in zip(entries, owned, strict=True):
+            if not mine:
+                continue
+            for add in entry.adds:
+                spec = specs.get(add.stream)
+                args: list[Any] = ["XADD", key_of(add.stream)]
+                if spec is not None and spec.max_len is not None:
+                    args += ["MAXLEN", "~", spec.max_len]
+                if spec is not None and spec.ttl is not None:
+                    trim.add(add.stream)
+                pipe.execute_command(*args, "*", *add.fields)
+            acks.setdefault(entry.event.stream_name, []).append(entry.event.id)
+            fields.append(attempts_field(entry.event.stream_name, entry.event.id))
+        for stream, ids in acks.items():
+            pipe.execute_command("XACK", key_of(stream), self.group, *ids)
+        if fields:
+            pipe.hdel(self.attempts_key, *fields)
+        now_ms = int(time.time() * 1000)
+        for stream in trim:
+            ttl = specs[stream].ttl or 0
+            pipe.execute_command(
+                "XTRIM", key_of(stream), "MINID", "~", max(0, now_ms - int(ttl * 1000))
+            )
+        if acks:
+            await pipe.execute()
+        return [i for i, mine in enumerate(owned) if not mine]
