@@ -233,10 +233,11 @@ class Committer:
         check = redis.pipeline(transaction=False)
         for entry in entries:
             ev = entry.event
-            check.execute_command(
-                "XPENDING", key_of(ev.stream_name), self.group, ev.id, ev.id, 1, self.consumer
+            check.xpending_range(
+                key_of(ev.stream_name), self.group, ev.id, ev.id, 1, consumername=self.consumer
             )
-        owned = [bool(reply) for reply in await check.execute(raise_on_error=False)]
+        replies = await check.execute(raise_on_error=False)  # NOGROUP -> not owned
+        owned = [isinstance(reply, list) and bool(reply) for reply in replies]
         specs = self._streams()
         pipe = redis.pipeline(transaction=False)
         acks: dict[str, list[str]] = {}
