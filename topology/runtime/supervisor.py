@@ -174,7 +174,11 @@ class Runtime:
             if self._closed:
                 raise ApplyError("the runtime is closed")
             old = self.topology
-            plan = diff(old, new)
+            try:
+                plan = diff(old, new)
+            except Exception as exc:  # a model the graph cannot build: nothing touched yet
+                self.metrics.reloads.labels("rolled_back").inc()
+                raise ApplyError(f"nothing changed: cannot plan the change: {exc}") from exc
             for reason in plan.unsupported:
                 log.warning("reload: cannot apply live, ignored: %s", reason)
             if plan.is_empty or not _applicable(plan):
