@@ -56,7 +56,7 @@ class Failure:
 
 
 #: Per event: the outputs to commit, or why it failed.
-Outcome = "list[Add] | Failure"
+Outcome = list[Add] | Failure
 
 
 def _add(emit: Emit, outputs: tuple[str, ...]) -> Add:
@@ -143,7 +143,7 @@ class HandlerRunner:
         self.concurrency = max(1, concurrency)
         self.is_async = _is_async(fn)
 
-    async def _await_one(self, awaitable: Any) -> Any:
+    async def _await_one(self, awaitable: Any) -> Outcome:
         try:
             return route_result(await awaitable, self.outputs)
         except ContractError as exc:
@@ -171,7 +171,7 @@ class HandlerRunner:
             await asyncio.gather(*(worker() for _ in range(workers)))
         return results
 
-    async def run(self, events: Sequence[Event]) -> list[Any]:
+    async def run(self, events: Sequence[Event]) -> list[Outcome]:
         """One outcome per event, in order: ``list[Add]`` or :class:`Failure`."""
         if not events:
             return []
