@@ -64,10 +64,11 @@ def write_config(
     return path
 
 
-def start_run(config: Path, url: str, *extra: str) -> subprocess.Popen[str]:
+def start_run(config: Path, url: str, *extra: str, watch: bool = False) -> subprocess.Popen[str]:
+    flags = ["--quiet"] + ([] if watch else ["--no-watch"])
     return subprocess.Popen(
         [sys.executable, "-m", "topology.cli", "run", str(config), "--redis-url", url,
-         "--quiet", "--no-watch", *extra],
+         *flags, *extra],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -250,3 +251,72 @@ def test_sighup_reloads_the_config_and_metrics_are_served(
         out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     assert "third 50" in out, err
+
+
+def test_a_rename_style_write_of_the_config_reloads_a_running_process(
+    tmp_path: Path, redis_url: str, client: redis.Redis
+) -> None:
+    config = write_config(tmp_path, name="watch", delay=0, ack_grace="20s")
+    fill(client, 20)
+    proc = start_run(config, redis_url, watch=True)
+    try:
+        wait_until(lambda: client.xlen("pulse:stream:out") == 20, 30, "the first generation")
+        text = config.read_text().replace("  out: {}", "  out: {}\n  copy: {}")
+        text += "  third:\n    streams: [out]\n    handler: watch_handlers:second\n"
+        text += "    outputs: [copy]\n"
+        assert proc.stderr is not None
+        for line in proc.stderr:  # a write before the watch is armed would go unseen
+            if "watching" in line:
+                break
+        tmp = tmp_path / "watch.yaml.new"
+        tmp.write_text(text)
+        os.replace(tmp, config)  # how editors save: write aside, rename over
+        wait_until(lambda: client.xlen("pulse:stream:copy") == 20, 10, "the reload")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "third 20" in out, err
+
+
+SOURCE_CONFIG = """
+version: 1
+name: onesource
+defaults: {start: oldest, batch: 32}
+streams: {in: {}, out: {}}
+sources:
+  gen: {handler: "onesource_handlers:numbers", stream: in}
+sinks:
+  fwd: {streams: [in], handler: "onesource_handlers:forward", outputs: [out]}
+"""
+
+SOURCE_HANDLERS = '''
+import time
+from topology import Emit
+
+def numbers():
+    for i in range(2000):
+        yield Emit("n", str(i))
+
+def forward(event):
+    time.sleep(0.001)
+    return Emit("out", event.payload)
+'''
+
+
+def test_two_processes_run_a_source_once_and_share_its_events(
+    tmp_path: Path, redis_url: str, client: redis.Redis
+) -> None:
+    (tmp_path / "onesource_handlers.py").write_text(SOURCE_HANDLERS)
+    config = tmp_path / "onesource.yaml"
+    config.write_text(SOURCE_CONFIG)
+    procs = [start_run(config, redis_url, "--stop-when-idle", "1.5") for _ in range(2)]
+    handled = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=90)
+        assert proc.returncode == 0, err
+        handled.append(int(re.search(r"fwd (\d+)", out).group(1)))
+    assert client.xlen("pulse:stream:in") == 2000  # the source ran in one process only
+    payloads = sorted(int(f[b"p"]) for _, f in client.xrange("pulse:stream:out"))
+    assert payloads == list(range(2000))
+    assert sum(handled) == 2000 and min(handled) > 400, handled

@@ -126,7 +126,9 @@ class Reloader:
                     stop_event=self._stop, recursive=False,
                     rust_timeout=500, yield_on_timeout=True,
                 ):
-                    self.armed.set()
+                    if not self.armed.is_set():
+                        self.armed.set()
+                        log.info("watching %s for changes (SIGHUP reloads too)", self.path)
                     if changes and any(Path(p) in targets or Path(p).absolute() in targets
                            for _, p in changes):
                         await self._safe_reload("file changed")
