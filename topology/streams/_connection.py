@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING, Any
+
+from redis.exceptions import AskError
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from topology.streams._keys import DEFAULT_PREFIX, StreamKeys
 
@@ -19,18 +23,50 @@ class Connection:
     decoding them would fail on binary data (or silently mangle it).
     """
 
-    __slots__ = ("keys", "redis")
+    __slots__ = ("cluster", "keys", "redis")
 
     def __init__(self, redis: Any, *, prefix: str = DEFAULT_PREFIX) -> None:
-        pool = getattr(redis, "connection_pool", None)
-        kwargs = getattr(pool, "connection_kwargs", None) or {}
-        if kwargs.get("decode_responses") or getattr(redis, "decode_responses", False) is True:
+        get_encoder = getattr(redis, "get_encoder", None)
+        if get_encoder is not None and getattr(get_encoder(), "decode_responses", False):
             raise ValueError(
                 "topology.streams needs a client with decode_responses=False: "
                 "payloads are bytes"
             )
         self.redis = redis
         self.keys = StreamKeys(prefix)
+        #: A Redis Cluster client: multi-key reads go per hash slot, raw commands per node.
+        self.cluster = hasattr(redis, "get_node_from_key") and hasattr(redis, "keyslot")
+
+    async def execute_raw(self, key: str, *args: Any) -> Any:
+        """Run ``args`` (command name as bytes) where ``key`` lives; the reply unparsed.
+
+        A bytes command name matches none of redis-py's reply callbacks, so the
+        reply comes back as the server sent it (lists of bytes): the hot path
+        decodes it once, its own way, instead of redis-py building a dict per
+        entry first. On a cluster the command goes to the node serving ``key``;
+        a MOVED/ASK reply refreshes the slot map and retries once.
+        """
+        if not self.cluster:
+            return await self.redis.execute_command(*args)
+        try:
+            return await self.redis.get_node_from_key(key).execute_command(*args)
+        except AskError:  # MovedError too: the slots moved
+            await self.redis.nodes_manager.initialize()
+            return await self.redis.get_node_from_key(key).execute_command(*args)
+        except (RedisConnectionError, OSError):
+            # A node went away (failover?): refresh the map for the next attempt.
+            with contextlib.suppress(Exception):
+                await self.redis.nodes_manager.initialize()
+            raise
+
+    def slot_groups(self, keys: list[str]) -> list[list[str]]:
+        """``keys`` split into groups one multi-key command can serve (same hash slot)."""
+        if not self.cluster or len(keys) < 2:
+            return [keys]
+        groups: dict[int, list[str]] = {}
+        for key in keys:
+            groups.setdefault(self.redis.keyslot(key), []).append(key)
+        return list(groups.values())
 
     @property
     def prefix(self) -> str:

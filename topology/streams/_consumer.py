@@ -52,8 +52,8 @@ BACKOFF_CAP = 2.0
 def socket_timeout_of(redis: Any) -> float | None:
     """The read timeout of the client's connections (redis-py 8 defaults to 5 s)."""
     pool = getattr(redis, "connection_pool", None)
-    kwargs = getattr(pool, "connection_kwargs", None) or {}
-    if "socket_timeout" in kwargs:
+    kwargs = getattr(pool, "connection_kwargs", None) or getattr(redis, "connection_kwargs", None)
+    if isinstance(kwargs, dict) and "socket_timeout" in kwargs:
         return kwargs["socket_timeout"]
     connection_class = getattr(pool, "connection_class", None)
     if connection_class is None:
@@ -374,8 +374,55 @@ class Consumer:
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._wake.wait(), delay)
 
-    async def _read(self) -> Any:
+    def _read_args(self, keys: list[str]) -> list[Any]:
+        """The blocking read command over ``keys`` (all in one hash slot)."""
         raise NotImplementedError
+
+    async def _read(self) -> Any:
+        """One blocking read over every stream: ``(key, entries)`` pairs.
+
+        One command on a single node. On a cluster, streams in different hash
+        slots cannot share a command: one read per slot runs at once, the first
+        answer wins, the others get a moment to answer too and are then
+        cancelled (and checked for a dropped reply at the next fill).
+        """
+        keys = [s.key for s in self._streams.values()]
+        groups = self.conn.slot_groups(keys)
+        execute_raw = self.conn.execute_raw
+        if len(groups) == 1:
+            return entries_of(await execute_raw(keys[0], *self._read_args(keys)))
+        tasks = {
+            asyncio.ensure_future(execute_raw(group[0], *self._read_args(group))): group
+            for group in groups
+        }
+        try:
+            done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            if pending:
+                more, pending = await asyncio.wait(pending, timeout=0.002)
+                done |= more
+        except asyncio.CancelledError:
+            for task in tasks:
+                task.cancel()
+            raise
+        for task in pending:
+            task.cancel()
+            self._unseen_keys.extend(tasks[task])
+        if pending:
+            await asyncio.wait(pending)
+        items: list[Any] = []
+        error: BaseException | None = None
+        for task in done:
+            if task.cancelled():
+                continue
+            exc = task.exception()
+            if exc is not None:
+                error = error or exc
+                self._unseen_keys.extend(tasks[task])
+            else:
+                items.extend(entries_of(task.result()))
+        if error is not None and not items:
+            raise error
+        return items
 
     async def _ingest(self, reply: Any) -> None:
         raise NotImplementedError

@@ -74,7 +74,7 @@ class Reader(Consumer):
 
     async def _last_id(self, key: str) -> str:
         try:
-            info = await self.conn.redis.execute_command(b"XINFO", "STREAM", key)
+            info = await self.conn.execute_raw(key, b"XINFO", "STREAM", key)
         except ResponseError as exc:
             if "no such key" in str(exc).lower():
                 return "0-0"
@@ -88,13 +88,13 @@ class Reader(Consumer):
             return "0-0"
         return value.decode() if isinstance(value, bytes) else str(value)
 
-    async def _read(self) -> Any:
-        names = list(self._streams)
+    def _read_args(self, keys: list[str]) -> list[Any]:
+        names = self._names_by_key
         args: list[Any] = [b"XREAD", "COUNT", min(self.count, self.buffer), "BLOCK", self._block_ms]
         args.append("STREAMS")
-        args.extend(self._streams[n].key for n in names)
-        args.extend(self._cursors[n] for n in names)
-        return await self.conn.redis.execute_command(*args)
+        args.extend(keys)
+        args.extend(self._cursors[names[key.encode()]] for key in keys)
+        return args
 
     async def _ingest(self, reply: Any) -> None:
         accept = self._accept

@@ -139,8 +139,8 @@ class Sink(Consumer):
 
     async def _create_group(self, key: str, group_start: str) -> bool:
         try:
-            await self.conn.redis.execute_command(
-                "XGROUP", "CREATE", key, self.name, group_start, "MKSTREAM"
+            await self.conn.execute_raw(
+                key, b"XGROUP", "CREATE", key, self.name, group_start, "MKSTREAM"
             )
         except ResponseError as exc:
             if str(exc).startswith("BUSYGROUP"):
@@ -176,7 +176,7 @@ class Sink(Consumer):
         if last is None:
             return parse_start(self._starts.get(name, self.start))
         last_id = last[0].decode()
-        found = await self.conn.redis.execute_command(b"XRANGE", key, last_id, last_id, "COUNT", 1)
+        found = await self.conn.execute_raw(key, b"XRANGE", key, last_id, last_id, "COUNT", 1)
         # Same id AND same fields: a fast re-created stream can reuse an id (same ms).
         if found and list(found[0][1]) == list(last[1]):
             return last_id
@@ -194,19 +194,19 @@ class Sink(Consumer):
         """
         if self.no_ack:
             return
-        redis = self.conn.redis
+        execute_raw = self.conn.execute_raw
         group, consumer = self.name, self.consumer
         for key in keys:
             name = self._names_by_key.get(key.encode()) or self._name_of_key(key)
             last = self._last_entries.get(name)
             start = "(" + last[0].decode() if last is not None else "-"
-            pending = await redis.execute_command(
-                b"XPENDING", key, group, start, "+", self.count, consumer
+            pending = await execute_raw(
+                key, b"XPENDING", key, group, start, "+", self.count, consumer
             )
             lost = [entry[0] for entry in pending or () if int(entry[3]) == 1]
             if not lost:
                 continue
-            entries = await redis.execute_command(b"XCLAIM", key, group, consumer, 0, *lost)
+            entries = await execute_raw(key, b"XCLAIM", key, group, consumer, 0, *lost)
             log.info("sink %r: recovered %d entries of an interrupted read", self.name, len(lost))
             unmatched = self._to_events(((key.encode(), entries),), self._buffer, track=True)
             if unmatched:
@@ -214,8 +214,7 @@ class Sink(Consumer):
 
     # -- reading ---------------------------------------------------------------------
 
-    async def _read(self) -> Any:
-        keys = [s.key for s in self._streams.values()]
+    def _read_args(self, keys: list[str]) -> list[Any]:
         args: list[Any] = [
             b"XREADGROUP", "GROUP", self.name, self.consumer,
             "COUNT", min(self.count, self.buffer), "BLOCK", self._block_ms,
@@ -225,9 +224,7 @@ class Sink(Consumer):
         args.append("STREAMS")
         args.extend(keys)
         args.extend([">"] * len(keys))
-        # The command name as bytes skips redis-py's reply parsing (a dict per
-        # entry): we decode the raw lists ourselves, once.
-        return await self.conn.redis.execute_command(*args)
+        return args
 
     async def _ingest(self, reply: Any) -> None:
         unmatched = self._to_events(entries_of(reply), self._buffer, track=True)
@@ -293,9 +290,8 @@ class Sink(Consumer):
     # -- acking ----------------------------------------------------------------------
 
     async def _ack_one(self, event: Event) -> None:
-        await self.conn.redis.execute_command(
-            "XACK", self.conn.stream_key(event.stream_name), self.name, event.id
-        )
+        key = self.conn.stream_key(event.stream_name)
+        await self.conn.execute_raw(key, b"XACK", key, self.name, event.id)
 
     async def ack_many(self, events: Sequence[Event]) -> None:
         """Acknowledge ``events`` with one XACK per stream, in one round trip."""
@@ -306,9 +302,9 @@ class Sink(Consumer):
             # Ids as bytes: redis-py then packs them without its per-argument
             # type dispatch, which otherwise dominates the cost of a large XACK.
             (name,) = stream_names
-            await self.conn.redis.execute_command(
-                b"XACK", self.conn.stream_key(name), self.name,
-                *[event.id.encode() for event in events],
+            key = self.conn.stream_key(name)
+            await self.conn.execute_raw(
+                key, b"XACK", key, self.name, *[event.id.encode() for event in events]
             )
             return
         by_stream: dict[str, list[str]] = {}
@@ -363,9 +359,9 @@ class Sink(Consumer):
                     room = self.buffer - len(self._buffer) - len(claimed)
                     if room <= 0:
                         break
-                    reply = await redis.execute_command(
-                        b"XAUTOCLAIM", stream.key, self.name, self.consumer, min_idle, cursor,
-                        "COUNT", min(room, self.count),
+                    reply = await self.conn.execute_raw(
+                        stream.key, b"XAUTOCLAIM", stream.key, self.name, self.consumer,
+                        min_idle, cursor, "COUNT", min(room, self.count),
                     )
                     cursor, entries = reply[0], reply[1]
                     unmatched = self._to_events(

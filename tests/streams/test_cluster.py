@@ -1,0 +1,153 @@
+"""The library on a 3-master Redis Cluster: streams in different hash slots.
+
+Multi-key reads cannot cross slots, so a sink over streams in several slots
+reads each slot at once and takes the first answer; raw commands go to the node
+serving their key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+import redis
+import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
+
+from tests.streams.conftest import blocked_reads, eventually, read_n
+from topology import streams
+from topology.server import ServerProcess, free_port
+
+
+@pytest.fixture(scope="module")
+def cluster(server_binary: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    """Three masters sharing the 16384 slots; yields the port of one of them."""
+    base = tmp_path_factory.mktemp("cluster")
+    # The bus port would default to port + 10000, too high for a random port.
+    bus_ports = [free_port() for _ in range(3)]
+    nodes = [
+        ServerProcess(
+            base / f"n{i}", binary=server_binary,
+            extra_args=(
+                "--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{i}.conf",
+                "--cluster-port", str(bus_ports[i]),
+            ),
+        )
+        for i in range(3)
+    ]
+    for node in nodes:
+        node.start()
+    try:
+        clients = [redis.Redis(port=node.port) for node in nodes]
+        share = 16384 // 3
+        for i, client in enumerate(clients):
+            last = 16383 if i == 2 else (i + 1) * share - 1
+            client.execute_command("CLUSTER", "ADDSLOTSRANGE", i * share, last)
+        for j, other in enumerate(nodes[1:], start=1):
+            clients[0].execute_command("CLUSTER", "MEET", "127.0.0.1", other.port, bus_ports[j])
+        deadline = time.monotonic() + 20
+        while not all(b"cluster_state:ok" in c.execute_command("CLUSTER", "INFO") for c in clients):
+            assert time.monotonic() < deadline, "the cluster did not converge"
+            time.sleep(0.05)  # the cluster bus converges on its own; nothing to await
+        for client in clients:
+            client.close()
+        yield nodes[0].port
+    finally:
+        for node in nodes:
+            node.stop()
+
+
+@pytest.fixture
+async def cconn(cluster: int) -> AsyncIterator[streams.Connection]:
+    client = RedisCluster(host="127.0.0.1", port=cluster)
+    await client.initialize()
+    await client.flushall(target_nodes=RedisCluster.PRIMARIES)
+    yield streams.Connection(client)
+    await client.aclose()
+
+
+async def test_sink_reads_streams_in_different_slots_and_shares_them(
+    cconn: streams.Connection,
+) -> None:
+    names = ["alpha", "beta", "gamma", "delta"]
+    slots = {cconn.redis.keyslot(cconn.stream_key(n)) for n in names}
+    assert len({cconn.redis.get_node_from_key(cconn.stream_key(n)).name for n in names}) >= 2
+    assert len(slots) == 4
+    stream_list = [cconn.stream(n) for n in names]
+    sinks = [await stream_list[0].new_sink("s", count=10) for _ in range(2)]
+    for sink in sinks:
+        for stream in stream_list[1:]:
+            await sink.add_stream(stream)
+    ids = set()
+    for stream in stream_list:
+        ids |= set(await stream.add_many((f"e{i}", b"x", None) for i in range(50)))
+    received: list[str] = []
+    done = asyncio.Event()
+
+    async def run(sink: streams.Sink) -> None:
+        while not done.is_set():
+            batch = await sink.read_batch()
+            if not batch:
+                return
+            received.extend(e.id for e in batch)
+            await sink.ack_many(batch)
+            if len(received) >= len(ids):
+                done.set()
+
+    tasks = [asyncio.ensure_future(run(s)) for s in sinks]
+    await asyncio.wait_for(done.wait(), 20)
+    for sink in sinks:
+        await sink.close()
+    await asyncio.gather(*tasks)
+    assert len(received) == len(ids) == 200
+    assert set(received) == ids
+
+
+async def _wait_blocked_on_nodes(conn: streams.Connection, on: list[streams.Stream]) -> None:
+    """Wait until each stream's node has a client blocked in XREADGROUP."""
+    ports = [conn.redis.get_node_from_key(s.key).port for s in on]
+    clients = [aioredis.Redis(port=port) for port in ports]
+    try:
+
+        async def blocked() -> bool:
+            return all([await blocked_reads(c) >= 1 for c in clients])
+
+        await eventually(blocked, what="per-slot reads to block")
+    finally:
+        for client in clients:
+            await client.aclose()
+
+
+async def test_add_stream_interrupts_cluster_reads_within_100ms(cconn: streams.Connection) -> None:
+    first, second, third = cconn.stream("alpha"), cconn.stream("beta"), cconn.stream("gamma")
+    async with await first.new_sink("s", block=5.0) as sink:
+        await sink.add_stream(second)
+        reading = asyncio.ensure_future(sink.read_batch())
+        await _wait_blocked_on_nodes(cconn, [first, second])
+        started = time.monotonic()
+        await sink.add_stream(third)
+        entry = await third.add("x", b"")
+        got = await asyncio.wait_for(reading, 5)
+        assert [e.id for e in got] == [entry]
+        assert time.monotonic() - started < 0.1
+
+
+async def test_redelivery_and_readers_on_a_cluster(cconn: streams.Connection) -> None:
+    first, second = cconn.stream("alpha"), cconn.stream("beta")
+    reader = await first.new_reader(start="oldest")
+    await reader.add_stream(second)
+    async with reader, await first.new_sink("s", ack_grace=0.3, topic="t") as sink:
+        await sink.add_stream(second)
+        a = await first.topic("t").add("a", b"")
+        await first.add("unmatched", b"")
+        b = await second.topic("t").add("b", b"")
+        first_read = await read_n(sink, 2)
+        assert sorted(e.id for e in first_read) == sorted([a, b])
+        again = await read_n(sink, 2)  # not acked: claimed back after the grace
+        assert sorted(e.id for e in again) == sorted([a, b])
+        await sink.ack_many(again)
+        for stream in (first, second):
+            assert (await cconn.redis.xpending(stream.key, "s"))["pending"] == 0
+        assert len(await read_n(reader, 3)) == 3
