@@ -6,7 +6,9 @@ read over all current streams. A consumer therefore holds only what it asked
 for (exact backpressure for the engine). ``add_stream``/``remove_stream``/``close``
 cancel the in-flight read: redis.asyncio drops a connection whose command was
 cancelled and the pool hands out a fresh one, so the change takes effect at
-once instead of after ``block`` seconds.
+once instead of after ``block`` seconds. A cancelled XREADGROUP can lose the
+race with its reply (entries handed to us, never seen): sinks look for those
+right after (``Sink._after_interrupted_read``) rather than waiting ack_grace.
 """
 
 from __future__ import annotations
