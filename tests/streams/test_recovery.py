@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from pathlib import Path
 
 import pytest
@@ -115,3 +116,26 @@ async def test_connection_loss_then_restart_with_persistence_redelivers_nothing_
         server.stop()
     assert [e.id for e in got] == added
     assert not set(acked) & {e.id for e in got}
+
+
+async def test_close_during_an_outage_returns_at_once(
+    fresh_server: ServerProcess, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = aioredis.Redis.from_url(fresh_server.url)
+    try:
+        sink = await streams.Connection(client).stream("down").new_sink("s", block=5.0)
+        with caplog.at_level(logging.WARNING, logger="topology.streams"):
+            reading = asyncio.ensure_future(sink.read_batch())
+            await wait_blocked(client)
+            await asyncio.to_thread(fresh_server.stop)
+
+            async def retrying() -> bool:
+                return any("read failed" in m for m in caplog.messages)
+
+            await eventually(retrying, what="the sink to retry")
+            started = time.monotonic()
+            await sink.close()
+            assert await asyncio.wait_for(reading, 1) == []
+            assert time.monotonic() - started < 0.1
+    finally:
+        await client.aclose()
