@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import redis.asyncio as aioredis
 
 from tests.streams.conftest import read_n
@@ -70,3 +71,10 @@ async def test_sink_and_reader_read_entries_written_like_a_go_pulse_service(
             assert got[2].fields == {b"x-attempt": b"2"}
             assert all(e.stream_name == "from-go" and e.sink_name == sink_name for e in got)
         assert got[0].created_at.timestamp() * 1000 == int(first.split(b"-")[0])
+
+
+def test_stream_names_follow_pulses_rule(conn: streams.Connection) -> None:
+    assert conn.stream("orders.eu-1:v2").name == "orders.eu-1:v2"
+    for bad in ("", "with space", "star*", "q?", "[x]", "x" * 513, "nul\0"):
+        with pytest.raises(ValueError, match="invalid stream name"):
+            conn.stream(bad)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
@@ -15,6 +16,10 @@ if TYPE_CHECKING:
     from topology.streams._sink import Sink
 
 __all__ = ["Stream", "Topic"]
+
+#: Stream names pulse accepts (it refuses the rest): a Go service must be able to
+#: open every stream we create.
+VALID_NAME = re.compile(r"[^ \0*?\[\]]{1,512}")
 
 
 class Stream:
@@ -30,8 +35,11 @@ class Stream:
     def __init__(
         self, conn: Connection, name: str, *, max_len: int | None = None, ttl: float | None = None
     ) -> None:
-        if not name:
-            raise ValueError("a stream needs a name")
+        if not VALID_NAME.fullmatch(name):
+            raise ValueError(
+                f"invalid stream name {name!r}: 1 to 512 characters, "
+                "no space, NUL, '*', '?', '[' or ']' (pulse's rule)"
+            )
         if max_len is not None and max_len < 0:
             raise ValueError(f"max_len must be >= 0, got {max_len}")
         if ttl is not None and ttl <= 0:
