@@ -5,7 +5,7 @@ from __future__ import annotations
 import redis.asyncio as aioredis
 
 from topology.config.model import StreamSpec
-from topology.runtime.commit import Add, Committer, Entry, attempts_field
+from topology.runtime.commit import NO_ATTEMPTS, SPLIT, Add, Committer, Entry, attempts_field
 from topology.runtime.keys import EngineKeys
 from topology.streams import Event
 
@@ -132,10 +132,26 @@ async def test_split_commit_fallback_is_fenced_and_complete(r: aioredis.Redis) -
     await r.hincrby(attempts, attempts_field("in", events[1].id), 1)
     await r.xclaim(key("in"), GROUP, "c2", 0, [events[0].id])
     c = committer(r, "c1", {"out": StreamSpec("out", max_len=100, ttl=3600)})
-    c.atomic = False
+    c.mode = SPLIT
     conflicts = await c.commit([Entry(e, [out("out", "x", e.payload)]) for e in events])
     assert conflicts == [0]
     assert [f[b"p"] for _, f in await r.xrange(key("out"))] == [b"1", b"2"]
     pending = await r.xpending_range(key("in"), GROUP, "-", "+", 10)
     assert [p["message_id"].decode() for p in pending] == [events[0].id]
+    assert await r.exists(attempts) == 0
+
+
+async def test_no_attempts_mode_commits_atomically_and_clears_counters_beside(
+    r: aioredis.Redis,
+) -> None:
+    """The cluster mode for streams sharing a slot: the attempts hash is not in the script."""
+    events = await read_pending(r, "in", "c1", 2)
+    attempts = EngineKeys("t").attempts(GROUP)
+    await r.hincrby(attempts, attempts_field("in", events[0].id), 1)
+    c = committer(r, "c1")
+    c.mode = NO_ATTEMPTS
+    keys, _ = c.build([Entry(e) for e in events])
+    assert attempts not in keys
+    assert await c.commit([Entry(e, [out("out", "x", e.payload)]) for e in events]) == []
+    assert await r.xlen(key("out")) == 2
     assert await r.exists(attempts) == 0

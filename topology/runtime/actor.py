@@ -29,7 +29,7 @@ from topology.runtime.commit import Add, Committer, Entry, attempts_field
 from topology.runtime.handlers import Failure, HandlerRunner
 from topology.runtime.metrics import Metrics
 from topology.streams import Connection, Event, Sink
-from topology.streams._consumer import RETRYABLE_ERRORS, build_filter, decode_fields, entries_of
+from topology.streams._consumer import RETRYABLE_ERRORS, build_filter, decode_fields
 
 __all__ = ["Actor"]
 
@@ -60,6 +60,29 @@ for k = 1, #KEYS do
 end
 return 0
 """
+
+
+def _parsed_entries(reply: Any) -> list[tuple[Any, list[Any] | None]]:
+    """``(id, flat fields)`` of a parsed XREADGROUP reply, RESP2 (list) or RESP3 (dict).
+
+    The parsed form (not raw bytes commands) because redis-py's cluster client
+    routes only commands it can parse.
+    """
+    if not reply:
+        return []
+    streams = reply.values() if isinstance(reply, dict) else (item[1] for item in reply)
+    out: list[tuple[Any, list[Any] | None]] = []
+    for entries in streams:
+        if entries and isinstance(entries[0], list) and entries and not isinstance(
+            entries[0][0], (bytes, str)
+        ):
+            entries = entries[0]  # RESP3 wraps the entry list once more
+        for entry_id, fields in entries:
+            if fields is None:
+                out.append((entry_id, None))
+            else:
+                out.append((entry_id, [x for kv in fields.items() for x in kv]))
+    return out
 
 
 class Actor:
@@ -270,9 +293,8 @@ class Actor:
             after = "0"
             for _ in range(1000):  # bounded: each pass commits what it read
                 try:
-                    reply = await redis.execute_command(
-                        b"XREADGROUP", "GROUP", self.spec.name, self.sink.consumer,
-                        "COUNT", self.spec.batch, "STREAMS", key, after,
+                    reply = await redis.xreadgroup(
+                        self.spec.name, self.sink.consumer, {key: after}, count=self.spec.batch
                     )
                 except Exception as exc:  # NOGROUP, Redis away: the claim pass recovers them
                     log.debug("actor %s: pending flush of %s skipped: %r", self.name, name, exc)
@@ -280,21 +302,20 @@ class Actor:
                 events: list[Event] = []
                 skipped: list[Entry] = []
                 last = None
-                for _key, entries in entries_of(reply):
-                    for raw_id, flat in entries or ():
-                        last = raw_id
-                        entry_id = raw_id.decode() if isinstance(raw_id, bytes) else raw_id
-                        if flat is None or (name, entry_id) in held:
-                            continue  # deleted while pending, or waiting for a retry
-                        ev_name, payload, topic, extra = decode_fields(flat, name, entry_id)
-                        event = Event(
-                            entry_id, ev_name, payload, stream_name=name, topic=topic,
-                            sink_name=self.spec.name, fields=extra,
-                        )
-                        if accept is None or accept(event):
-                            events.append(event)
-                        else:
-                            skipped.append(Entry(event))  # unmatched: acked at once
+                for raw_id, flat in _parsed_entries(reply):
+                    last = raw_id
+                    entry_id = raw_id.decode() if isinstance(raw_id, bytes) else raw_id
+                    if flat is None or (name, entry_id) in held:
+                        continue  # deleted while pending, or waiting for a retry
+                    ev_name, payload, topic, extra = decode_fields(flat, name, entry_id)
+                    event = Event(
+                        entry_id, ev_name, payload, stream_name=name, topic=topic,
+                        sink_name=self.spec.name, fields=extra,
+                    )
+                    if accept is None or accept(event):
+                        events.append(event)
+                    else:
+                        skipped.append(Entry(event))  # unmatched: acked at once
                 if last is None:
                     break
                 after = last.decode() if isinstance(last, bytes) else last

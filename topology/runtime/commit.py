@@ -35,7 +35,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from redis.exceptions import ResponseError
+from redis.exceptions import RedisClusterException, ResponseError
 
 from topology.config.model import StreamSpec
 from topology.streams import Event
@@ -45,30 +45,43 @@ __all__ = ["COMMIT_SCRIPT", "Add", "Committer", "Entry"]
 log = logging.getLogger("topology.runtime")
 
 
-def _is_cross_slot(exc: ResponseError) -> bool:
-    text = str(exc)
-    return text.startswith("CROSSSLOT") or "hash to the same slot" in text
+#: Commit modes: one script with the attempts hash; one script for the streams and
+#: the counters cleared beside it (cluster, streams in one slot); a fenced but
+#: non-atomic pipeline (cluster, streams in several slots).
+FULL, NO_ATTEMPTS, SPLIT = "full", "no-attempts", "split"
 
-#: KEYS[1] = attempts hash, KEYS[2..] = every stream key touched (inputs, outputs,
-#: dead letter). ARGV = group, consumer, nstreams, then per stream key
-#: (name, maxlen or "", minid or ""), then nentries, then per entry
-#: (stream index, id, nadds, then per add (stream index, nfields, fields...)).
-#: Stream indexes are 1-based into KEYS[2..]. Returns the 0-based indexes of
-#: the entries not owned by this consumer (conflicts), whose adds were skipped.
+
+def _is_cross_slot(exc: Exception) -> bool:
+    """The server's CROSSSLOT, or redis-py's cluster client refusing the same up front."""
+    text = str(exc)
+    return (
+        text.startswith("CROSSSLOT")
+        or "hash to the same slot" in text
+        or "map to the same key slot" in text
+    )
+
+#: KEYS = the attempts hash (when ARGV[3] is "1"), then every stream key touched
+#: (inputs, outputs, dead letter). ARGV = group, consumer, use_attempts, nstreams,
+#: then per stream key (name, maxlen or "", minid or ""), then nentries, then per
+#: entry (stream index, id, nadds, then per add (stream index, nfields, fields...)).
+#: Stream indexes are 1-based among the stream keys. Returns the 0-based indexes
+#: of the entries not owned by this consumer (conflicts), whose adds were skipped.
 COMMIT_SCRIPT = r"""
 local group, consumer = ARGV[1], ARGV[2]
-local nstreams = tonumber(ARGV[3])
+local base = 0
+if ARGV[3] == '1' then base = 1 end
+local nstreams = tonumber(ARGV[4])
 local names, maxlens, minids = {}, {}, {}
-local a = 4
+local a = 5
 for i = 1, nstreams do
-  local t = redis.call('TYPE', KEYS[i + 1])['ok']
+  local t = redis.call('TYPE', KEYS[i + base])['ok']
   if t ~= 'stream' and t ~= 'none' then
-    return redis.error_reply('WRONGTYPE ' .. KEYS[i + 1] .. ' is a ' .. t .. ', not a stream')
+    return redis.error_reply('WRONGTYPE ' .. KEYS[i + base] .. ' is a ' .. t .. ', not a stream')
   end
   names[i] = ARGV[a]; maxlens[i] = ARGV[a + 1]; minids[i] = ARGV[a + 2]
   a = a + 3
 end
-local has_attempts = redis.call('EXISTS', KEYS[1]) == 1
+local has_attempts = base == 1 and redis.call('EXISTS', KEYS[1]) == 1
 local nentries = tonumber(ARGV[a]); a = a + 1
 local conflicts = {}
 local acks = {}
@@ -76,12 +89,12 @@ local trim = {}
 for e = 1, nentries do
   local si = tonumber(ARGV[a]); local id = ARGV[a + 1]; local nadds = tonumber(ARGV[a + 2])
   a = a + 3
-  local key = KEYS[si + 1]
+  local key = KEYS[si + base]
   local ok, pending = pcall(redis.call, 'XPENDING', key, group, id, id, 1, consumer)
   if ok and #pending > 0 then
     for j = 1, nadds do
       local oi = tonumber(ARGV[a]); local nf = tonumber(ARGV[a + 1]); a = a + 2
-      local args = {'XADD', KEYS[oi + 1]}
+      local args = {'XADD', KEYS[oi + base]}
       if maxlens[oi] ~= '' then
         args[3] = 'MAXLEN'; args[4] = '~'; args[5] = maxlens[oi]
       end
@@ -102,11 +115,11 @@ for e = 1, nentries do
 end
 for si, ids in pairs(acks) do
   for i = 1, #ids, 1000 do
-    redis.call('XACK', KEYS[si + 1], group, unpack(ids, i, math.min(i + 999, #ids)))
+    redis.call('XACK', KEYS[si + base], group, unpack(ids, i, math.min(i + 999, #ids)))
   end
 end
 for oi, _ in pairs(trim) do
-  redis.call('XTRIM', KEYS[oi + 1], 'MINID', '~', minids[oi])
+  redis.call('XTRIM', KEYS[oi + base], 'MINID', '~', minids[oi])
 end
 return conflicts
 """
@@ -158,8 +171,8 @@ class Committer:
         self._streams = streams
         # register_script: EVALSHA, and SCRIPT LOAD on NOSCRIPT (a restarted server).
         self._script = redis.register_script(COMMIT_SCRIPT)
-        #: False once the keys turned out to span Redis Cluster slots (see commit()).
-        self.atomic = True
+        #: FULL, then NO_ATTEMPTS / SPLIT once keys turn out to span cluster slots.
+        self.mode = FULL
 
     def build(self, entries: Sequence[Entry]) -> tuple[list[str], list[Any]]:
         """KEYS and ARGV of the script for ``entries`` (separate for tests and for reuse)."""
@@ -184,7 +197,7 @@ class Committer:
                 body.append(len(add.fields))
                 body.extend(add.fields)
         specs = self._streams()
-        head: list[Any] = [self.group, self.consumer, len(order)]
+        head: list[Any] = [self.group, self.consumer, "1" if self.mode == FULL else "0", len(order)]
         now_ms: int | None = None
         for name in order:
             spec = specs.get(name)
@@ -195,32 +208,60 @@ class Committer:
                     now_ms = int(time.time() * 1000)
                 minid = max(0, now_ms - int(spec.ttl * 1000))
             head += [name, maxlen, minid]
-        keys = [self.attempts_key, *(self._stream_key(name) for name in order)]
+        keys = [self._stream_key(name) for name in order]
+        if self.mode == FULL:
+            keys.insert(0, self.attempts_key)
         return keys, head + body
 
     async def commit(self, entries: Sequence[Entry]) -> list[int]:
         """Commit ``entries`` in one round trip; returns indexes of conflicting entries."""
         if not entries:
             return []
-        if self.atomic:
+        while self.mode != SPLIT:
             keys, args = self.build(entries)
             try:
                 reply = await self._script(keys=keys, args=args)
-            except ResponseError as exc:
+            except (ResponseError, RedisClusterException) as exc:
                 if not _is_cross_slot(exc):
                     raise
-                self.atomic = False
-                log.warning(
-                    "sink %s: its input, output, dead-letter and attempt keys are in different "
-                    "Redis Cluster slots, so a batch cannot be committed in one script: "
-                    "forwarding is at-least-once from now on (a crash between the adds and "
-                    "the acks may duplicate outputs). Give the streams of one flow a common "
-                    "hash tag to keep exactly-once.",
-                    self.group,
-                )
-            else:
-                return [int(i) for i in reply or ()]
+                self._downgrade()
+                continue
+            conflicts = [int(i) for i in reply or ()]
+            if self.mode == NO_ATTEMPTS:
+                await self._clear_attempts(entries, conflicts)
+            return conflicts
         return await self._commit_split(entries)
+
+    def _downgrade(self) -> None:
+        if self.mode == FULL:
+            # On a cluster the attempts hash (slot of the deployment's tag) is never
+            # in the streams' slot: clear counters beside the script instead. A
+            # crash in between only leaves a stale counter of an acked event.
+            self.mode = NO_ATTEMPTS
+            log.info(
+                "sink %s: Redis Cluster: attempt counters are cleared beside the commit",
+                self.group,
+            )
+            return
+        self.mode = SPLIT
+        log.warning(
+            "sink %s: its input, output and dead-letter streams are in different Redis "
+            "Cluster slots, so a batch cannot be committed in one script: forwarding is "
+            "at-least-once from now on (a crash between the adds and the acks may duplicate "
+            "outputs). Give the streams of one flow a common hash tag, e.g. '{orders}in' and "
+            "'{orders}out', to keep exactly-once.",
+            self.group,
+        )
+
+    async def _clear_attempts(self, entries: Sequence[Entry], conflicts: list[int]) -> None:
+        skip = set(conflicts)
+        fields = [
+            attempts_field(e.event.stream_name, e.event.id)
+            for i, e in enumerate(entries)
+            if i not in skip
+        ]
+        if fields:  # one extra round trip per batch, on a cluster only
+            await self.redis.hdel(self.attempts_key, *fields)
 
     async def _commit_split(self, entries: Sequence[Entry]) -> list[int]:
         """The cross-slot fallback: ownership check, then adds, acks and counters pipelined.
