@@ -28,7 +28,9 @@ import redis.asyncio as aioredis
 from topology import streams
 from topology.server import ServerProcess
 
-PAYLOAD = b'{"order_id": 123456, "customer": "c-42", "amount": 99.95, "currency": "EUR"}' + b"x" * 24
+PAYLOAD = (
+    b'{"order_id": 123456, "customer": "c-42", "amount": 99.95, "currency": "EUR"}' + b"x" * 24
+)
 
 
 async def produce_library(url: str, key_name: str, n: int, batch: int) -> float:
