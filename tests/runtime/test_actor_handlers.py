@@ -55,7 +55,9 @@ def test_emit_to_an_undeclared_stream_is_an_error() -> None:
         route_result(Emit("x", stream="elsewhere"), ("out",))
 
 
-@pytest.mark.parametrize("bad", ["text", b"bytes", {"a": 1}, 42, [Emit("x"), "no"]])
+@pytest.mark.parametrize(
+    "bad", ["text", b"bytes", {"a": 1}, 42, [Emit("x"), "no"], Emit("x", {1, 2})]
+)
 def test_anything_but_emits_is_an_error(bad: Any) -> None:
     with pytest.raises(ContractError):
         route_result(bad, ("out",))

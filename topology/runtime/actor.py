@@ -228,6 +228,7 @@ class Actor:
         sink = self.sink
         batch = self.spec.batch
         read: asyncio.Task[list[Event]] | None = None
+        read_backoff = ERROR_BACKOFF_FIRST
         try:
             while True:
                 if read is None and not self._stopping and not sink.closed:
@@ -252,9 +253,12 @@ class Actor:
                 if read is not None and read.done():
                     try:
                         events = read.result()
+                        read_backoff = ERROR_BACKOFF_FIRST
                     except Exception as exc:  # read errors the sink did not retry itself
-                        log.error("actor %s: read failed: %r", self.name, exc)
-                        await asyncio.sleep(ERROR_BACKOFF_FIRST)
+                        log.error("actor %s: read failed (retrying in %.1fs): %r",
+                                  self.name, read_backoff, exc)
+                        await asyncio.sleep(read_backoff)  # a backoff, not a synchronisation
+                        read_backoff = min(read_backoff * 2, ERROR_BACKOFF_CAP)
                     read = None
                     if not events and (self._stopping or sink.closed):
                         self._stopping = True

@@ -75,7 +75,13 @@ def _add(emit: Emit, outputs: tuple[str, ...]) -> Add:
             f"Emit({emit.name!r}) to stream {stream!r}, which is not an output of this sink "
             f"(outputs: {list(outputs)})"
         )
-    fields: list[Any] = ["n", emit.name, "p", encode_payload(emit.payload)]
+    try:
+        payload = encode_payload(emit.payload)
+    except (TypeError, ValueError) as exc:  # deterministic: retrying cannot help
+        raise ContractError(
+            f"Emit({emit.name!r}) payload is not bytes, str or JSON-serialisable: {exc}"
+        ) from None
+    fields: list[Any] = ["n", emit.name, "p", payload]
     if emit.topic:
         fields += ["t", emit.topic]
     return Add(stream, fields)
