@@ -194,6 +194,7 @@ async def _serve(
             "generation": runtime.generation,
             "config": str(topology.path),
             "actors": len(runtime.actors()),
+            "handled": runtime.handled(),
         }
     )
     with contextlib.suppress(asyncio.TimeoutError):
