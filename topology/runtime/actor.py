@@ -117,6 +117,7 @@ class Actor:
         self._seq = itertools.count()
         self._busy = 0  # events being handled or committed right now
         self._next_touch = 0.0
+        self._ever_read: set[str] = set(spec.stream_names)  # for the drain's pending flush
         self.last_activity = time.monotonic()
         self.handled = 0
 
@@ -180,6 +181,7 @@ class Actor:
 
     async def add_stream(self, name: str, start: str | None = None) -> None:
         assert self.sink is not None
+        self._ever_read.add(name)
         await self.sink.add_stream(self._stream(name), start=start or self.spec.start_of(name))
 
     async def remove_stream(self, name: str) -> None:
@@ -290,7 +292,7 @@ class Actor:
         assert self.sink is not None
         held = {(e.stream_name, e.id) for _, _, e, _ in self._retry}
         accept = build_filter(self.spec.topic, self.spec.topic_pattern, self.matcher)
-        names = dict.fromkeys((*self.sink.streams, *self.spec.stream_names))
+        names = dict.fromkeys((*self.sink.streams, *sorted(self._ever_read)))
         redis = self.conn.redis
         for name in names:
             key = self.conn.stream_key(name)
