@@ -258,7 +258,11 @@ async def _wait(args: argparse.Namespace, runtime: Any, signals: _Signals, summa
         now = time.monotonic()
         if idle_limit is not None and runtime.idle_for() >= idle_limit:
             try:
-                if await runtime.pending() == 0 and runtime.idle_for() >= idle_limit:
+                if (
+                    await runtime.pending() == 0
+                    and not any((await runtime.lag()).values())  # nothing undelivered either
+                    and runtime.idle_for() >= idle_limit
+                ):
                     log.info("idle for %.1fs with nothing pending: stopping", idle_limit)
                     return
             except Exception as exc:  # Redis away: not idle, keep going
