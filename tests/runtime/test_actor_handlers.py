@@ -116,3 +116,15 @@ async def test_failures_are_per_event_and_contract_errors_are_not_retryable() ->
     assert isinstance(results[1], Failure) and results[1].retryable
     assert results[1].error_type == "KeyError"
     assert isinstance(results[2], Failure) and not results[2].retryable
+
+
+async def test_a_handler_calling_sys_exit_fails_that_event_only() -> None:
+    import sys
+
+    def handler(event: Event) -> None:
+        if event.payload == b"0":
+            sys.exit(3)
+
+    results = await HandlerRunner(handler, ("out",)).run([ev(0), ev(1)])
+    assert isinstance(results[0], Failure) and results[0].error_type == "SystemExit"
+    assert results[1] == []

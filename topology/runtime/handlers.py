@@ -121,7 +121,7 @@ def _run_sync_batch(
             results.append(route_result(result, outputs))
         except ContractError as exc:
             results.append(Failure(exc, retryable=False))
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:  # sys.exit() in a handler is its failure
             results.append(Failure(exc, retryable=True))
     return results
 
@@ -154,7 +154,7 @@ class HandlerRunner:
             return route_result(await awaitable, self.outputs)
         except ContractError as exc:
             return Failure(exc, retryable=False)
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:
             return Failure(exc, retryable=True)
 
     async def _run_async_batch(self, events: Sequence[Event]) -> list[Any]:
@@ -165,7 +165,7 @@ class HandlerRunner:
             for i in it:  # shared iterator: each index taken by exactly one worker
                 try:
                     awaitable = self.fn(events[i])
-                except Exception as exc:  # raised before its first await
+                except (Exception, SystemExit) as exc:  # raised before its first await
                     results[i] = Failure(exc, retryable=True)
                     continue
                 results[i] = await self._await_one(awaitable)
