@@ -177,7 +177,18 @@ class Actor:
         )
         self._touch = self.conn.redis.register_script(TOUCH_SCRIPT)
         self._task = asyncio.create_task(self._run(), name=f"actor {self.name}")
+        self._task.add_done_callback(self._on_exit)
         log.info("actor %s started (consumer %s)", self.name, sink.consumer)
+
+    def _on_exit(self, task: asyncio.Task[None]) -> None:
+        """An actor that stops without being told to is a bug: say it loudly."""
+        if task.cancelled() or self._stopping:
+            return
+        exc = task.exception()
+        log.error(
+            "actor %s stopped unexpectedly (%r); its in-hand events stay pending for "
+            "redelivery", self.name, exc, exc_info=exc,
+        )
 
     async def add_stream(self, name: str, start: str | None = None) -> None:
         assert self.sink is not None
