@@ -26,7 +26,9 @@ def server_binary() -> str:
 
 
 @pytest.fixture(scope="session")
-def redis_server(server_binary: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def redis_server(
+    server_binary: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
     """One server for the session; tests get it flushed (see ``redis_url``)."""
     server = ServerProcess(tmp_path_factory.mktemp("redis"), binary=server_binary)
     server.start()

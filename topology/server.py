@@ -135,14 +135,22 @@ class ServerProcess:
         binary = self.binary or find_server_binary()
         args = [
             binary,
-            "--port", str(self.port or 0),
-            "--bind", "127.0.0.1",
-            "--dir", str(self.directory),
-            "--save", "",
-            "--appendonly", "yes" if self.appendonly else "no",
-            "--daemonize", "no",
-            "--protected-mode", "no",
-            "--logfile", str(self.log_path),
+            "--port",
+            str(self.port or 0),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(self.directory),
+            "--save",
+            "",
+            "--appendonly",
+            "yes" if self.appendonly else "no",
+            "--daemonize",
+            "no",
+            "--protected-mode",
+            "no",
+            "--logfile",
+            str(self.log_path),
         ]
         if self.unixsocket is not None:
             args += ["--unixsocket", str(self.unixsocket), "--unixsocketperm", "700"]
@@ -172,7 +180,11 @@ class ServerProcess:
         while time.monotonic() < deadline:
             assert self.process is not None
             if self.process.poll() is not None:
-                err = self.process.stderr.read().decode(errors="replace") if self.process.stderr else ""
+                err = (
+                    self.process.stderr.read().decode(errors="replace")
+                    if self.process.stderr
+                    else ""
+                )
                 raise ServerStartError(
                     f"server exited with code {self.process.returncode} at start: "
                     f"{err.strip() or self._log_tail()}"
@@ -182,7 +194,9 @@ class ServerProcess:
             time.sleep(delay)  # polling a child process that has no readiness event
             delay = min(delay * 2, 0.1)
         self.stop()
-        raise ServerStartError(f"server did not answer PING within {self.start_timeout}s: {self._log_tail()}")
+        raise ServerStartError(
+            f"server did not answer PING within {self.start_timeout}s: {self._log_tail()}"
+        )
 
     def _log_tail(self) -> str:
         try:
