@@ -108,6 +108,9 @@ class ServerProcess:
     extra_args: tuple[str, ...] = ()
     die_with_parent: bool = True
     start_timeout: float = 10.0
+    #: ``requirepass``, written to a 0600 config file: never on the command line,
+    #: where ``ps`` would show it to every local user.
+    password: str | None = None
     process: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -133,8 +136,14 @@ class ServerProcess:
 
     def command(self) -> list[str]:
         binary = self.binary or find_server_binary()
-        args = [
-            binary,
+        args = [binary]
+        if self.password:
+            conf = self.directory / "server.conf"
+            fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(f"requirepass {self.password}\n")
+            args.append(str(conf))  # a config file must come before the options
+        args += [
             "--port",
             str(self.port or 0),
             "--bind",
@@ -205,7 +214,7 @@ class ServerProcess:
             return "(no log)"
 
     def ping(self) -> bool:
-        """True when the server answers PING now."""
+        """True when the server answers PING now (after AUTH when it has a password)."""
         try:
             if self.port:
                 sock = socket.create_connection(("127.0.0.1", self.port), timeout=0.5)
@@ -215,10 +224,19 @@ class ServerProcess:
                 sock.connect(str(self.unixsocket))
         except OSError:
             return False
+        request = b"PING\r\n"
+        if self.password:
+            request = f"AUTH {self.password}\r\n".encode() + request
         with sock:
             try:
-                sock.sendall(b"PING\r\n")
-                return sock.recv(64).startswith(b"+PONG")
+                sock.sendall(request)
+                reply = b""
+                while reply.count(b"\r\n") < request.count(b"\r\n"):
+                    chunk = sock.recv(256)
+                    if not chunk:
+                        break
+                    reply += chunk
+                return b"+PONG" in reply
             except OSError:
                 return False
 

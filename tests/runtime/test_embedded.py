@@ -156,7 +156,7 @@ def test_only_clients_with_the_password_get_in(server_binary: str, tmp_path: Pat
             assert client.ping()
         finally:
             client.close()
-        for secret_file in ("server.json", "valkey.conf"):
+        for secret_file in ("server.json", "server.conf"):
             assert (data / secret_file).stat().st_mode & 0o077 == 0
         assert data.stat().st_mode & 0o077 == 0
         assert state["password"] not in " ".join(_cmdline(server.pid))  # not visible in ps

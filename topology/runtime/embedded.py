@@ -11,7 +11,7 @@ The folder (``<config folder>/.ponos-data`` by default) holds:
 - ``server.json`` (mode 0600): pid, port, socket, password and owner of the
   live server, so another command on the same config finds and reuses it
   instead of starting a second server on the same files;
-- ``valkey.conf`` (mode 0600): the server's random password. The loopback port
+- ``server.conf`` (mode 0600): the server's random password. The loopback port
   is reachable by every local user; without the password they get ``NOAUTH``;
 - ``server.lock``: an ``flock`` held while starting, so two commands started at
   the same moment cannot both start a server on the same AOF.
@@ -31,11 +31,9 @@ import json
 import logging
 import os
 import secrets
-import socket
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -55,7 +53,7 @@ log = logging.getLogger(__name__)
 #: Folder created beside the config file when no ``--data-dir`` is given.
 DATA_DIR_NAME = ".ponos-data"
 STATE_FILE = "server.json"
-CONF_FILE = "valkey.conf"
+CONF_FILE = "server.conf"  # written by ServerProcess when it has a password
 LOCK_FILE = "server.lock"
 SOCKET_FILE = "valkey.sock"
 #: sun_path is 108 bytes including the terminating NUL on Linux.
@@ -114,50 +112,6 @@ def _state_url(state: dict[str, Any]) -> str:
     return _url(state.get("socket"), state.get("port"), state.get("password"))
 
 
-@dataclass
-class _PrivateServer(ServerProcess):
-    """A :class:`ServerProcess` that only answers clients that know its password.
-
-    The loopback port is reachable by every local user, so the embedded server
-    requires a random password, passed in a 0600 config file (never on the
-    command line, where ``ps`` would show it) and recorded in the 0600 state
-    file that ``emit``/``tail``/``status`` read.
-    """
-
-    password: str = ""
-
-    def command(self) -> list[str]:
-        args = super().command()
-        conf = self.directory / CONF_FILE
-        fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(f"requirepass {self.password}\n")
-        return [args[0], str(conf), *args[1:]]  # the config file must come first
-
-    def ping(self) -> bool:
-        try:
-            if self.port:
-                sock = socket.create_connection(("127.0.0.1", self.port), timeout=0.5)
-            else:
-                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                sock.settimeout(0.5)
-                sock.connect(str(self.unixsocket))
-        except OSError:
-            return False
-        with sock:
-            try:
-                sock.sendall(f"AUTH {self.password}\r\nPING\r\n".encode())
-                reply = b""
-                while reply.count(b"\r\n") < 2:
-                    chunk = sock.recv(256)
-                    if not chunk:
-                        break
-                    reply += chunk
-                return b"+PONG" in reply
-            except OSError:
-                return False
-
-
 def _serves_dir(state: dict[str, Any], data_dir: Path) -> bool:
     """True when the recorded server answers and keeps its files in ``data_dir``.
 
@@ -202,7 +156,7 @@ class EmbeddedServer:
         self.data_dir = Path(data_dir).resolve()
         self.owner = owner
         self.binary = binary
-        self._process: _PrivateServer | None = None
+        self._process: ServerProcess | None = None
 
     @property
     def url(self) -> str:
@@ -277,7 +231,7 @@ class EmbeddedServer:
             ignore = self.data_dir / ".gitignore"
             if not ignore.exists():  # server data, not source: keep it out of the user's repo
                 ignore.write_text("# created by ponos-topology: embedded server data\n*\n")
-            process = _PrivateServer(
+            process = ServerProcess(
                 self.data_dir,
                 unixsocket=self._socket_path(),
                 appendonly=True,
