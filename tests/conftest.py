@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
-from topology.server import ServerNotFoundError, ServerProcess, find_server_binary
+from topology.server import ServerCluster, ServerNotFoundError, ServerProcess, find_server_binary
 
 
 @pytest.fixture(scope="session")
@@ -34,6 +34,17 @@ def redis_server(
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(
+    server_binary: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerCluster]:
+    """A 3-master cluster for the session, started on first use; tests flush it."""
+    cluster = ServerCluster(tmp_path_factory.mktemp("cluster"), binary=server_binary)
+    cluster.start()
+    yield cluster
+    cluster.stop()
 
 
 @pytest.fixture

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 __all__ = [
+    "ServerCluster",
     "ServerNotFoundError",
     "ServerProcess",
     "ServerStartError",
@@ -269,6 +270,88 @@ class ServerProcess:
         self.start()
 
     def __enter__(self) -> ServerProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+@dataclass
+class ServerCluster:
+    """A Redis Cluster of ``masters`` nodes on free loopback ports, built by hand.
+
+    Each node gets an explicit cluster bus port: the default (port + 10000)
+    does not exist for a random port above 55535.
+    """
+
+    directory: Path
+    masters: int = 3
+    binary: str | None = None
+    nodes: list[ServerProcess] = field(default_factory=list, init=False)
+
+    @property
+    def ports(self) -> list[int]:
+        return [int(node.port or 0) for node in self.nodes]
+
+    @property
+    def url(self) -> str:
+        """Any node's URL: cluster clients discover the others."""
+        return self.nodes[0].url
+
+    def start(self, timeout: float = 20.0) -> ServerCluster:
+        import redis  # the sync client: this runs in fixtures and tools, outside any loop
+
+        buses = [free_port() for _ in range(self.masters)]
+        self.nodes = [
+            ServerProcess(
+                Path(self.directory) / f"node{i}",
+                binary=self.binary,
+                extra_args=(
+                    "--cluster-enabled", "yes",
+                    "--cluster-config-file", "nodes.conf",
+                    "--cluster-port", str(buses[i]),
+                ),
+            )
+            for i in range(self.masters)
+        ]  # fmt: skip
+        for node in self.nodes:
+            node.start()
+        clients = [redis.Redis(port=port) for port in self.ports]
+        try:
+            share = 16384 // self.masters
+            for i, client in enumerate(clients):
+                last = 16383 if i == self.masters - 1 else (i + 1) * share - 1
+                client.execute_command("CLUSTER", "ADDSLOTSRANGE", i * share, last)
+            for port, bus in zip(self.ports[1:], buses[1:], strict=True):
+                clients[0].execute_command("CLUSTER", "MEET", "127.0.0.1", port, bus)
+            deadline = time.monotonic() + timeout
+            while not all(
+                b"cluster_state:ok" in c.execute_command("CLUSTER", "INFO") for c in clients
+            ):
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise ServerStartError(f"the cluster did not converge within {timeout}s")
+                time.sleep(0.05)  # the cluster bus converges on its own: nothing to await
+        finally:
+            for client in clients:
+                client.close()
+        return self
+
+    def flush(self) -> None:
+        import redis
+
+        for port in self.ports:
+            client = redis.Redis(port=port)
+            try:
+                client.flushall()
+            finally:
+                client.close()
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+    def __enter__(self) -> ServerCluster:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -6,58 +6,24 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-import redis
 from redis.asyncio.cluster import RedisCluster
 
 from topology.config.model import SinkSpec, StreamRef, StreamSpec, Topology
 from topology.runtime.commit import NO_ATTEMPTS, SPLIT
 from topology.runtime.supervisor import Runtime
-from topology.server import ServerProcess, free_port
+from topology.server import ServerCluster
 from topology.streams import Connection
 
 HANDLERS = "from topology import Emit\ndef fwd(e):\n    return Emit('x', e.payload)\n"
 
 
-@pytest.fixture(scope="module")
-def cluster_port(server_binary: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
-    """Three masters sharing the 16384 slots, built by hand; yields one node's port."""
-    base = tmp_path_factory.mktemp("actor-cluster")
-    buses = [free_port() for _ in range(3)]
-    nodes = [
-        ServerProcess(
-            base / f"n{i}", binary=server_binary,
-            extra_args=(
-                "--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{i}.conf",
-                # the bus port would default to port + 10000, too high for a random port
-                "--cluster-port", str(buses[i]),
-            ),
-        )
-        for i in range(3)
-    ]
-    for node in nodes:
-        node.start()
-    try:
-        clients = [redis.Redis(port=node.port) for node in nodes]
-        share = 16384 // 3
-        for i, client in enumerate(clients):
-            last = 16383 if i == 2 else (i + 1) * share - 1
-            client.execute_command("CLUSTER", "ADDSLOTSRANGE", i * share, last)
-            for other, bus in zip(nodes[1:], buses[1:], strict=True):
-                client.execute_command("CLUSTER", "MEET", "127.0.0.1", other.port, bus)
-        deadline = time.monotonic() + 20
-        while not all(b"cluster_state:ok" in c.execute_command("CLUSTER", "INFO") for c in clients):
-            assert time.monotonic() < deadline, "the cluster did not converge"
-            time.sleep(0.05)  # the cluster bus converges on its own; nothing to await
-        for client in clients:
-            client.close()
-        yield nodes[0].port
-    finally:
-        for node in nodes:
-            node.stop()
+@pytest.fixture
+def cluster_port(redis_cluster: ServerCluster) -> int:
+    return redis_cluster.ports[0]
 
 
 @pytest.fixture
@@ -75,8 +41,17 @@ async def run_flow(conn: Connection, tmp_path: Path, src: str, dst: str, n: int)
     topology = Topology(
         name="cl",
         streams={src: StreamSpec(src), dst: StreamSpec(dst)},
-        sinks={"s": SinkSpec("s", (StreamRef(src),), "cl_handlers:fwd", outputs=(dst,),
-                             start="oldest", consumers=2, batch=50)},
+        sinks={
+            "s": SinkSpec(
+                "s",
+                (StreamRef(src),),
+                "cl_handlers:fwd",
+                outputs=(dst,),
+                start="oldest",
+                consumers=2,
+                batch=50,
+            )
+        },
         path=tmp_path / "cl.yaml",
     )
     runtime = Runtime(conn, deployment="cl", worker_id="w", base_dir=tmp_path)
@@ -92,9 +67,7 @@ async def test_streams_sharing_a_slot_commit_in_one_script(
     cconn: Connection, tmp_path: Path
 ) -> None:
     src, dst = "{flow}in", "{flow}out"
-    assert cconn.redis.keyslot(cconn.stream_key(src)) == cconn.redis.keyslot(
-        cconn.stream_key(dst)
-    )
+    assert cconn.redis.keyslot(cconn.stream_key(src)) == cconn.redis.keyslot(cconn.stream_key(dst))
     runtime = await run_flow(cconn, tmp_path, src, dst, 500)
     try:
         assert {a.committer.mode for a in runtime.actors("s")} <= {NO_ATTEMPTS}
@@ -109,9 +82,7 @@ async def test_streams_in_different_slots_fall_back_and_say_so(
     cconn: Connection, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     src, dst = "in", "out"
-    assert cconn.redis.keyslot(cconn.stream_key(src)) != cconn.redis.keyslot(
-        cconn.stream_key(dst)
-    )
+    assert cconn.redis.keyslot(cconn.stream_key(src)) != cconn.redis.keyslot(cconn.stream_key(dst))
     with caplog.at_level(logging.WARNING, logger="topology.runtime"):
         runtime = await run_flow(cconn, tmp_path, src, dst, 500)
     try:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,60 +12,14 @@ import redis.asyncio as aioredis
 from topology.cli import main
 from topology.config.model import Topology
 from topology.runtime.connect import open_redis
-from topology.server import ServerProcess, free_port
+from topology.server import ServerCluster, ServerProcess
 
 SLOTS = 16384
 
 
-@pytest.fixture(scope="module")
-def cluster_nodes(
-    server_binary: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[list[ServerProcess]]:
-    """Three masters sharing the 16384 slots, built by hand (no redis-cli needed)."""
-    tmp_path = tmp_path_factory.mktemp("cluster")
-    bus_ports = [free_port() for _ in range(3)]
-    nodes = [
-        ServerProcess(
-            tmp_path / f"node{i}",
-            binary=server_binary,
-            extra_args=(
-                "--cluster-enabled",
-                "yes",
-                "--cluster-config-file",
-                "nodes.conf",
-                "--cluster-node-timeout",
-                "2000",
-                # the bus port defaults to port + 10000: impossible above 55535
-                "--cluster-port",
-                str(bus_ports[i]),
-            ),
-        )
-        for i in range(3)
-    ]
-    try:
-        for node in nodes:
-            node.start()
-        clients = [redis.Redis.from_url(node.url) for node in nodes]
-        bounds = [i * SLOTS // 3 for i in range(4)]
-        for i, client in enumerate(clients):
-            client.execute_command("CLUSTER", "ADDSLOTSRANGE", bounds[i], bounds[i + 1] - 1)
-        for node, bus in zip(nodes[1:], bus_ports[1:], strict=True):
-            clients[0].execute_command("CLUSTER", "MEET", "127.0.0.1", node.port, bus)
-        deadline = time.monotonic() + 15
-        while not all(
-            b"cluster_state:ok" in c.execute_command("CLUSTER", "INFO")
-            and len(c.execute_command("CLUSTER", "NODES").splitlines()) == 3
-            for c in clients
-        ):
-            if time.monotonic() > deadline:
-                pytest.fail("the test cluster did not form")
-            time.sleep(0.05)  # waiting on gossip between server processes
-        for client in clients:
-            client.close()
-        yield nodes
-    finally:
-        for node in nodes:
-            node.stop()
+@pytest.fixture
+def cluster_nodes(redis_cluster: ServerCluster) -> list[ServerProcess]:
+    return redis_cluster.nodes
 
 
 async def test_any_node_url_gives_a_cluster_client(cluster: list[ServerProcess]) -> None:
@@ -124,12 +76,6 @@ def test_emit_tail_and_status_work_on_a_cluster(
     assert data["sinks"]["enrich"]["streams"]["orders"]["length"] == 1
 
 
-@pytest.mark.xfail(
-    reason="topology.streams' Reader sends bytes command names (b'XREAD'), which "
-    "redis-py's RedisCluster cannot route (TypeError in its policy resolver)",
-    raises=TypeError,
-    strict=False,
-)
 def test_tail_works_on_a_cluster(
     cluster: list[ServerProcess], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

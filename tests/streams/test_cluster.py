@@ -9,54 +9,21 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
-import redis
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 
 from tests.streams.conftest import blocked_reads, eventually, read_n
 from topology import streams
-from topology.server import ServerProcess, free_port
+from topology.server import ServerCluster
 
 
-@pytest.fixture(scope="module")
-def cluster(server_binary: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
-    """Three masters sharing the 16384 slots; yields the port of one of them."""
-    base = tmp_path_factory.mktemp("cluster")
-    # The bus port would default to port + 10000, too high for a random port.
-    bus_ports = [free_port() for _ in range(3)]
-    nodes = [
-        ServerProcess(
-            base / f"n{i}", binary=server_binary,
-            extra_args=(
-                "--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{i}.conf",
-                "--cluster-port", str(bus_ports[i]),
-            ),
-        )
-        for i in range(3)
-    ]
-    for node in nodes:
-        node.start()
-    try:
-        clients = [redis.Redis(port=node.port) for node in nodes]
-        share = 16384 // 3
-        for i, client in enumerate(clients):
-            last = 16383 if i == 2 else (i + 1) * share - 1
-            client.execute_command("CLUSTER", "ADDSLOTSRANGE", i * share, last)
-        for j, other in enumerate(nodes[1:], start=1):
-            clients[0].execute_command("CLUSTER", "MEET", "127.0.0.1", other.port, bus_ports[j])
-        deadline = time.monotonic() + 20
-        while not all(b"cluster_state:ok" in c.execute_command("CLUSTER", "INFO") for c in clients):
-            assert time.monotonic() < deadline, "the cluster did not converge"
-            time.sleep(0.05)  # the cluster bus converges on its own; nothing to await
-        for client in clients:
-            client.close()
-        yield nodes[0].port
-    finally:
-        for node in nodes:
-            node.stop()
+@pytest.fixture
+def cluster(redis_cluster: ServerCluster) -> int:
+    """The port of one node of the session's 3-master cluster."""
+    return redis_cluster.ports[0]
 
 
 @pytest.fixture
