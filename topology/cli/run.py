@@ -6,6 +6,11 @@ finish and commit, up to ``--drain-timeout``) and exit 0; a second signal exits
 at once, leaving un-acked events pending for redelivery. ``--stop-when-idle``
 exits 0 once nothing was read or committed for that long, every source has
 ended and nothing is pending: for batch runs, demos and tests.
+
+``run --deployment NAME`` takes its config from Redis instead of a file: the
+versions ``apply`` publishes, each applied with the same ``Runtime.apply``
+(``topology.runtime.deployment``). It needs a Redis URL: the embedded server
+lives beside a config file, and a deployment has none.
 """
 
 from __future__ import annotations
@@ -39,7 +44,20 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="run the topology's actors and sources (hot-reloads the file)",
         description=__doc__.splitlines()[0],
     )
-    parser.add_argument("config", metavar="CONFIG", help="topology YAML file")
+    parser.add_argument(
+        "config", metavar="CONFIG", nargs="?", help="topology YAML file (or --deployment)"
+    )
+    parser.add_argument(
+        "--deployment",
+        metavar="NAME",
+        help="follow the config `apply` published for NAME in Redis instead of a file",
+    )
+    parser.add_argument(
+        "--handlers-dir",
+        type=Path,
+        metavar="DIR",
+        help="with --deployment: where the config's handler modules import from (default: .)",
+    )
     parser.add_argument("--redis-url", help="Redis URL (else $REDIS_URL, redis.url, embedded)")
     parser.add_argument(
         "--data-dir", type=Path, help="embedded server data folder (default: beside CONFIG)"
@@ -76,11 +94,19 @@ def run(args: argparse.Namespace) -> int:
     if args.stop_when_idle is not None and args.stop_when_idle < 0:
         print("ponos-topology run: --stop-when-idle must be >= 0", file=sys.stderr)
         return EXIT_USAGE
-    topology, problems = check(args.config)
-    for problem in problems:
-        print(problem, file=sys.stderr)
-    if topology is None:
+    if (args.config is None) == (args.deployment is None):
+        print("ponos-topology run: give either CONFIG or --deployment NAME", file=sys.stderr)
         return EXIT_USAGE
+    if args.handlers_dir is not None and args.deployment is None:
+        print("ponos-topology run: --handlers-dir goes with --deployment", file=sys.stderr)
+        return EXIT_USAGE
+    topology: Any = None
+    if args.config is not None:
+        topology, problems = check(args.config)
+        for problem in problems:
+            print(problem, file=sys.stderr)
+        if topology is None:
+            return EXIT_USAGE
     state = _RunState()
     try:
         code = asyncio.run(_main(args, topology, state))
@@ -146,6 +172,9 @@ async def _main(args: argparse.Namespace, topology: Any, state: _RunState) -> in
     from topology.cli import EXIT_FAILURE, EXIT_OK
     from topology.runtime.connect import RedisUnavailableError, open_redis
 
+    if args.deployment is not None:
+        return await _main_deployment(args, state)
+
     loop = asyncio.get_running_loop()
     main = asyncio.current_task()
     assert main is not None
@@ -168,8 +197,64 @@ async def _main(args: argparse.Namespace, topology: Any, state: _RunState) -> in
     return EXIT_OK  # pragma: no cover
 
 
+async def _main_deployment(args: argparse.Namespace, state: _RunState) -> int:
+    """``run --deployment``: wait for a published config, then serve it like a file's."""
+    from dataclasses import replace
+
+    from topology.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
+    from topology.config.model import Topology
+    from topology.runtime.connect import RedisUnavailableError, open_redis, resolve_url
+    from topology.runtime.deployment import DeploymentFollower
+    from topology.streams import Connection
+
+    if resolve_url(args.redis_url, None) is None:
+        print(
+            "ponos-topology run: --deployment needs a Redis URL (--redis-url or $REDIS_URL): "
+            "the embedded server belongs to a config file's folder",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    loop = asyncio.get_running_loop()
+    main = asyncio.current_task()
+    assert main is not None
+    signals = _Signals(loop, main)
+    signals.install()
+    try:
+        async with open_redis(
+            Topology.empty(args.deployment), cli_url=args.redis_url, owner=True
+        ) as connected:
+            follower = DeploymentFollower(
+                connected.client, args.deployment, handlers_dir=args.handlers_dir or Path.cwd()
+            )
+            try:
+                topology = await follower.first(signals.stop)
+                if topology is None:
+                    return EXIT_OK
+                if topology.redis.prefix != connected.conn.keys.prefix:
+                    connected = replace(
+                        connected, conn=Connection(connected.client, prefix=topology.redis.prefix)
+                    )
+                return await _serve(args, topology, connected, signals, state, follower)
+            finally:
+                await follower.stop()
+    except RedisUnavailableError as exc:
+        print(f"ponos-topology run: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except asyncio.CancelledError:
+        if signals.hard:
+            raise _HardStop() from None
+        raise
+    finally:
+        signals.remove()
+
+
 async def _serve(
-    args: argparse.Namespace, topology: Any, connected: Any, signals: _Signals, state: _RunState
+    args: argparse.Namespace,
+    topology: Any,
+    connected: Any,
+    signals: _Signals,
+    state: _RunState,
+    follower: Any = None,
 ) -> int:
     from topology import __version__
     from topology.cli import EXIT_FAILURE, EXIT_OK
@@ -195,6 +280,7 @@ async def _serve(
             "config": str(topology.path),
             "actors": len(runtime.actors()),
             "handled": runtime.handled(),
+            **({"deployment_version": follower.version} if follower is not None else {}),
         }
     )
     with contextlib.suppress(asyncio.TimeoutError):
@@ -210,7 +296,10 @@ async def _serve(
         except ApplyError as exc:
             log.error("cannot start: %s", exc)
             return EXIT_FAILURE
-        watcher = _start_reloader(args, runtime, signals)
+        if follower is not None:  # reconcile to published versions instead of a file
+            follower.start(runtime, hup=signals.reload)
+        else:
+            watcher = _start_reloader(args, runtime, signals)
         await _wait(args, runtime, signals, logging.getLogger(SUMMARY_LOGGER))
         log.info("stopping: draining in-flight batches (up to %.0fs)", args.drain_timeout)
         if watcher is not None:
