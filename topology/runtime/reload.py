@@ -9,13 +9,17 @@ The watcher watches the config's folder (and the folder of a symlink's target)
 rather than the file: editors that save by writing a temporary file and
 renaming it over the original replace the inode, which a watch on the file
 itself would lose. Changes are debounced (~200 ms of quiet) so a save that
-touches the file several times is one reload.
+touches the file several times is one reload. A symlinked config whose link is
+switched (``ln -sfn``, or Kubernetes' ``..data`` swap, where the event names
+neither the file nor its target) is caught by a fingerprint — the resolved
+path and a hash of the content — compared on every change in those folders.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 from pathlib import Path
 from typing import Any
@@ -44,6 +48,11 @@ class Reloader:
         self.watch = watch
         self.quiet_ms = quiet_ms
         self.reloads = 0  # attempts (valid or not), for tests and status
+        #: Outcome of each finished attempt, in order: "applied", "unchanged",
+        #: "invalid", "rolled_back" or "error".
+        self.results: list[str] = []
+        self._finished = asyncio.Condition()
+        self._fingerprint = _fingerprint(self.path)
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._lock = asyncio.Lock()
@@ -66,32 +75,58 @@ class Reloader:
                 await task
         self._tasks.clear()
 
+    async def wait_finished(self, count: int, timeout: float | None = None) -> str:
+        """Wait until ``count`` reload attempts have finished; the last one's result.
+
+        For tests and tools: awaiting this instead of sleeping is how a caller
+        knows its write was taken into account.
+        """
+        async def wait() -> str:
+            async with self._finished:
+                await self._finished.wait_for(lambda: len(self.results) >= count)
+                return self.results[count - 1]
+
+        return await asyncio.wait_for(wait(), timeout)
+
     async def reload(self, reason: str) -> bool:
         """Validate the file and apply it; True when a new generation runs (or nothing changed)."""
+        result = "error"
+        try:
+            result = await self._reload(reason)
+        finally:
+            async with self._finished:
+                self.results.append(result)
+                self._finished.notify_all()
+        return result in ("applied", "unchanged")
+
+    async def _reload(self, reason: str) -> str:
         from topology.config import check
         from topology.runtime.supervisor import ApplyError
 
         async with self._lock:
             self.reloads += 1
+            self._fingerprint = _fingerprint(self.path)
             log.info("reload (%s): %s", reason, self.path)
-            topology, problems = check(self.path)
+            # check() reads and imports: off the loop, so running actors keep going.
+            topology, problems = await asyncio.to_thread(check, self.path)
             if topology is None:
                 for problem in problems:
                     log.error("reload: %s", problem)
                 log.error("reload rejected: the file is invalid; generation %d keeps running",
                           self.runtime.generation)
                 self.runtime.metrics.reloads.labels("invalid").inc()
-                return False
+                return "invalid"
             for problem in problems:
                 log.warning("reload: %s", problem)
             try:
                 plan = await self.runtime.apply(topology)
             except ApplyError as exc:
                 log.error("reload rolled back: %s", exc)
-                return False
+                return "rolled_back"
             if plan.is_empty:
                 log.info("reload: no change (generation %d)", self.runtime.generation)
-            return True
+                return "unchanged"
+            return "applied"
 
     async def _hup_loop(self) -> None:
         assert self.hup is not None
@@ -107,8 +142,15 @@ class Reloader:
             log.exception("reload failed unexpectedly; the current generation keeps running")
 
     def _targets(self) -> set[Path]:
+        """The config path, every link on the way to the file, and the file itself."""
         targets = {self.path}
-        with contextlib.suppress(OSError):
+        path = self.path
+        with contextlib.suppress(OSError, RuntimeError):
+            for _ in range(40):  # a chain of links (a loop ends in OSError/RuntimeError)
+                if not path.is_symlink():
+                    break
+                path = (path.parent / path.readlink()).absolute()
+                targets.add(path)
             targets.add(self.path.resolve())
         return targets
 
@@ -129,11 +171,24 @@ class Reloader:
                     if not self.armed.is_set():
                         self.armed.set()
                         log.info("watching %s for changes (SIGHUP reloads too)", self.path)
-                    if changes and any(Path(p) in targets or Path(p).absolute() in targets
-                           for _, p in changes):
+                    if changes and (
+                        any(Path(p) in targets or Path(p).absolute() in targets
+                            for _, p in changes)
+                        or _fingerprint(self.path) != self._fingerprint  # a link switched
+                    ):
                         await self._safe_reload("file changed")
                     if self._targets() != targets:  # a symlink now points elsewhere
                         break
             except Exception as exc:
                 log.warning("watching %s failed (%s); SIGHUP still reloads", self.path, exc)
                 return
+
+
+def _fingerprint(path: Path) -> tuple[str, str] | None:
+    """Where ``path`` leads and what it holds; None when it cannot be read right now."""
+    try:
+        resolved = path.resolve(strict=True)
+        digest = hashlib.sha256(resolved.read_bytes()).hexdigest()
+    except (OSError, RuntimeError):
+        return None
+    return str(resolved), digest

@@ -41,12 +41,30 @@ log = logging.getLogger("topology.runtime")
 DEFAULT_DRAIN_TIMEOUT = 30.0
 #: Worker threads for sync handlers (created lazily; one batch job per actor at a time).
 HANDLER_THREADS = 64
+#: Poll period while a stream removal waits for the actors to let go of its events.
+SETTLE_POLL = 0.002
 
 Undo = Callable[[], Awaitable[None]]
 
 
 class ApplyError(RuntimeError):
     """A plan could not be applied; the previous topology is running again."""
+
+
+class _CountingRunner(HandlerRunner):
+    """A HandlerRunner that counts the batches it was given.
+
+    An actor handles one batch at a time and commits it before asking for the
+    next, so "a later batch started" proves an earlier one is committed: that
+    is how a stream removal knows the events of that stream still in hand are
+    done (see :meth:`Runtime._settle_removed`) without a hook in the actor.
+    """
+
+    calls = 0
+
+    async def run(self, events: Any) -> Any:
+        self.calls += 1
+        return await super().run(events)
 
 
 class _Prepared:
@@ -248,7 +266,7 @@ class Runtime:
             spec,
             index,
             conn=self.conn,
-            handler=HandlerRunner(prepared.handler, spec.outputs, executor=self._executor),
+            handler=_CountingRunner(prepared.handler, spec.outputs, executor=self._executor),
             attempts_key=self.keys.attempts(spec.name),
             streams=self.streams,
             metrics=self.metrics,
@@ -328,6 +346,8 @@ class Runtime:
                 for actor in running:
                     await actor.remove_stream(stream)
                     undo.append(_call(actor.add_stream, stream, start))
+            if change.streams_removed:
+                await self._settle_removed(running, set(change.streams_removed))
             for actor in running:  # later rescales start actors of the current spec
                 undo.append(_setattr(actor, "spec", actor.spec))
                 actor.spec = spec
@@ -346,6 +366,40 @@ class Runtime:
             self._prepared[name] = prepared[name]
             undo.append(_setter(self._prepared, name, None))
             await self._start_actors(prepared[name], range(new.sinks[name].consumers), undo)
+
+    async def _settle_removed(self, actors: list[Actor], streams: set[str]) -> None:
+        """Return once ``actors`` hold no read-but-uncommitted event of ``streams``.
+
+        Removing a stream stops new reads at once, but events of it may still
+        sit in the sink's buffer or in the batch being handled: they finish and
+        commit (nothing in flight is lost). Waiting for that here makes "the
+        reload is done" mean "that sink handles no further event of the removed
+        stream". Events of it waiting for a retry backoff are not waited for
+        (they keep their attempt count and stay pending). Bounded by the drain
+        timeout: past it the reload goes on and a late commit may still land.
+        """
+        deadline = time.monotonic() + self.drain_timeout
+        for actor in actors:
+            runner = actor.handler
+            while _buffered(actor, streams) and time.monotonic() < deadline:
+                await asyncio.sleep(SETTLE_POLL)  # polling the actor's own state
+            first = last = getattr(runner, "calls", 0)
+            quiet = 0
+            # What left the buffer is in the batch being handled or about to start; it
+            # is committed once a second batch starts, or once the actor has had
+            # nothing in hand (and started nothing) over two polls.
+            while actor.running and time.monotonic() < deadline:
+                calls = getattr(runner, "calls", 0)
+                if calls >= first + 2:
+                    break
+                quiet = quiet + 1 if getattr(actor, "_busy", 0) == 0 and calls == last else 0
+                last = calls
+                if quiet >= 2:
+                    break
+                await asyncio.sleep(SETTLE_POLL)  # polling the actor's own state
+            if time.monotonic() >= deadline:
+                log.warning("actor %s: events of removed stream(s) %s still in hand after %.0fs",
+                            actor.name, ", ".join(sorted(streams)), self.drain_timeout)
 
     async def _apply_sources(
         self, plan: Plan, old: Topology, new: Topology, undo: list[Undo]
@@ -414,6 +468,12 @@ class Runtime:
 def _ended(source: Any) -> bool:
     """A source that finished (here or in another worker) or failed for good."""
     return bool(getattr(source, "done", True)) or getattr(source, "failed", None) is not None
+
+
+def _buffered(actor: Actor, streams: set[str]) -> bool:
+    """Whether the actor's sink still buffers an event of ``streams`` (read, not yet taken)."""
+    buffer = getattr(actor.sink, "_buffer", ())
+    return any(e.stream_name in streams for e in list(buffer))
 
 
 def _applicable(plan: Plan) -> bool:
