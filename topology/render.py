@@ -196,6 +196,8 @@ def _read_label(edge: dict[str, Any]) -> str:
         parts = []
     if edge["start"] != DEFAULT_START:
         parts.append(f"from {edge['start']}")
+    if edge.get("live_text"):  # graph --live
+        parts.append(edge["live_text"])
     return ", ".join(parts)
 
 
@@ -238,7 +240,8 @@ def mermaid(graph: nx.DiGraph) -> str:
             lines.append(f"  {ids[node]}[{_label(data)}]")
             classes["sink"].append(ids[node])
             continue
-        lines.append(f"  subgraph {ids[node]} [{_title(spec.name, spec.handler)}]")
+        title = ", ".join(filter(None, (spec.handler, data.get("live_text"))))  # + --live
+        lines.append(f"  subgraph {ids[node]} [{_title(spec.name, title)}]")
         classes["sink"].append(ids[node])
         if len(actors) > MAX_MERMAID_ACTORS:
             first, last = graph.nodes[actors[0]]["label"], graph.nodes[actors[-1]]["label"]

@@ -41,12 +41,12 @@ sinks:
     outputs: [out]
 """
 
-HANDLERS = '''
+HANDLERS = """
 from topology import Emit
 
 def forward(event):
     return Emit("out", event.payload)
-'''
+"""
 
 
 def write_config(folder: Path, name: str, streams: str = "a") -> Path:
@@ -60,7 +60,10 @@ def write_config(folder: Path, name: str, streams: str = "a") -> Path:
 def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "topology.cli", *args],
-        capture_output=True, text=True, timeout=60, cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=cwd,
     )
 
 
@@ -71,9 +74,24 @@ class Worker:
         env = {**os.environ}
         env.pop("REDIS_URL", None)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "topology.cli", "run", "--deployment", name,
-             "--redis-url", url, "--handlers-dir", str(handlers), "--quiet", *extra],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+            [
+                sys.executable,
+                "-m",
+                "topology.cli",
+                "run",
+                "--deployment",
+                name,
+                "--redis-url",
+                url,
+                "--handlers-dir",
+                str(handlers),
+                "--quiet",
+                *extra,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
         )
         self.lines: list[str] = []
         self.out = ""
@@ -89,8 +107,11 @@ class Worker:
         return "".join(self.lines)
 
     def wait_log(self, needle: str, timeout: float = 20.0) -> None:
-        wait_until(lambda: needle in self.text() or self.proc.poll() is not None,
-                   timeout, f"log {needle!r}")
+        wait_until(
+            lambda: needle in self.text() or self.proc.poll() is not None,
+            timeout,
+            f"log {needle!r}",
+        )
         assert needle in self.text(), self.text()
 
     def stop(self) -> int:
@@ -159,16 +180,25 @@ def test_apply_then_worker_handles_events_and_reconciles_next_apply(
         client.xadd("pulse:stream:a", {"n": "e", "p": "a2"})
         wait_until(lambda: len(outputs(client)) == 3, 20, "b1 and a2 forwarded")
         assert sorted(outputs(client)) == [b"a1", b"a2", b"b1"]
-        wait_until(lambda: heartbeat(client, "dep1").get("deployment_version") == 2, 10,
-                   "heartbeat shows version 2")
+        wait_until(
+            lambda: heartbeat(client, "dep1").get("deployment_version") == 2,
+            10,
+            "heartbeat shows version 2",
+        )
         assert heartbeat(client, "dep1")["generation"] == 2
         assert worker.proc.poll() is None  # reconciled, not restarted
     finally:
         code = worker.stop()
         client.close()
     assert code == 0, worker.text()
-    for text in (applied.stdout, applied.stderr, second.stdout, second.stderr,
-                 worker.text(), worker.out):
+    for text in (
+        applied.stdout,
+        applied.stderr,
+        second.stdout,
+        second.stderr,
+        worker.text(),
+        worker.out,
+    ):
         assert PASSWORD not in text
 
 
@@ -221,7 +251,11 @@ def test_run_deployment_needs_a_url(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
     result = subprocess.run(
         [sys.executable, "-m", "topology.cli", "run", "--deployment", "x"],
-        capture_output=True, text=True, timeout=30, env=env, cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=env,
+        cwd=tmp_path,
     )
     assert result.returncode == 2
     assert "--redis-url" in result.stderr
@@ -302,9 +336,15 @@ async def test_a_missed_announcement_is_caught_by_polling(
         follower.start(recorder)
         # A new version with no PUBLISH: as if the message was lost in a reconnect.
         changed = text.replace("streams: [a]", "streams: [b]")
-        await r.hset(EngineKeys("dep8").config(), mapping={
-            "text": changed, "version": 2, "sha256": "x", "source": "dep.yaml",
-        })
+        await r.hset(
+            EngineKeys("dep8").config(),
+            mapping={
+                "text": changed,
+                "version": 2,
+                "sha256": "x",
+                "source": "dep.yaml",
+            },
+        )
         await wait_applied(recorder, 1)
         assert recorder.applied[0].sinks["fwd"].stream_names == ("b",)
         assert follower.version == 2

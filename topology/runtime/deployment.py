@@ -169,7 +169,9 @@ class DeploymentFollower:
         where = f"deployment {self.deployment} version {published.version}"
         if topology is not None and topology.name != self.deployment:
             log.error(
-                "%s: the config is named %r, not %r; ignored", where, topology.name,
+                "%s: the config is named %r, not %r; ignored",
+                where,
+                topology.name,
                 self.deployment,
             )
             return None
@@ -198,7 +200,9 @@ class DeploymentFollower:
         if published.version < self._seen[0]:
             log.warning(
                 "deployment %s: version went back from %d to %d (its key was recreated)",
-                self.deployment, self._seen[0], published.version,
+                self.deployment,
+                self._seen[0],
+                published.version,
             )
         self._seen = mark
         topology = self._validate(published)
@@ -261,8 +265,11 @@ class DeploymentFollower:
                 published, topology = found
                 self.version, self.sha256 = published.version, published.sha256
                 log.info(
-                    "deployment %s version %d (%s, sha256 %s)", self.deployment,
-                    published.version, published.source, published.sha256[:12],
+                    "deployment %s version %d (%s, sha256 %s)",
+                    self.deployment,
+                    published.version,
+                    published.source,
+                    published.sha256[:12],
                 )
                 return topology
             if not told:
@@ -307,17 +314,24 @@ class DeploymentFollower:
             published, topology = found
             log.info(
                 "deployment %s: version %d published (sha256 %s); reconciling",
-                self.deployment, published.version, published.sha256[:12],
+                self.deployment,
+                published.version,
+                published.sha256[:12],
             )
             try:
                 await apply(topology)
             except ApplyError as exc:
-                log.error("deployment %s version %d rolled back: %s", self.deployment,
-                          published.version, exc)
+                log.error(
+                    "deployment %s version %d rolled back: %s",
+                    self.deployment,
+                    published.version,
+                    exc,
+                )
                 continue
             except Exception:
-                log.exception("deployment %s: apply failed unexpectedly; %s", self.deployment,
-                              self._keeps())
+                log.exception(
+                    "deployment %s: apply failed unexpectedly; %s", self.deployment, self._keeps()
+                )
                 continue
             self.version, self.sha256 = published.version, published.sha256
             log.info("deployment %s: running version %d", self.deployment, self.version)
