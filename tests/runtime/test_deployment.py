@@ -21,6 +21,7 @@ import redis.asyncio as aioredis
 from topology.config.model import Topology
 from topology.runtime.deployment import DeploymentFollower, publish, read_published
 from topology.runtime.keys import EngineKeys
+from topology.runtime.metrics import Metrics
 from topology.server import ServerProcess
 
 PASSWORD = "dep-s3cret-pw"
@@ -278,6 +279,7 @@ class Recorder:
     def __init__(self) -> None:
         self.applied: list[Topology] = []
         self.event = asyncio.Event()
+        self.metrics = Metrics()
 
     async def apply(self, topology: Topology) -> None:
         self.applied.append(topology)
@@ -315,6 +317,10 @@ async def test_invalid_published_version_is_logged_and_skipped(
             await asyncio.sleep(0.05)
         assert "dep.yaml:" in caplog.text and "version 1 keeps running" in caplog.text
         assert recorder.applied == [] and follower.version == 1
+        assert (
+            recorder.metrics.registry.get_sample_value("ponos_reloads_total", {"result": "invalid"})
+            == 1
+        )
         await publish(r, "dep7", text.replace("streams: [a]", "streams: [a, b]"), source="dep.yaml")
         await wait_applied(recorder, 1)
         assert recorder.applied[0].sinks["fwd"].stream_names == ("a", "b")

@@ -155,6 +155,7 @@ class DeploymentFollower:
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
+        self._metrics: Any = None  # the runtime's, once following (counts invalid versions)
 
     # -- reading and validating ------------------------------------------------------
 
@@ -179,6 +180,8 @@ class DeploymentFollower:
             for problem in problems:
                 log.error("%s: %s", where, problem)
             log.error("%s is invalid here; %s", where, self._keeps())
+            if self._metrics is not None:
+                self._metrics.reloads.labels("invalid").inc()
             return None
         for problem in problems:
             log.warning("%s: %s", where, problem)
@@ -289,6 +292,7 @@ class DeploymentFollower:
         """Follow later versions in the background, applying each with ``runtime.apply``."""
         if not any(t.get_name() == "deployment:subscribe" for t in self._tasks):
             self._spawn(self._subscribe_loop(), "deployment:subscribe")
+        self._metrics = runtime.metrics
         self._spawn(self._follow_loop(runtime.apply), "deployment:follow")
         if hup is not None:
             self._spawn(self._hup_loop(hup), "deployment:sighup")
