@@ -287,7 +287,7 @@ def _chain_with(
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:  # wait until the last stage's group exists
             try:
-                if any(g[b"name"] for g in r.xinfo_groups(key("c"))):
+                if r.xinfo_groups(key("c")):
                     break
             except redis.ResponseError:
                 pass

@@ -32,10 +32,15 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
-from redis.exceptions import RedisClusterException, ResponseError
+from redis.asyncio import Redis as AsyncRedis
+from redis.exceptions import NoScriptError, RedisClusterException, ResponseError
+
+try:  # hiredis packs a command in C, ~4x faster than redis.asyncio's Python packer
+    from hiredis import pack_command as _pack_command
+except ImportError:  # pragma: no cover - hiredis is a dependency of the engine
+    _pack_command = None
 
 from topology.config.model import StreamSpec
 from topology.streams import Event
@@ -83,31 +88,64 @@ for i = 1, nstreams do
 end
 local has_attempts = base == 1 and redis.call('EXISTS', KEYS[1]) == 1
 local nentries = tonumber(ARGV[a]); a = a + 1
+-- Ownership: one XPENDING over this consumer's whole PEL per input stream (the
+-- actor holds at most a batch, so it is short) instead of one per event. When the
+-- reply is cut at the count, an id not in it is checked on its own.
+local window = nentries * 2 + 64
+local owned, cut = {}, {}
+local function owns(si, id)
+  local set = owned[si]
+  if set == nil then
+    set = {}
+    local ok, rows = pcall(redis.call, 'XPENDING', KEYS[si + base], group, '-', '+', window,
+                           consumer)
+    if ok then
+      for i = 1, #rows do set[rows[i][1]] = true end
+      cut[si] = #rows >= window
+    else
+      cut[si] = false  -- NOGROUP: nothing is ours
+    end
+    owned[si] = set
+  end
+  if set[id] then return true end
+  if cut[si] then
+    local ok, rows = pcall(redis.call, 'XPENDING', KEYS[si + base], group, id, id, 1, consumer)
+    return ok and #rows > 0
+  end
+  return false
+end
 local conflicts = {}
 local acks = {}
 local trim = {}
+local cleared = {}
 for e = 1, nentries do
   local si = tonumber(ARGV[a]); local id = ARGV[a + 1]; local nadds = tonumber(ARGV[a + 2])
   a = a + 3
-  local key = KEYS[si + base]
-  local ok, pending = pcall(redis.call, 'XPENDING', key, group, id, id, 1, consumer)
-  if ok and #pending > 0 then
+  if owns(si, id) then
     for j = 1, nadds do
       local oi = tonumber(ARGV[a]); local nf = tonumber(ARGV[a + 1]); a = a + 2
-      local args = {'XADD', KEYS[oi + base]}
-      if maxlens[oi] ~= '' then
-        args[3] = 'MAXLEN'; args[4] = '~'; args[5] = maxlens[oi]
+      local okey = KEYS[oi + base]
+      if maxlens[oi] == '' and nf == 4 then
+        redis.call('XADD', okey, '*', ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3])
+      elseif maxlens[oi] == '' and nf == 6 then
+        redis.call('XADD', okey, '*', ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3],
+                   ARGV[a + 4], ARGV[a + 5])
+      else
+        local args = {'XADD', okey}
+        if maxlens[oi] ~= '' then
+          args[3] = 'MAXLEN'; args[4] = '~'; args[5] = maxlens[oi]
+        end
+        args[#args + 1] = '*'
+        for f = 0, nf - 1 do args[#args + 1] = ARGV[a + f] end
+        redis.call(unpack(args))
       end
-      args[#args + 1] = '*'
-      for f = 0, nf - 1 do args[#args + 1] = ARGV[a + f] end
       a = a + nf
-      redis.call(unpack(args))
       if minids[oi] ~= '' then trim[oi] = true end
     end
     local ids = acks[si]
     if ids == nil then ids = {}; acks[si] = ids end
     ids[#ids + 1] = id
-    if has_attempts then redis.call('HDEL', KEYS[1], names[si] .. '/' .. id) end
+    if has_attempts then cleared[#cleared + 1] = names[si] .. '/' .. id end
   else
     for j = 1, nadds do a = a + 2 + tonumber(ARGV[a + 1]) end
     conflicts[#conflicts + 1] = e - 1
@@ -118,6 +156,9 @@ for si, ids in pairs(acks) do
     redis.call('XACK', KEYS[si + base], group, unpack(ids, i, math.min(i + 999, #ids)))
   end
 end
+for i = 1, #cleared, 1000 do
+  redis.call('HDEL', KEYS[1], unpack(cleared, i, math.min(i + 999, #cleared)))
+end
 for oi, _ in pairs(trim) do
   redis.call('XTRIM', KEYS[oi + base], 'MINID', '~', minids[oi])
 end
@@ -125,16 +166,18 @@ return conflicts
 """
 
 
-@dataclass(frozen=True, slots=True)
-class Add:
-    """One entry to add to ``stream`` in the commit: flat ``fields`` (``n``, name, ``p``, ...)."""
+class Add(NamedTuple):
+    """One entry to add to ``stream`` in the commit: flat ``fields`` (``n``, name, ``p``, ...).
+
+    A NamedTuple rather than a frozen dataclass: one is built per output event
+    on the hot path, and a tuple costs a fifth of a frozen dataclass to create.
+    """
 
     stream: str
     fields: Sequence[Any]
 
 
-@dataclass(frozen=True, slots=True)
-class Entry:
+class Entry(NamedTuple):
     """An input event and what its commit writes (its outputs, or its dead letter)."""
 
     event: Event
@@ -171,6 +214,14 @@ class Committer:
         self._streams = streams
         # register_script: EVALSHA, and SCRIPT LOAD on NOSCRIPT (a restarted server).
         self._script = redis.register_script(COMMIT_SCRIPT)
+        #: hiredis's C packer and a direct send for a plain client (see _evalsha);
+        #: cluster and single-connection clients go through redis-py.
+        self._packer = (
+            _pack_command
+            if isinstance(redis, AsyncRedis)
+            and not getattr(redis, "single_connection_client", True)
+            else None
+        )
         #: FULL, then NO_ATTEMPTS / SPLIT once keys turn out to span cluster slots.
         self.mode = FULL
 
@@ -187,15 +238,14 @@ class Committer:
             return i
 
         body: list[Any] = [len(entries)]
-        for entry in entries:
-            event = entry.event
-            body.append(idx(event.stream_name))
-            body.append(event.id)
-            body.append(len(entry.adds))
-            for add in entry.adds:
-                body.append(idx(add.stream))
-                body.append(len(add.fields))
-                body.extend(add.fields)
+        append, extend, known = body.append, body.extend, index.get
+        for event, adds in entries:
+            si = known(event.stream_name) or idx(event.stream_name)
+            extend((si, event.id, len(adds)))
+            for stream, fields in adds:
+                append(known(stream) or idx(stream))
+                append(len(fields))
+                extend(fields)
         specs = self._streams()
         head: list[Any] = [self.group, self.consumer, "1" if self.mode == FULL else "0", len(order)]
         now_ms: int | None = None
@@ -220,7 +270,7 @@ class Committer:
         while self.mode != SPLIT:
             keys, args = self.build(entries)
             try:
-                reply = await self._script(keys=keys, args=args)
+                reply = await self._evalsha(keys, args)
             except (ResponseError, RedisClusterException) as exc:
                 if not _is_cross_slot(exc):
                     raise
@@ -231,6 +281,45 @@ class Committer:
                 await self._clear_attempts(entries, conflicts)
             return conflicts
         return await self._commit_split(entries)
+
+    async def _evalsha(self, keys: list[str], args: list[Any]) -> Any:
+        """Run the script; on a plain (non-cluster) client, packed by hiredis and sent directly.
+
+        redis.asyncio packs every argument in Python (~1 µs each, ~9 per event):
+        a third of a forward stage's CPU. The direct path packs the whole command
+        in C and uses a pooled connection the way ``execute_command`` does. It
+        skips redis-py's own retry: the actor retries a failed commit itself, and
+        that is safe because the script is fenced.
+        """
+        packer = self._packer
+        if packer is None:
+            return await self._script(keys=keys, args=args)
+        try:
+            packed = packer(("EVALSHA", self._script.sha, len(keys), *keys, *args))
+        except TypeError:  # an argument hiredis cannot pack: let redis-py encode it
+            return await self._script(keys=keys, args=args)
+        try:
+            return await self._send_packed(packed)
+        except NoScriptError:  # a restarted or flushed server: load, run again
+            self._script.sha = await self.redis.script_load(COMMIT_SCRIPT)
+            packed = packer(("EVALSHA", self._script.sha, len(keys), *keys, *args))
+            return await self._send_packed(packed)
+
+    async def _send_packed(self, packed: bytes) -> Any:
+        pool = self.redis.connection_pool
+        conn = await pool.get_connection()
+        try:
+            await conn.send_packed_command(packed)
+            return await conn.read_response()
+        except ResponseError:
+            raise  # a complete error reply: the connection is in a clean state
+        except BaseException:
+            # Cancelled or failed half-way: a reply may still be on its way, so the
+            # connection cannot be reused as is.
+            await conn.disconnect(nowait=True)
+            raise
+        finally:
+            await pool.release(conn)
 
     def _downgrade(self) -> None:
         if self.mode == FULL:
