@@ -393,11 +393,14 @@ class Actor:
             outcomes = await self.handler.run(events)
             entries: list[Entry] = []
             failed: list[tuple[Event, Failure]] = []
+            add = entries.append
             for event, outcome in zip(events, outcomes, strict=True):
-                if isinstance(outcome, Failure):
+                if type(outcome) is list:  # the common case first: outputs to commit
+                    add(Entry(event, outcome))
+                elif isinstance(outcome, Failure):
                     failed.append((event, outcome))
                 else:
-                    entries.append(Entry(event, outcome))
+                    add(Entry(event, outcome))
             handled = len(entries)
             if failed:
                 entries += await self._failures(failed)
