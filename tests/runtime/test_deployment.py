@@ -358,3 +358,38 @@ async def test_a_missed_announcement_is_caught_by_polling(
         assert published is not None and published.text == changed
     finally:
         await follower.stop()
+
+
+async def follow_second_version(client: object, tmp_path: Path, name: str) -> Recorder:
+    """Publish v1, follow it with polling out of the picture, publish v2: pub/sub must wake it."""
+    config = write_config(tmp_path, name)
+    text = config.read_text()
+    await publish(client, name, text, source="dep.yaml")
+    follower = DeploymentFollower(client, name, handlers_dir=tmp_path, poll_interval=60)
+    recorder = Recorder()
+    try:
+        assert await follower.first(asyncio.Event()) is not None
+        follower.start(recorder)
+        changed = text.replace("streams: [a]", "streams: [a, b]")
+        version, changed_flag = await publish(client, name, changed, source="dep.yaml")
+        assert (version, changed_flag) == (2, True)
+        await wait_applied(recorder, 1)
+        assert follower.version == 2
+    finally:
+        await follower.stop()
+    return recorder
+
+
+async def test_an_announcement_wakes_the_worker_at_once(tmp_path: Path, r: aioredis.Redis) -> None:
+    await follow_second_version(r, tmp_path, "dep9")
+
+
+async def test_apply_and_follow_on_a_cluster(tmp_path: Path, redis_cluster: object) -> None:
+    nodes = redis_cluster.nodes  # type: ignore[attr-defined]
+    client = aioredis.RedisCluster.from_url(nodes[0].url)
+    try:
+        await client.initialize()
+        await client.delete(EngineKeys("dep10").config())
+        await follow_second_version(client, tmp_path, "dep10")
+    finally:
+        await client.aclose()
