@@ -100,6 +100,16 @@ def run(args: argparse.Namespace) -> int:
     if args.handlers_dir is not None and args.deployment is None:
         print("ponos-topology run: --handlers-dir goes with --deployment", file=sys.stderr)
         return EXIT_USAGE
+    if args.deployment is not None:
+        from topology.runtime.connect import resolve_url
+
+        if resolve_url(args.redis_url, None) is None:
+            print(
+                "ponos-topology run: --deployment needs a Redis URL (--redis-url or $REDIS_URL): "
+                "the embedded server belongs to a config file's folder",
+                file=sys.stderr,
+            )
+            return EXIT_USAGE
     topology: Any = None
     if args.config is not None:
         topology, problems = check(args.config)
@@ -172,15 +182,14 @@ async def _main(args: argparse.Namespace, topology: Any, state: _RunState) -> in
     from topology.cli import EXIT_FAILURE, EXIT_OK
     from topology.runtime.connect import RedisUnavailableError, open_redis
 
-    if args.deployment is not None:
-        return await _main_deployment(args, state)
-
     loop = asyncio.get_running_loop()
     main = asyncio.current_task()
     assert main is not None
     signals = _Signals(loop, main)
     signals.install()
     try:
+        if args.deployment is not None:
+            return await _follow_deployment(args, signals, state)
         async with open_redis(
             topology, cli_url=args.redis_url, data_dir=args.data_dir, owner=True
         ) as connected:
@@ -197,55 +206,33 @@ async def _main(args: argparse.Namespace, topology: Any, state: _RunState) -> in
     return EXIT_OK  # pragma: no cover
 
 
-async def _main_deployment(args: argparse.Namespace, state: _RunState) -> int:
+async def _follow_deployment(args: argparse.Namespace, signals: _Signals, state: _RunState) -> int:
     """``run --deployment``: wait for a published config, then serve it like a file's."""
     from dataclasses import replace
 
-    from topology.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
+    from topology.cli import EXIT_OK
     from topology.config.model import Topology
-    from topology.runtime.connect import RedisUnavailableError, open_redis, resolve_url
+    from topology.runtime.connect import open_redis
     from topology.runtime.deployment import DeploymentFollower
     from topology.streams import Connection
 
-    if resolve_url(args.redis_url, None) is None:
-        print(
-            "ponos-topology run: --deployment needs a Redis URL (--redis-url or $REDIS_URL): "
-            "the embedded server belongs to a config file's folder",
-            file=sys.stderr,
+    async with open_redis(
+        Topology.empty(args.deployment), cli_url=args.redis_url, owner=True
+    ) as connected:
+        follower = DeploymentFollower(
+            connected.client, args.deployment, handlers_dir=args.handlers_dir or Path.cwd()
         )
-        return EXIT_USAGE
-    loop = asyncio.get_running_loop()
-    main = asyncio.current_task()
-    assert main is not None
-    signals = _Signals(loop, main)
-    signals.install()
-    try:
-        async with open_redis(
-            Topology.empty(args.deployment), cli_url=args.redis_url, owner=True
-        ) as connected:
-            follower = DeploymentFollower(
-                connected.client, args.deployment, handlers_dir=args.handlers_dir or Path.cwd()
-            )
-            try:
-                topology = await follower.first(signals.stop)
-                if topology is None:
-                    return EXIT_OK
-                if topology.redis.prefix != connected.conn.keys.prefix:
-                    connected = replace(
-                        connected, conn=Connection(connected.client, prefix=topology.redis.prefix)
-                    )
-                return await _serve(args, topology, connected, signals, state, follower)
-            finally:
-                await follower.stop()
-    except RedisUnavailableError as exc:
-        print(f"ponos-topology run: {exc}", file=sys.stderr)
-        return EXIT_FAILURE
-    except asyncio.CancelledError:
-        if signals.hard:
-            raise _HardStop() from None
-        raise
-    finally:
-        signals.remove()
+        try:
+            topology = await follower.first(signals.stop)
+            if topology is None:
+                return EXIT_OK
+            if topology.redis.prefix != connected.conn.keys.prefix:
+                connected = replace(
+                    connected, conn=Connection(connected.client, prefix=topology.redis.prefix)
+                )
+            return await _serve(args, topology, connected, signals, state, follower)
+        finally:
+            await follower.stop()
 
 
 async def _serve(
