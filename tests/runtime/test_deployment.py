@@ -393,3 +393,38 @@ async def test_apply_and_follow_on_a_cluster(tmp_path: Path, redis_cluster: obje
         await follow_second_version(client, tmp_path, "dep10")
     finally:
         await client.aclose()
+
+
+async def test_sighup_retries_a_version_that_was_invalid_here(
+    tmp_path: Path,
+    r: aioredis.Redis,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.delenv("DEP_STREAM", raising=False)
+    config = write_config(tmp_path, "dep11")
+    text = config.read_text()
+    await publish(r, "dep11", text, source="dep.yaml")
+    follower = DeploymentFollower(r, "dep11", handlers_dir=tmp_path, poll_interval=0.2)
+    recorder = Recorder()
+    hup = asyncio.Event()
+    try:
+        assert await follower.first(asyncio.Event()) is not None
+        follower.start(recorder, hup=hup)
+        # ${VAR} resolves on the worker: missing here, so version 2 is invalid here.
+        await publish(r, "dep11", text.replace("[a]", '[a, "${DEP_STREAM}"]'), source="dep.yaml")
+        deadline = time.monotonic() + 10  # the rejection is only visible in the metrics
+        while not recorder.metrics.registry.get_sample_value(
+            "ponos_reloads_total", {"result": "invalid"}
+        ):
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+        assert recorder.applied == [] and follower.version == 1
+        assert "DEP_STREAM" in caplog.text
+        monkeypatch.setenv("DEP_STREAM", "b")
+        hup.set()
+        await wait_applied(recorder, 1)
+        assert recorder.applied[0].sinks["fwd"].stream_names == ("a", "b")
+        assert follower.version == 2
+    finally:
+        await follower.stop()

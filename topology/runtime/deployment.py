@@ -130,8 +130,9 @@ class DeploymentFollower:
     anything was applied); :meth:`start` then follows every later version in
     the background, each through ``runtime.apply``. A version that does not
     validate here (a handler this worker cannot import, a ``${VAR}`` missing
-    from its environment) is logged with its located errors and skipped: the
-    running generation stays, and the next version is tried as usual.
+    from its environment), or that ``Runtime.apply`` rolls back, is logged and
+    skipped: the running generation stays, and the next version is tried as
+    usual. SIGHUP makes the worker try the current version again.
     """
 
     def __init__(
@@ -286,6 +287,8 @@ class DeploymentFollower:
             await asyncio.wait({waker, stopper}, return_when=asyncio.FIRST_COMPLETED)
             for task in (waker, stopper):
                 task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         return None
 
     def start(self, runtime: Any, *, hup: asyncio.Event | None = None) -> None:
@@ -298,9 +301,15 @@ class DeploymentFollower:
             self._spawn(self._hup_loop(hup), "deployment:sighup")
 
     async def _hup_loop(self, hup: asyncio.Event) -> None:
+        """SIGHUP: validate and apply the current version again, even if already seen.
+
+        The operator's retry for a version that failed here (a handler module
+        fixed on this machine since); an unchanged one is an empty plan.
+        """
         while not self._stopping.is_set():
             await hup.wait()
             hup.clear()
+            self._seen = (0, "")
             self.wake()
 
     async def _follow_loop(self, apply: Callable[[Topology], Any]) -> None:
