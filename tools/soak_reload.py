@@ -243,6 +243,9 @@ def soak(args: argparse.Namespace, folder: Path, url: str) -> int:
         if k % len(VARIANTS) != 0:
             write_renamed(config, config_text(**FINAL))
             writes.append(time.monotonic())
+        deadline = time.monotonic() + 30
+        while logs.first_after(writes[-1]) is None and time.monotonic() < deadline:
+            time.sleep(0.05)  # polling another process's log for the last reload
         expected_in = {str(i).encode() for i in range(0, producer.seq, 2)}
         expected_all = {str(i).encode() for i in range(producer.seq)}
         deadline = time.monotonic() + args.drain_timeout

@@ -437,16 +437,31 @@ async def test_a_reload_failing_half_way_rolls_back_and_events_keep_flowing(
         assert runtime.actors("extra") == []
         handled = runtime.handled().get("fwd", 0)
         await wait_for(lambda: runtime.handled().get("fwd", 0) > handled + 50, what="flowing")
-        # a handler module that imports at validation but raises when reloaded
-        write_renamed(config, config_text(module="dw_flaky", consumers=2))
+        # half-way through a restart: fwd's actors are drained and restarted with the
+        # new handler, then the new sink fails; fwd must run its old handler again
+        write_renamed(
+            config,
+            config_text(handler="forward_async", extra=True, extra_streams="broken"),
+        )
         assert await reloader.wait_finished(2, 10) == "rolled_back"
         assert runtime.generation == 1 and sample(runtime, "rolled_back") == 2
+        restored = runtime.actors("fwd")
+        assert len(restored) == 1 and restored[0].running
+        assert restored[0].handler.fn.__name__ == "forward"
+        assert runtime.topology.sinks["fwd"].handler == "dw_handlers:forward"
+        actors = runtime.actors()
+        handled = runtime.handled().get("fwd", 0)
+        await wait_for(lambda: runtime.handled().get("fwd", 0) > handled + 50, what="flowing")
+        # a handler module that imports at validation but raises when reloaded
+        write_renamed(config, config_text(module="dw_flaky", consumers=2))
+        assert await reloader.wait_finished(3, 10) == "rolled_back"
+        assert runtime.generation == 1 and sample(runtime, "rolled_back") == 3
         assert runtime.actors() == actors and all(a.running for a in actors)
         handled = runtime.handled().get("fwd", 0)
         await wait_for(lambda: runtime.handled().get("fwd", 0) > handled + 50, what="flowing")
         # and the next good file applies
         write_renamed(config, config_text(consumers=2))
-        assert await reloader.wait_finished(3, 10) == "applied"
+        assert await reloader.wait_finished(4, 10) == "applied"
         assert runtime.generation == 2 and len(runtime.actors("fwd")) == 2
     finally:
         await producer.stop()

@@ -87,6 +87,7 @@ async def test_every_event_is_handled_exactly_once_across_twenty_reloads(
     )
     await runtime.apply(topology(tmp_path, **next(variants)))
     producer = asyncio.create_task(produce())
+    load_started = time.monotonic()
     latencies = []
     try:
         for _ in range(23):
@@ -96,6 +97,8 @@ async def test_every_event_is_handled_exactly_once_across_twenty_reloads(
             latencies.append(time.perf_counter() - started)
         stop.set()
         await producer
+        offered = sum(produced.values()) / (time.monotonic() - load_started)
+        assert offered >= 1000, f"only {offered:.0f} events/s offered during the reloads"
         # the last variant reads everything: wait for the backlog to drain
         final = dict(consumers=2, more=True, handler="forward_a", extra=True)
         await runtime.apply(topology(tmp_path, **final))
