@@ -166,7 +166,7 @@ class DeploymentFollower:
 
         # Named after the applied file but located in --handlers-dir: its folder
         # is where the config's handler modules import from.
-        path = self.handlers_dir / published.source
+        path = self.handlers_dir / Path(published.source).name
         topology, problems = check_text(published.text, path=path)
         where = f"deployment {self.deployment} version {published.version}"
         if topology is not None and topology.name != self.deployment:
@@ -195,6 +195,10 @@ class DeploymentFollower:
 
     async def _next(self) -> tuple[Published, Topology] | None:
         """The published version if it is new here and valid; marks it seen either way."""
+        # The poll runs every few seconds on every worker: two short fields, not the text.
+        version, digest = await self.client.hmget(self.keys.config(), "version", "sha256")
+        if version is None or (int(version), _s(digest or b"")) == self._seen:
+            return None
         published = await read_published(self.client, self.deployment)
         if published is None:
             return None
