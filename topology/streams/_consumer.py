@@ -3,12 +3,16 @@
 Reads happen on demand, never in a background prefetch task: ``read_batch``
 serves from the local buffer and, only when it is empty, issues one blocking
 read over all current streams. A consumer therefore holds only what it asked
-for (exact backpressure for the engine). ``add_stream``/``remove_stream``/``close``
-cancel the in-flight read: redis.asyncio drops a connection whose command was
-cancelled and the pool hands out a fresh one, so the change takes effect at
-once instead of after ``block`` seconds. A cancelled XREADGROUP can lose the
-race with its reply (entries handed to us, never seen): sinks look for those
-right after (``Sink._after_interrupted_read``) rather than waiting ack_grace.
+for (exact backpressure for the engine).
+
+Blocking reads run on connections the consumer owns (:mod:`._link`), not the
+client's pool. ``add_stream``/``remove_stream``/``close`` interrupt the
+in-flight read by aborting its connection, which ends it at once whatever it
+is doing; cancelling the task is not enough (redis.asyncio can swallow a
+cancellation that lands while the command is written, and the read then blocks
+for the whole ``block``). An aborted XREADGROUP can lose the race with its
+reply (entries handed to us, never seen): sinks look for those right after
+(``Sink._after_interrupted_read``) rather than waiting ack_grace.
 """
 
 from __future__ import annotations
@@ -23,11 +27,12 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from redis.exceptions import BusyLoadingError, ResponseError
+from redis.exceptions import AskError, BusyLoadingError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from topology.streams._event import Event
+from topology.streams._link import ReadInterrupted, ReadLink, new_link
 from topology.streams._position import validate_start
 
 if TYPE_CHECKING:
@@ -49,6 +54,13 @@ RETRYABLE_ERRORS: tuple[type[BaseException], ...] = (
 
 BACKOFF_FIRST = 0.05
 BACKOFF_CAP = 2.0
+
+#: How long an interrupted read gets to end by itself before it is also cancelled,
+#: and how long a barrier (remove_stream, close) waits at most for it to end.
+ABORT_GRACE = 0.01
+SETTLE_CAP = 2.0
+
+_NO_LINK: Any = object()
 
 
 def socket_timeout_of(redis: Any) -> float | None:
@@ -229,7 +241,10 @@ class Consumer:
         self._streams: dict[str, Stream] = {}
         self._names_by_key: dict[bytes, str] = {}
         self._buffer: deque[Event] = deque()
+        # The in-flight read, until it has ended (even when its caller gave up on it).
         self._read_task: asyncio.Future[Any] | None = None
+        self._read_aborted = False  # the current read was interrupted
+        self._links: dict[Any, ReadLink | None] = {}
         self._wake = asyncio.Event()
         # Two tasks reading the same consumer share one read: the second waits for
         # the first's fill, then takes from the buffer.
@@ -265,9 +280,58 @@ class Consumer:
     def _interrupt(self) -> None:
         """Make the current (or next) wait return now: the stream set or buffer changed."""
         self._wake.set()
+        self._abort_read()
+
+    def _abort_read(self) -> None:
+        """End the in-flight read now, by cutting its connection(s).
+
+        Cutting rather than cancelling lets a reply already received be parsed
+        (fewer dropped replies), and works where a cancellation would be
+        swallowed. A read that has not started yet sees ``_read_aborted`` and
+        does not send. Without a link of our own (unknown client) the task is
+        cancelled instead.
+        """
         task = self._read_task
-        if task is not None and not task.done():
+        if task is None or task.done():
+            return
+        self._read_aborted = True
+        links = [link for link in self._links.values() if link is not None]
+        for link in links:
+            link.abort()
+        if not links:
             task.cancel()
+
+    async def _settle_read(self) -> None:
+        """Interrupt the in-flight read and wait until it has ended (a barrier).
+
+        Bounded: the abort ends it within a loop step or two; if not (a read
+        between two phases), it is cancelled and cut again every 10 ms.
+        """
+        task = self._read_task
+        if task is None or task.done():
+            return
+        self._abort_read()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + SETTLE_CAP
+        while not task.done():
+            await asyncio.wait((task,), timeout=ABORT_GRACE)
+            if task.done():
+                break
+            task.cancel()
+            for link in self._links.values():
+                if link is not None:
+                    link.abort()
+            if loop.time() > deadline:
+                log.warning("%s: an interrupted read did not end in %.0f s", self, SETTLE_CAP)
+                return
+
+    def _read_ended(self, task: asyncio.Future[Any]) -> None:
+        if self._read_task is task:
+            self._read_task = None
+        if not task.cancelled():
+            # Retrieved here too: a read whose caller was cancelled ends unobserved
+            # (its error is only the abort), which asyncio would report at GC.
+            task.exception()
 
     # -- reading ---------------------------------------------------------------------
 
@@ -304,6 +368,8 @@ class Consumer:
                 await self._fill_locked()
 
     async def _fill_locked(self) -> None:
+        # A read whose caller was cancelled may still be ending: one read at a time.
+        await self._settle_read()
         self._wake.clear()
         if not self._streams:
             await self._wake.wait()
@@ -315,21 +381,24 @@ class Consumer:
             await self._check_interrupted(keys)
             if self._buffer:
                 return
+        await self._before_read()
+        if self._closed or self._wake.is_set():
+            return  # closed or changed meanwhile: the caller loops with the new state
         read_keys = [s.key for s in self._streams.values()]
+        self._read_aborted = False
         task = asyncio.ensure_future(self._read())
         self._read_task = task
+        task.add_done_callback(self._read_ended)
         try:
             await asyncio.wait((task,))
         except asyncio.CancelledError:
-            task.cancel()
+            self._abort_read()
             self._unseen_keys = read_keys
             raise
-        finally:
-            self._read_task = None
         if self._closed:
             return
-        if task.cancelled():
-            # Interrupted: the caller loops with the new state. The cancelled
+        if task.cancelled() or (self._read_aborted and task.exception() is not None):
+            # Interrupted: the caller loops with the new state. The aborted
             # command's reply may have been on its way (entries delivered by the
             # server, never seen here): let the subclass find them.
             await self._check_interrupted(read_keys)
@@ -380,34 +449,84 @@ class Consumer:
         """The blocking read command over ``keys`` (all in one hash slot)."""
         raise NotImplementedError
 
+    def _link_id(self, key: str) -> tuple[Any, Any]:
+        """``(link id, cluster node)`` of the read of ``key``: one link per node and slot."""
+        if not self.conn.cluster:
+            return None, None
+        redis = self.conn.redis
+        node = redis.get_node_from_key(key)
+        return (node.name, redis.keyslot(key)), node
+
+    def _link(self, key: str) -> ReadLink | None:
+        ident, node = self._link_id(key)
+        link = self._links.get(ident, _NO_LINK)
+        if link is _NO_LINK:
+            link = self._links[ident] = new_link(self.conn.redis, node)
+        return link
+
+    async def _read_keys(self, keys: list[str]) -> Any:
+        """One blocking read over ``keys`` (one slot) on our own link; the raw reply."""
+        if self._read_aborted:
+            raise ReadInterrupted("read interrupted")
+        args = self._read_args(keys)
+        link = self._link(keys[0])
+        if link is None:
+            return await self.conn.execute_raw(keys[0], *args)
+        try:
+            return await link.call(*args)
+        except AskError:  # MovedError too: the slots moved
+            await self.conn.redis.nodes_manager.initialize()
+            if self._read_aborted:
+                raise ReadInterrupted("read interrupted") from None
+            return await self._link(keys[0]).call(*args)
+        except (RedisConnectionError, OSError):
+            if self.conn.cluster and not self._read_aborted:
+                # A node went away (failover?): refresh the map for the next attempt.
+                with contextlib.suppress(Exception):
+                    await self.conn.redis.nodes_manager.initialize()
+            raise
+
+    async def _drop_links(self, keep: set[Any]) -> None:
+        """Close links no current read uses (a slot moved, a stream was removed)."""
+        for ident in [i for i in self._links if i not in keep]:
+            link = self._links.pop(ident)
+            if link is not None:
+                await link.close()
+
+    def _stop_sub_read(self, task: asyncio.Future[Any], group: list[str]) -> None:
+        task.cancel()  # one not started yet never starts
+        link = self._links.get(self._link_id(group[0])[0])
+        if link is not None:
+            link.abort()
+
     async def _read(self) -> Any:
         """One blocking read over every stream: ``(key, entries)`` pairs.
 
         One command on a single node. On a cluster, streams in different hash
         slots cannot share a command: one read per slot runs at once, the first
         answer wins, the others get a moment to answer too and are then
-        cancelled (and checked for a dropped reply at the next fill).
+        cut off (and checked for a dropped reply at the next fill).
         """
         keys = [s.key for s in self._streams.values()]
         groups = self.conn.slot_groups(keys)
-        execute_raw = self.conn.execute_raw
+        if self.conn.cluster:
+            await self._drop_links({self._link_id(group[0])[0] for group in groups})
         if len(groups) == 1:
-            return entries_of(await execute_raw(keys[0], *self._read_args(keys)))
-        tasks = {
-            asyncio.ensure_future(execute_raw(group[0], *self._read_args(group))): group
-            for group in groups
-        }
+            return entries_of(await self._read_keys(keys))
+        tasks = {asyncio.ensure_future(self._read_keys(group)): group for group in groups}
+        for task in tasks:
+            task.add_done_callback(_retrieve)
         try:
             done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             if pending:
                 more, pending = await asyncio.wait(pending, timeout=0.002)
                 done |= more
         except asyncio.CancelledError:
-            for task in tasks:
-                task.cancel()
+            for task, group in tasks.items():
+                self._stop_sub_read(task, group)
             raise
         for task in pending:
-            task.cancel()
+            self._stop_sub_read(task, tasks[task])
             self._unseen_keys.extend(tasks[task])
         if pending:
             await asyncio.wait(pending)
@@ -432,24 +551,40 @@ class Consumer:
     async def _after_interrupted_read(self, keys: list[str]) -> None:
         """Readers lose nothing to an interrupted XREAD: their cursors did not move."""
 
+    async def _before_read(self) -> None:
+        """Work owed to the server before the next read (sinks hand entries back)."""
+
     async def _recover_lost_group(self, exc: BaseException) -> None:
         raise exc
 
     # -- closing ---------------------------------------------------------------------
 
     async def close(self) -> None:
-        """Stop reading; returns at once whatever ``block`` is. Idempotent."""
+        """Stop reading; returns at once whatever ``block`` is. Idempotent.
+
+        A barrier like ``remove_stream``: the in-flight read is cut off and has
+        ended when this returns (no read_batch returns an event after it), and
+        the consumer's own connections are closed.
+        """
         if self._closed:
             return
         self._closed = True
         self._buffer.clear()
         self._interrupt()
+        await self._settle_read()
+        await self._drop_links(set())
 
     async def __aenter__(self) -> Consumer:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    """Mark a task's error seen: sub-reads cut off on purpose end unobserved."""
+    if not task.cancelled():
+        task.exception()
 
 
 def entries_of(reply: Any) -> Any:

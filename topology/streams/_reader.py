@@ -68,9 +68,16 @@ class Reader(Consumer):
         self._set_stream(stream)
 
     async def remove_stream(self, stream: Stream) -> None:
-        """Stop reading ``stream``; re-adding it starts again from the given start."""
-        self._unset_stream(stream)
+        """Stop reading ``stream``; re-adding it starts again from the given start.
+
+        A barrier: the read in flight has ended when this returns, and no later
+        ``read_batch`` returns an event of ``stream`` read after the call (events
+        already in the local buffer are still returned).
+        """
+        removed = self._unset_stream(stream)
         self._cursors.pop(stream.name, None)
+        if removed:
+            await self._settle_read()
 
     async def _last_id(self, key: str) -> str:
         try:

@@ -53,6 +53,11 @@ return -1
 #: A consumer with nothing pending and idle for this many ack grace periods is stale.
 STALE_AFTER_GRACES = 3
 
+#: Idle time (ms) given to entries handed back (``XCLAIM ... IDLE``): past any
+#: sensible ack grace, so the next claim pass of any instance takes them, and far
+#: below the entries' age (Redis resets an IDLE beyond "now" to 0).
+HAND_BACK_IDLE_MS = 24 * 3600 * 1000
+
 
 def _consumer_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -106,6 +111,8 @@ class Sink(Consumer):
         self._delete_idle_consumer = redis.register_script(DELETE_IDLE_CONSUMER_SCRIPT)
         self._lease_key = conn.keys.claim_lease(name)
         self._claim_task: asyncio.Task[None] | None = None
+        # Entries of removed streams delivered to us but not to our caller, by key.
+        self._hand_back: dict[str, list[str]] = {}
         self.claimed = 0  # events this instance re-claimed from idle consumers (stats)
 
     def __repr__(self) -> str:
@@ -130,12 +137,22 @@ class Sink(Consumer):
             self._claim_task = asyncio.ensure_future(self._claim_loop())
 
     async def remove_stream(self, stream: Stream) -> None:
-        """Stop reading ``stream`` (interrupts a blocking read).
+        """Stop reading ``stream``: a barrier (interrupts a blocking read at once).
+
+        When this returns, the read in flight at the call has ended, and no
+        later ``read_batch`` returns an event of ``stream`` read after the call:
+        entries the interrupted read (or a claim pass) got from the server are
+        not delivered but handed back (pending on this consumer with an idle
+        time past ack_grace, so the next claim pass of any instance takes them).
+        Events already in the local buffer, read before the call, are still
+        delivered: the server counts them as delivered to this consumer, and
+        handing them to the caller is the quickest way to get them handled.
 
         The consumer group and its position stay: other instances and a later
         ``add_stream`` carry on from there. Never ``XGROUP DESTROY``.
         """
-        self._unset_stream(stream)
+        if self._unset_stream(stream):
+            await self._settle_read()
 
     async def _create_group(self, key: str, group_start: str) -> bool:
         try:
@@ -206,11 +223,38 @@ class Sink(Consumer):
             lost = [entry[0] for entry in pending or () if int(entry[3]) == 1]
             if not lost:
                 continue
+            if key.encode() not in self._names_by_key:  # removed meanwhile: not ours to deliver
+                self._hand_back.setdefault(key, []).extend(x.decode() for x in lost)
+                continue
             entries = await execute_raw(key, b"XCLAIM", key, group, consumer, 0, *lost)
             log.info("sink %r: recovered %d entries of an interrupted read", self.name, len(lost))
             unmatched = self._to_events(((key.encode(), entries),), self._buffer, track=True)
             if unmatched:
                 await self._xack(unmatched)
+
+    async def _before_read(self) -> None:
+        """Hand back entries of removed streams (see :meth:`remove_stream`).
+
+        ``XCLAIM ... IDLE JUSTID`` to ourselves: they stay pending (nothing is
+        lost, the delivery count is unchanged) but look abandoned, so the next
+        claim pass of any instance reading the stream takes them. Best effort:
+        if it fails they are claimed after ack_grace like any pending entry.
+        """
+        if not self._hand_back:
+            return
+        hand_back, self._hand_back = self._hand_back, {}
+        idle = max(HAND_BACK_IDLE_MS, int(self.ack_grace * 1000) + 1)
+        for key, ids in hand_back.items():
+            try:
+                await self.conn.execute_raw(
+                    key, b"XCLAIM", key, self.name, self.consumer, 0, *dict.fromkeys(ids),
+                    "IDLE", idle, "JUSTID",
+                )
+            except (*RETRYABLE_ERRORS, ResponseError) as exc:
+                log.debug("sink %r: hand-back of %d entries failed: %s", self.name, len(ids), exc)
+            else:
+                log.info("sink %r: handed back %d entries of removed stream %r",
+                         self.name, len(ids), self._name_of_key(key))
 
     # -- reading ---------------------------------------------------------------------
 
@@ -247,7 +291,16 @@ class Sink(Consumer):
         for key, entries in items:
             if not entries:
                 continue
-            stream_name = names.get(key) or self._name_of_key(key)
+            stream_name = names.get(key)
+            if stream_name is None:
+                # Removed since this read began: never delivered (remove_stream is
+                # a barrier), handed back instead.
+                self._hand_back.setdefault(key.decode(), []).extend(
+                    raw_id.decode() for raw_id, flat in entries if flat is not None
+                )
+                if track:
+                    self._last_entries[self._name_of_key(key)] = entries[-1]
+                continue
             for raw_id, flat in entries:
                 if flat is None:  # deleted while pending (XREADGROUP history)
                     continue
@@ -374,6 +427,13 @@ class Sink(Consumer):
                 await self._remove_stale_consumers(stream.key)
             if unmatched_all:
                 await self._xack(unmatched_all)
+            if any(e.stream_name not in self._streams for e in claimed):
+                # A stream removed during the pass: hand its events back.
+                for event in claimed:
+                    if event.stream_name not in self._streams:
+                        key = self.conn.stream_key(event.stream_name)
+                        self._hand_back.setdefault(key, []).append(event.id)
+                claimed = [e for e in claimed if e.stream_name in self._streams]
             if claimed and not self._closed:
                 log.info("sink %r: claimed %d idle events", self.name, len(claimed))
                 self.claimed += len(claimed)
