@@ -28,8 +28,9 @@ from topology.config.model import SinkSpec, StreamSpec
 from topology.runtime.commit import Add, Committer, Entry, attempts_field
 from topology.runtime.handlers import Failure, HandlerRunner
 from topology.runtime.metrics import Metrics
-from topology.streams import Connection, Event, Sink
-from topology.streams._consumer import RETRYABLE_ERRORS, build_filter, decode_fields
+from topology.streams import RETRYABLE_ERRORS, Connection, Event, Sink
+from topology.streams import decode_entry as decode_fields
+from topology.streams import event_filter as build_filter
 
 __all__ = ["Actor"]
 

@@ -12,6 +12,7 @@ Usable on its own; imports nothing of the engine::
 """
 
 from topology.streams._connection import Connection
+from topology.streams._consumer import RETRYABLE_ERRORS, decode_entry, event_filter
 from topology.streams._event import Event
 from topology.streams._keys import DEFAULT_PREFIX, StreamKeys
 from topology.streams._payload import encode_payload
@@ -22,6 +23,7 @@ from topology.streams._stream import Stream, Topic
 
 __all__ = [
     "DEFAULT_PREFIX",
+    "RETRYABLE_ERRORS",
     "Connection",
     "Event",
     "Reader",
@@ -29,6 +31,8 @@ __all__ = [
     "Stream",
     "StreamKeys",
     "Topic",
+    "decode_entry",
     "encode_payload",
+    "event_filter",
     "parse_start",
 ]

@@ -39,7 +39,15 @@ if TYPE_CHECKING:
     from topology.streams._connection import Connection
     from topology.streams._stream import Stream
 
-__all__ = ["RETRYABLE_ERRORS", "Consumer", "decode_fields", "is_nogroup"]
+__all__ = [
+    "RETRYABLE_ERRORS",
+    "Consumer",
+    "build_filter",
+    "decode_entry",
+    "decode_fields",
+    "event_filter",
+    "is_nogroup",
+]
 
 log = logging.getLogger("topology.streams")
 
@@ -99,10 +107,13 @@ def is_nogroup(exc: BaseException) -> bool:
     return isinstance(exc, ResponseError) and str(exc).startswith("NOGROUP")
 
 
-def decode_fields(
+def decode_entry(
     flat: list[bytes], stream_name: str, entry_id: str
 ) -> tuple[str, bytes, str | None, dict[bytes, bytes] | None]:
     """``(name, payload, topic, extra fields)`` of a raw entry ``[f1, v1, f2, v2, ...]``.
+
+    For code that reads raw entries itself (e.g. ``XREADGROUP`` of its own
+    pending history) and must decode them exactly as sinks do.
 
     The two shapes pulse and this library write (``n p`` and ``n p t``) take the
     fast path; anything else (other field order, extra engine fields, missing
@@ -171,7 +182,7 @@ def _decode_text(raw: bytes, what: str, problems: list[str]) -> str:
         return raw.decode("utf-8", "replace")
 
 
-def build_filter(
+def event_filter(
     topic: str | None,
     topic_pattern: str | None,
     matcher: Callable[[Event], bool] | None,
@@ -210,6 +221,11 @@ def build_filter(
 
         return guarded
     return None
+
+
+#: Former names, kept for code that imported them from this module.
+decode_fields = decode_entry
+build_filter = event_filter
 
 
 class Consumer:

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import ResponseError
 
-from topology.streams._consumer import Consumer, build_filter, decode_fields, entries_of
+from topology.streams._consumer import Consumer, decode_entry, entries_of, event_filter
 from topology.streams._event import Event
 from topology.streams._position import NEWEST, parse_start, validate_start
 
@@ -36,7 +36,7 @@ class Reader(Consumer):
     ) -> None:
         super().__init__(
             conn, start=start, block=block, count=count, buffer=buffer,
-            accept=build_filter(topic, topic_pattern, None),
+            accept=event_filter(topic, topic_pattern, None),
         )
         self._cursors: dict[str, str] = {}
 
@@ -116,7 +116,7 @@ class Reader(Consumer):
                 if flat is None:
                     continue
                 entry_id = raw_id.decode()
-                name, payload, topic, extra = decode_fields(flat, stream_name, entry_id)
+                name, payload, topic, extra = decode_entry(flat, stream_name, entry_id)
                 event = Event(entry_id, name, payload, stream_name=stream_name, topic=topic,
                               fields=extra)
                 if accept is None or accept(event):

@@ -16,9 +16,9 @@ from redis.exceptions import ResponseError
 from topology.streams._consumer import (
     RETRYABLE_ERRORS,
     Consumer,
-    build_filter,
-    decode_fields,
+    decode_entry,
     entries_of,
+    event_filter,
     is_nogroup,
 )
 from topology.streams._event import Event
@@ -95,7 +95,7 @@ class Sink(Consumer):
             raise ValueError(f"ack_grace must be > 0 seconds, got {ack_grace}")
         super().__init__(
             conn, start=start, block=block, count=count, buffer=buffer,
-            accept=build_filter(topic, topic_pattern, matcher),
+            accept=event_filter(topic, topic_pattern, matcher),
         )
         self.name = name
         self.consumer = _consumer_name()
@@ -281,7 +281,7 @@ class Sink(Consumer):
         """Decode raw entries into ``out``; returns unmatched ids by stream (to ack).
 
         The hot path of every sink: the two shapes pulse writes are decoded
-        inline (no call per event); anything else goes through ``decode_fields``.
+        inline (no call per event); anything else goes through ``decode_entry``.
         """
         accept = self._accept
         acker = self._acker
@@ -315,9 +315,9 @@ class Sink(Consumer):
                         name, payload, extra = flat[1].decode(), flat[3], None
                         topic = flat[5].decode()
                     else:
-                        name, payload, topic, extra = decode_fields(flat, stream_name, entry_id)
+                        name, payload, topic, extra = decode_entry(flat, stream_name, entry_id)
                 except UnicodeDecodeError:
-                    name, payload, topic, extra = decode_fields(flat, stream_name, entry_id)
+                    name, payload, topic, extra = decode_entry(flat, stream_name, entry_id)
                 event = Event(
                     entry_id, name, payload, stream_name=stream_name, topic=topic,
                     sink_name=sink_name, fields=extra, acker=acker,
