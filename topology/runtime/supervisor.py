@@ -42,29 +42,13 @@ DEFAULT_DRAIN_TIMEOUT = 30.0
 #: Worker threads for sync handlers (created lazily; one batch job per actor at a time).
 HANDLER_THREADS = 64
 #: Poll period while a stream removal waits for the actors to let go of its events.
-SETTLE_POLL = 0.002
+SETTLE_POLL = 0.005
 
 Undo = Callable[[], Awaitable[None]]
 
 
 class ApplyError(RuntimeError):
     """A plan could not be applied; the previous topology is running again."""
-
-
-class _CountingRunner(HandlerRunner):
-    """A HandlerRunner that counts the batches it was given.
-
-    An actor handles one batch at a time and commits it before asking for the
-    next, so "a later batch started" proves an earlier one is committed: that
-    is how a stream removal knows the events of that stream still in hand are
-    done (see :meth:`Runtime._settle_removed`) without a hook in the actor.
-    """
-
-    calls = 0
-
-    async def run(self, events: Any) -> Any:
-        self.calls += 1
-        return await super().run(events)
 
 
 class _Prepared:
@@ -266,7 +250,7 @@ class Runtime:
             spec,
             index,
             conn=self.conn,
-            handler=_CountingRunner(prepared.handler, spec.outputs, executor=self._executor),
+            handler=HandlerRunner(prepared.handler, spec.outputs, executor=self._executor),
             attempts_key=self.keys.attempts(spec.name),
             streams=self.streams,
             metrics=self.metrics,
@@ -370,33 +354,53 @@ class Runtime:
     async def _settle_removed(self, actors: list[Actor], streams: set[str]) -> None:
         """Return once ``actors`` hold no read-but-uncommitted event of ``streams``.
 
-        Removing a stream stops new reads at once, but events of it may still
-        sit in the sink's buffer or in the batch being handled: they finish and
-        commit (nothing in flight is lost). Waiting for that here makes "the
-        reload is done" mean "that sink handles no further event of the removed
-        stream". Events of it waiting for a retry backoff are not waited for
-        (they keep their attempt count and stay pending). Bounded by the drain
+        ``remove_stream`` is a barrier for reads (nothing of the stream is read
+        after it), but events read before it may still sit in the sink's buffer
+        or in a batch being handled: they finish and commit (nothing in flight
+        is lost). Waiting for that here makes "the reload is done" mean "that
+        sink handles no further event of the removed stream".
+
+        Redis is the witness, not the actor's internals: the events of a removed
+        stream this consumer may still handle are exactly those pending on it
+        with an idle time under ack_grace — a commit acks them; entries the sink
+        hands back (delivered by an interrupted read, never seen) are re-marked
+        idle past ack_grace, and events waiting for a retry backoff are left
+        pending by design (they keep their attempt count). Bounded by the drain
         timeout: past it the reload goes on and a late commit may still land.
         """
         deadline = time.monotonic() + self.drain_timeout
+        redis = self.conn.redis
         for actor in actors:
-            runner = actor.handler
-            while _buffered(actor, streams) and time.monotonic() < deadline:
-                await asyncio.sleep(SETTLE_POLL)  # polling the actor's own state
-            first = last = getattr(runner, "calls", 0)
-            quiet = 0
-            # What left the buffer is in the batch being handled or about to start; it
-            # is committed once a second batch starts, or once the actor has had
-            # nothing in hand (and started nothing) over two polls.
+            sink = actor.sink
+            if sink is None:
+                continue
+            grace_ms = int(actor.spec.ack_grace * 1000)
+            waiting: set[tuple[str, str]] | None = None
             while actor.running and time.monotonic() < deadline:
-                calls = getattr(runner, "calls", 0)
-                if calls >= first + 2:
+                retrying = {(e.stream_name, e.id) for _, _, e, _ in getattr(actor, "_retry", ())}
+                current: set[tuple[str, str]] = set()
+                for stream in streams:
+                    try:
+                        rows = await redis.xpending_range(
+                            self.conn.stream_key(stream), actor.spec.name, min="-", max="+",
+                            count=100_000, consumername=sink.consumer,
+                        )
+                    except Exception as exc:  # NOGROUP, Redis away: nothing to wait for
+                        log.debug("settle %s/%s: %r", actor.name, stream, exc)
+                        continue
+                    for row in rows:
+                        entry_id = row["message_id"]
+                        if isinstance(entry_id, bytes):
+                            entry_id = entry_id.decode()
+                        if int(row["time_since_delivered"]) < grace_ms:
+                            current.add((stream, entry_id))
+                current -= retrying
+                # Only what was in hand at the first look counts: a hand-back marks
+                # entries idle, a commit acks them; nothing of the stream is added.
+                waiting = current if waiting is None else waiting & current
+                if not waiting:
                     break
-                quiet = quiet + 1 if getattr(actor, "_busy", 0) == 0 and calls == last else 0
-                last = calls
-                if quiet >= 2:
-                    break
-                await asyncio.sleep(SETTLE_POLL)  # polling the actor's own state
+                await asyncio.sleep(SETTLE_POLL)  # polling Redis for the commits
             if time.monotonic() >= deadline:
                 log.warning("actor %s: events of removed stream(s) %s still in hand after %.0fs",
                             actor.name, ", ".join(sorted(streams)), self.drain_timeout)
@@ -468,12 +472,6 @@ class Runtime:
 def _ended(source: Any) -> bool:
     """A source that finished (here or in another worker) or failed for good."""
     return bool(getattr(source, "done", True)) or getattr(source, "failed", None) is not None
-
-
-def _buffered(actor: Actor, streams: set[str]) -> bool:
-    """Whether the actor's sink still buffers an event of ``streams`` (read, not yet taken)."""
-    buffer = getattr(actor.sink, "_buffer", ())
-    return any(e.stream_name in streams for e in list(buffer))
 
 
 def _applicable(plan: Plan) -> bool:
