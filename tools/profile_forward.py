@@ -59,6 +59,7 @@ def main() -> int:
     p.add_argument("--rate", type=int, default=250)
     p.add_argument("--top", type=int, default=35)
     p.add_argument("--native", action="store_true")
+    p.add_argument("--gil", action="store_true", help="only samples holding the GIL (CPU)")
     args = p.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -72,6 +73,8 @@ def main() -> int:
         r.config_resetstat()
         collapsed = out / "forward.txt"
         cmd = [pyspy, "record", "-r", str(args.rate), "-f", "raw", "-o", str(collapsed)]
+        if args.gil:
+            cmd.append("--gil")
         if args.native:
             cmd.append("--native")
         cmd += ["--", *engine_cmd(config, url, "--stop-when-idle", "0.5")]

@@ -117,6 +117,11 @@ class Actor:
         self._retry: list[tuple[float, int, Event, int]] = []  # (due, seq, event, attempts)
         self._seq = itertools.count()
         self._busy = 0  # events being handled or committed right now
+        #: Events per read: half a batch, so one chunk is handled while the
+        #: previous one commits, and never more than ``batch`` in hand.
+        self._chunk = max(1, (spec.batch + 1) // 2)
+        self._handle_lock = asyncio.Lock()
+        self._commit_tail: asyncio.Future[None] | None = None
         self._next_touch = 0.0
         self._ever_read: set[str] = set(spec.stream_names)  # for the drain's pending flush
         self.last_activity = time.monotonic()
@@ -154,7 +159,7 @@ class Actor:
             spec.name,
             start=spec.start_of(first.name),
             block=READ_BLOCK,
-            count=spec.batch,
+            count=self._chunk,
             buffer=spec.batch,
             ack_grace=spec.ack_grace,
             topic=spec.topic,
@@ -241,14 +246,16 @@ class Actor:
         assert self.sink is not None
         sink = self.sink
         batch = self.spec.batch
+        chunk = self._chunk
         read: asyncio.Task[list[Event]] | None = None
+        working: set[asyncio.Task[None]] = set()
         read_backoff = ERROR_BACKOFF_FIRST
         try:
             while True:
                 if read is None and not self._stopping and not sink.closed:
-                    room = batch - len(self._retry)
+                    room = batch - len(self._retry) - self._busy
                     if room > 0:
-                        read = asyncio.ensure_future(sink.read_batch(room))
+                        read = asyncio.ensure_future(sink.read_batch(min(room, chunk)))
                 timeout = None
                 if self._retry:
                     now = time.monotonic()
@@ -257,12 +264,16 @@ class Actor:
                         self._next_touch = now + self.spec.ack_grace / 3
                     wake = min(self._retry[0][0], self._next_touch)
                     timeout = max(0.0, wake - now)
+                waits: set[asyncio.Future[Any]] = set(working)
                 if read is not None:
-                    await asyncio.wait((read,), timeout=timeout)
+                    waits.add(read)
+                if waits:
+                    await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
                 elif self._retry and not self._stopping:
                     await asyncio.sleep(timeout or 0.0)  # a backoff, not a synchronisation
-                elif not self._retry or self._stopping:
+                else:
                     break
+                working = {t for t in working if not t.done()}
                 events: list[Event] = []
                 if read is not None and read.done():
                     try:
@@ -279,16 +290,28 @@ class Actor:
                 retries = self._due_retries()
                 if events:
                     self.last_activity = time.monotonic()
-                    await self._process_safely(events)
+                    working.add(self._spawn(events))
                 if retries:
-                    await self._process_safely(retries)
-                if self._stopping and read is None and not events:
+                    working.add(self._spawn(retries))
+                if self._stopping and read is None and not events and not working:
                     break
             if self._draining:
                 await self._flush_own_pending()
         finally:
             if read is not None and not read.done():
                 read.cancel()
+            for task in working:  # stop_now: whatever is in hand stays pending
+                task.cancel()
+
+    def _spawn(self, events: list[Event]) -> asyncio.Task[None]:
+        """Handle and commit ``events`` beside the loop (counted in hand from now on).
+
+        Running a chunk as a task lets the next chunk be read and handled while
+        this one's commit runs on the server; the handler lock keeps one chunk
+        in the handler at a time and the commit chain keeps commits in read order.
+        """
+        self._busy += len(events)
+        return asyncio.create_task(self._process_safely(events, counted=True))
 
     async def _flush_own_pending(self) -> None:
         """On drain, handle what the server delivered to this consumer but never reached us.
@@ -372,12 +395,15 @@ class Actor:
             due.append(heapq.heappop(self._retry)[2])
         return due
 
-    async def _process_safely(self, events: Sequence[Event]) -> None:
+    async def _process_safely(self, events: Sequence[Event], *, counted: bool = False) -> None:
         """``_process``, surviving an unexpected error: the events stay pending.
 
         They are redelivered after the ack grace (the sink's claim pass), so an
         error here delays them; it never loses them, and never kills the actor.
+        ``counted``: the caller already added them to the in-hand count.
         """
+        if not counted:
+            self._busy += len(events)
         try:
             await self._process(events)
         except Exception:
@@ -386,12 +412,22 @@ class Actor:
                 self.name, len(events),
             )
             await asyncio.sleep(ERROR_BACKOFF_FIRST)  # a backoff, not a synchronisation
+        finally:
+            self._busy -= len(events)
 
     async def _process(self, events: Sequence[Event]) -> None:
-        """Handle ``events``, commit successes and dead letters, queue retries."""
-        self._busy += len(events)
+        """Handle ``events``, commit successes and dead letters, queue retries.
+
+        Chunks run concurrently (see ``_spawn``): the handler sees one chunk at a
+        time, in read order (a FIFO lock), and each commit waits for the previous
+        chunk's, so outputs land in the order their inputs were read.
+        """
+        previous = self._commit_tail
+        mine: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._commit_tail = mine
         try:
-            outcomes = await self.handler.run(events)
+            async with self._handle_lock:
+                outcomes = await self.handler.run(events)
             entries: list[Entry] = []
             failed: list[tuple[Event, Failure]] = []
             add = entries.append
@@ -405,6 +441,8 @@ class Actor:
             handled = len(entries)
             if failed:
                 entries += await self._failures(failed)
+            if previous is not None and not previous.done():
+                await asyncio.wait((previous,))  # not cancelled if we are
             if entries:
                 conflicts = await self._commit(entries)
                 ok_handled = handled - sum(1 for i in conflicts if i < handled)
@@ -412,7 +450,8 @@ class Actor:
                 self.metrics.add_handled(self.spec.name, ok_handled)
                 self.last_activity = time.monotonic()
         finally:
-            self._busy -= len(events)
+            if not mine.done():
+                mine.set_result(None)
 
     async def _failures(self, failed: list[tuple[Event, Failure]]) -> list[Entry]:
         """Count the attempts in Redis; dead-letter the exhausted, queue the rest."""

@@ -67,8 +67,10 @@ def _is_cross_slot(exc: Exception) -> bool:
 
 #: KEYS = the attempts hash (when ARGV[3] is "1"), then every stream key touched
 #: (inputs, outputs, dead letter). ARGV = group, consumer, use_attempts, nstreams,
-#: then per stream key (name, maxlen or "", minid or ""), then nentries, then per
-#: entry (stream index, id, nadds, then per add (stream index, nfields, fields...)).
+#: then per stream key (name, maxlen or "", minid or ""), then nentries, then a
+#: shape: "g" then per entry (stream index, id, nadds, then per add (stream index,
+#: nfields, fields...)); or "u" (uniform: see ``Committer._uniform_body``) then the
+#: input and output stream indexes and per entry (id, name, payload).
 #: Stream indexes are 1-based among the stream keys. Returns the 0-based indexes
 #: of the entries not owned by this consumer (conflicts), whose adds were skipped.
 COMMIT_SCRIPT = r"""
@@ -93,7 +95,7 @@ local nentries = tonumber(ARGV[a]); a = a + 1
 -- reply is cut at the count, an id not in it is checked on its own.
 local window = nentries * 2 + 64
 local owned, cut = {}, {}
-local function owns(si, id)
+local function load(si)
   local set = owned[si]
   if set == nil then
     set = {}
@@ -107,7 +109,10 @@ local function owns(si, id)
     end
     owned[si] = set
   end
-  if set[id] then return true end
+  return set
+end
+local function owns(si, id)
+  if load(si)[id] then return true end
   if cut[si] then
     local ok, rows = pcall(redis.call, 'XPENDING', KEYS[si + base], group, id, id, 1, consumer)
     return ok and #rows > 0
@@ -118,6 +123,34 @@ local conflicts = {}
 local acks = {}
 local trim = {}
 local cleared = {}
+local shape = ARGV[a]; a = a + 1
+if shape == 'u' then
+  -- Uniform batch (a map stage): one input, one output, per event: id, name, payload.
+  local si, oi = tonumber(ARGV[a]), tonumber(ARGV[a + 1]); a = a + 2
+  local okey, maxlen = KEYS[oi + base], maxlens[oi]
+  local ids = {}
+  acks[si] = ids
+  local set = load(si)
+  local isCut = cut[si]
+  local prefix = names[si] .. '/'
+  for e = 1, nentries do
+    local id = ARGV[a]
+    if set[id] or (isCut and owns(si, id)) then
+      if maxlen == '' then
+        redis.call('XADD', okey, '*', 'n', ARGV[a + 1], 'p', ARGV[a + 2])
+      else
+        redis.call('XADD', okey, 'MAXLEN', '~', maxlen, '*', 'n', ARGV[a + 1], 'p', ARGV[a + 2])
+      end
+      ids[#ids + 1] = id
+      if has_attempts then cleared[#cleared + 1] = prefix .. id end
+    else
+      conflicts[#conflicts + 1] = e - 1
+    end
+    a = a + 3
+  end
+  if minids[oi] ~= '' and #ids > 0 then trim[oi] = true end
+  nentries = 0  -- the general loop below has nothing left to do
+end
 for e = 1, nentries do
   local si = tonumber(ARGV[a]); local id = ARGV[a + 1]; local nadds = tonumber(ARGV[a + 2])
   a = a + 3
@@ -237,15 +270,9 @@ class Committer:
                 i = index[stream] = len(order)
             return i
 
-        body: list[Any] = [len(entries)]
-        append, extend, known = body.append, body.extend, index.get
-        for event, adds in entries:
-            si = known(event.stream_name) or idx(event.stream_name)
-            extend((si, event.id, len(adds)))
-            for stream, fields in adds:
-                append(known(stream) or idx(stream))
-                append(len(fields))
-                extend(fields)
+        body = self._uniform_body(entries, idx)
+        if body is None:
+            body = self._general_body(entries, index, idx)
         specs = self._streams()
         head: list[Any] = [self.group, self.consumer, "1" if self.mode == FULL else "0", len(order)]
         now_ms: int | None = None
@@ -262,6 +289,53 @@ class Committer:
         if self.mode == FULL:
             keys.insert(0, self.attempts_key)
         return keys, head + body
+
+    @staticmethod
+    def _uniform_body(entries: Sequence[Entry], idx: Callable[[str], int]) -> list[Any] | None:
+        """The compact ARGV of a map stage's batch, or None when the batch is not one.
+
+        Uniform: every entry from one input stream with exactly one output, all
+        to one stream, each with pulse's plain fields ``n name p payload``. Then
+        the script needs only ``id name payload`` per event (3 arguments instead
+        of 9): less to pack, send and walk in Lua, the same effects.
+        """
+        first = entries[0]
+        if len(first.adds) != 1:
+            return None
+        source = first.event.stream_name
+        output = first.adds[0].stream
+        body: list[Any] = [len(entries), "u", 0, 0]
+        extend = body.extend
+        for event, adds in entries:
+            if len(adds) != 1 or event.stream_name != source:
+                return None
+            stream, fields = adds[0]
+            if (
+                stream != output
+                or len(fields) != 4
+                or fields[0] != "n"
+                or fields[2] != "p"
+            ):
+                return None
+            extend((event.id, fields[1], fields[3]))
+        body[2] = idx(source)
+        body[3] = idx(output)
+        return body
+
+    @staticmethod
+    def _general_body(
+        entries: Sequence[Entry], index: dict[str, int], idx: Callable[[str], int]
+    ) -> list[Any]:
+        body: list[Any] = [len(entries), "g"]
+        append, extend, known = body.append, body.extend, index.get
+        for event, adds in entries:
+            si = known(event.stream_name) or idx(event.stream_name)
+            extend((si, event.id, len(adds)))
+            for stream, fields in adds:
+                append(known(stream) or idx(stream))
+                append(len(fields))
+                extend(fields)
+        return body
 
     async def commit(self, entries: Sequence[Entry]) -> list[int]:
         """Commit ``entries`` in one round trip; returns indexes of conflicting entries."""

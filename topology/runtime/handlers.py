@@ -22,6 +22,7 @@ import inspect
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
+from time import sleep as _sleep
 from typing import Any
 
 from topology._emit import Emit
@@ -33,6 +34,14 @@ __all__ = ["ContractError", "Failure", "HandlerRunner", "Outcome", "route_result
 
 #: Async handler calls in flight per actor batch.
 ASYNC_CONCURRENCY = 64
+
+#: A sync batch releases the GIL every this many events (a power of two). A
+#: thread running pure Python keeps the GIL for the switch interval (5 ms), so
+#: without this the event loop thread could not take in a commit's reply or
+#: send the next read until the whole batch was handled: reads, commits and
+#: handling would run one after the other instead of overlapping.
+YIELD_EVERY = 32
+YIELD_MASK = YIELD_EVERY - 1
 
 
 class ContractError(Exception):
@@ -132,7 +141,9 @@ def _run_sync_batch(
     append = results.append
     pending: list[int] = []
     plain = (Emit, list, tuple, type(None))
-    for event in events:
+    for i, event in enumerate(events):
+        if i & YIELD_MASK == YIELD_MASK:
+            _sleep(0)  # let the event loop thread take the GIL: see YIELD_EVERY
         try:
             result = fn(event)
             if type(result) not in plain and inspect.isawaitable(result):
