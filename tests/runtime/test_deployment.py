@@ -191,6 +191,7 @@ def test_apply_then_worker_handles_events_and_reconciles_next_apply(
     finally:
         code = worker.stop()
         client.close()
+        print(worker.text())  # shown by pytest when the test fails
     assert code == 0, worker.text()
     for text in (
         applied.stdout,
