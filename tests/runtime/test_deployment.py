@@ -429,3 +429,17 @@ async def test_sighup_retries_a_version_that_was_invalid_here(
         assert follower.version == 2
     finally:
         await follower.stop()
+
+
+def test_apply_to_unreachable_redis_exits_1_without_the_password(
+    tmp_path: Path, secured: str
+) -> None:
+    config = write_config(tmp_path, "dep12")
+    wrong = secured.replace(PASSWORD, "wrong-pw-42")
+    result = cli("apply", str(config), "--redis-url", wrong)
+    assert result.returncode == 1
+    assert "wrong-pw-42" not in result.stdout + result.stderr
+    assert ":***@" in result.stderr
+    worker = cli("run", "--deployment", "dep12", "--redis-url", wrong)
+    assert worker.returncode == 1
+    assert "wrong-pw-42" not in worker.stdout + worker.stderr
