@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import importlib.util
+import os
 import re
 import sys
 from collections.abc import Callable
@@ -62,7 +63,27 @@ def _drop_bytecode(module: ModuleType) -> None:
         Path(importlib.util.cache_from_source(origin)).unlink(missing_ok=True)
 
 
+#: (mtime_ns, size) of each module's file when this module last imported it.
+_stamps: dict[str, tuple[int, int]] = {}
+
+
+def _stamp(module: ModuleType) -> tuple[int, int] | None:
+    try:
+        st = os.stat(module.__file__ or "")
+    except (OSError, TypeError):
+        return None
+    return (st.st_mtime_ns, st.st_size)
+
+
 def _import_module(module_name: str, base_dir: Path | None, reload: bool) -> ModuleType:
+    module = _find_or_import(module_name, base_dir, reload)
+    stamp = _stamp(module)
+    if stamp is not None:
+        _stamps[module_name] = stamp
+    return module
+
+
+def _find_or_import(module_name: str, base_dir: Path | None, reload: bool) -> ModuleType:
     top = module_name.split(".", 1)[0]
     if base_dir is not None:
         folder = str(Path(base_dir).resolve())
@@ -74,9 +95,13 @@ def _import_module(module_name: str, base_dir: Path | None, reload: bool) -> Mod
         loaded = sys.modules.get(top)
         if spec is not None and loaded is not None and not _same_file(loaded, spec.origin):
             _forget(top)
+    existing = sys.modules.get(module_name)
+    if existing is not None and module_name in _stamps and _stamp(existing) != _stamps[module_name]:
+        # Edited since we imported it: validating a reloaded config against the
+        # old code would reject a handler the file now defines.
+        reload = True
     if reload:
         importlib.invalidate_caches()
-        existing = sys.modules.get(module_name)
         if existing is not None:
             _drop_bytecode(existing)
             return importlib.reload(existing)

@@ -48,8 +48,28 @@ def test_reload_picks_up_an_edit_of_the_same_size_within_a_second(
     folder = _module(tmp_path, "ptest_edit", "def f():\n    return 1\n")
     assert import_callable("ptest_edit:f", folder)() == 1
     _module(tmp_path, "ptest_edit", "def f():\n    return 2\n")
-    assert import_callable("ptest_edit:f", folder)() == 1  # cached without reload
     assert import_callable("ptest_edit:f", folder, reload=True)() == 2
+
+
+def test_an_unchanged_module_is_not_executed_again(tmp_path: Path, clean_modules: None) -> None:
+    runs = tmp_path / "runs.txt"
+    body = f"open({str(runs)!r}, 'a').write('x')\ndef f():\n    return 1\n"
+    folder = _module(tmp_path / "m", "ptest_once", body)
+    import_callable("ptest_once:f", folder)
+    import_callable("ptest_once:f", folder)
+    assert runs.read_text() == "x"
+
+
+def test_a_handler_added_to_an_imported_module_is_found_without_reload(
+    tmp_path: Path, clean_modules: None
+) -> None:
+    # A hot reload validates the new config before applying it: a function just
+    # added to an already imported handler module must be seen by that validation.
+    folder = _module(tmp_path, "ptest_grow", "def a(e):\n    return 'a'\n")
+    assert import_callable("ptest_grow:a", folder)(None) == "a"
+    with open(folder / "ptest_grow.py", "a") as handle:
+        handle.write("def b(e):\n    return 'b'\n")
+    assert import_callable("ptest_grow:b", folder)(None) == "b"
 
 
 def test_dotted_attribute_path(tmp_path: Path, clean_modules: None) -> None:

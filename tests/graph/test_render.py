@@ -244,7 +244,7 @@ def test_json_masks_the_redis_password() -> None:
     ("url", "shown"),
     [
         (None, None),
-        ("redis://localhost:6379/0", "redis://localhost:6379/0"),
+        ("redis://localhost:6380/0", "redis://localhost:6380/0"),
         ("redis://:pw@h:1", "redis://:***@h:1"),
         ("rediss://u:pw@[::1]:6380/2", "rediss://u:***@[::1]:6380/2"),
         ("redis://u:pw@h:notaport", "redis://u:***@h:notaport"),

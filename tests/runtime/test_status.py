@@ -56,6 +56,7 @@ def busy(redis_url: str) -> Iterator[redis.Redis]:
     beat = {
         "version": "0.1.0",
         "generation": 4,
+        "deployment_version": 7,
         "host": "elsewhere",
         "pid": 1,
         "interval": 2.0,
@@ -87,7 +88,7 @@ def test_status_shows_pending_lag_dead_letters_and_workers(
     text = capsys.readouterr().out
     assert "orders: consumers 1  pending 3  lag 2  length 5" in text
     assert "dead letters 1 (orders-dlq)" in text
-    assert "host-1-abc  version 0.1.0  generation 4" in text and "live" in text
+    assert "host-1-abc  version 0.1.0  generation 4  config v7" in text and "live" in text
 
 
 def test_status_never_prints_a_password(

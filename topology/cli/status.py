@@ -149,9 +149,11 @@ def format_text(data: dict[str, Any]) -> str:
         lines.append("  (none)")
     for wid, w in data["workers"].items():
         state = "live" if w.get("live") else "stale"
+        applied = w.get("deployment_version")
+        config = f"  config v{applied}" if applied is not None else ""
         lines.append(
             f"  {wid}  version {w.get('version', '?')}  generation {w.get('generation', '?')}"
-            f"  beat {w.get('age', 0):.1f}s ago  {state}"
+            f"{config}  beat {w.get('age', 0):.1f}s ago  {state}"
         )
     return "\n".join(lines)
 
