@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -74,22 +75,25 @@ def test_switching_the_config_symlink_reloads_and_status_shows_the_generation(
          "--quiet"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
+    seen: list[str] = []
+    assert proc.stderr is not None
+    reader = threading.Thread(target=lambda: seen.extend(proc.stderr), daemon=True)
+    reader.start()
+
+    def logged(text: str) -> bool:
+        return any(text in line for line in list(seen))
+
     try:
-        assert proc.stderr is not None
-        seen: list[str] = []
-        for line in proc.stderr:  # a switch before the watch is armed would go unseen
-            seen.append(line)
-            if "watching" in line:
-                break
+        # a switch before the watch is armed would go unseen
+        wait_until(lambda: logged("watching"), 15, "the watch armed")
         wait_until(lambda: client.xlen("pulse:stream:out") == 1, 15, "generation 1")
         tmp_link = tmp_path / "rcli.yaml.new"
         tmp_link.symlink_to("v2.yaml")
         os.replace(tmp_link, config)  # ln -sfn v2.yaml rcli.yaml
-        for line in proc.stderr:
-            seen.append(line)
-            if "generation 2 running" in line:
-                break
-        assert any("generation 2 running" in line for line in seen), "".join(seen)
+        try:
+            wait_until(lambda: logged("generation 2 running"), 10, "the reload's log line")
+        except AssertionError:
+            raise AssertionError("".join(seen)) from None
         wait_until(lambda: client.xlen("pulse:stream:out") == 2, 10, "the new target's stream")
         wait_until(lambda: generations(client) == [2], 10, "the heartbeat's generation")
         status = subprocess.run(
@@ -101,6 +105,9 @@ def test_switching_the_config_symlink_reloads_and_status_shows_the_generation(
         assert "generation 2" in status.stdout, status.stdout
     finally:
         proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=30)
-    assert proc.returncode == 0, err
+        proc.wait(30)  # stderr is the reader thread's: no communicate()
+        reader.join(5)
+        assert proc.stdout is not None
+        out = proc.stdout.read()
+    assert proc.returncode == 0, "".join(seen)
     assert "fwd 2" in out, out
