@@ -47,10 +47,12 @@ async def test_sink_reads_streams_in_different_slots_and_shares_them(
     for sink in sinks:
         for stream in stream_list[1:]:
             await sink.add_stream(stream)
-    ids = set()
+    # Entry ids are per stream: the same id can exist on two streams (same ms).
+    ids: set[tuple[str, str]] = set()
     for stream in stream_list:
-        ids |= set(await stream.add_many((f"e{i}", b"x", None) for i in range(50)))
-    received: list[str] = []
+        added = await stream.add_many((f"e{i}", b"x", None) for i in range(50))
+        ids |= {(stream.name, entry_id) for entry_id in added}
+    received: list[tuple[str, str]] = []
     done = asyncio.Event()
 
     async def run(sink: streams.Sink) -> None:
@@ -58,7 +60,7 @@ async def test_sink_reads_streams_in_different_slots_and_shares_them(
             batch = await sink.read_batch()
             if not batch:
                 return
-            received.extend(e.id for e in batch)
+            received.extend((e.stream_name, e.id) for e in batch)
             await sink.ack_many(batch)
             if len(received) >= len(ids):
                 done.set()

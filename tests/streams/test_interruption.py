@@ -109,10 +109,11 @@ async def test_an_entry_of_a_removed_stream_in_flight_at_removal_is_handed_back(
     r: aioredis.Redis, conn: streams.Connection
 ) -> None:
     # The entry is added (the server hands it to the blocked read) and the stream
-    # removed in the same loop step, before the sink sees the reply. Whichever wins
-    # (reply read, or cut off), the entry is never delivered by this sink after the
-    # removal, and it is pending on its consumer with an idle time past ack_grace:
-    # the next claim pass of any instance takes it (here: another, idle instance).
+    # removed right after, usually before the sink has seen the reply. Unless the
+    # sink read it before the removal (then it is delivered, legitimately), it is
+    # never delivered by this sink after the removal: it is pending on its consumer
+    # with an idle time past ack_grace, so the next claim pass of any instance takes
+    # it (here: another, idle instance).
     first, second = conn.stream("one"), conn.stream("two")
     sink = await first.new_sink("s", block=BLOCK, ack_grace=5.0)
     other = await second.new_sink("s", block=BLOCK, ack_grace=5.0)
@@ -123,17 +124,53 @@ async def test_an_entry_of_a_removed_stream_in_flight_at_removal_is_handed_back(
         in_flight = await second.add("in-flight", b"")
         await sink.remove_stream(second)
         kept = await first.add("kept", b"")
-        assert [e.id for e in await asyncio.wait_for(reading, BLOCK)] == [kept]
-        pending = await r.xpending_range(second.key, "s", "-", "+", 10)
-        assert [p["message_id"].decode() for p in pending] == [in_flight]
-        assert pending[0]["consumer"].decode() == sink.consumer
-        assert pending[0]["time_since_delivered"] >= 5000
-        assert await other.claim_once() == 1
-        got = await read_n(other, 1)
-        assert [e.id for e in got] == [in_flight]
+        got = [e.id for e in await asyncio.wait_for(reading, BLOCK)]
+        if got == [in_flight]:
+            return  # read before the removal: nothing to hand back
+        assert got == [kept]
+        await _assert_handed_back(r, second, sink, other, in_flight)
     finally:
         await sink.close()
         await other.close()
+
+
+async def test_a_dropped_reply_of_a_removed_stream_is_handed_back(
+    r: aioredis.Redis, conn: streams.Connection
+) -> None:
+    # Deterministic staging of the other outcome: the server delivered the entry
+    # to the sink's consumer, the reply never reached the sink (a read as that
+    # consumer whose reply the sink never gets), then the stream is removed.
+    first, second = conn.stream("one"), conn.stream("two")
+    sink = await first.new_sink("s", block=BLOCK, ack_grace=5.0)
+    other = await second.new_sink("s", block=BLOCK, ack_grace=5.0)
+    try:
+        await sink.add_stream(second)
+        lost = await second.add("lost", b"")
+        await r.xreadgroup("s", sink.consumer, {second.key: ">"})  # the dropped reply
+        reading = asyncio.ensure_future(sink.read_batch())
+        await wait_blocked(r)
+        await sink.remove_stream(second)
+        kept = await first.add("kept", b"")
+        assert [e.id for e in await asyncio.wait_for(reading, BLOCK)] == [kept]
+        await _assert_handed_back(r, second, sink, other, lost)
+    finally:
+        await sink.close()
+        await other.close()
+
+
+async def _assert_handed_back(
+    r: aioredis.Redis,
+    stream: streams.Stream,
+    sink: streams.Sink,
+    other: streams.Sink,
+    entry: str,
+) -> None:
+    pending = await r.xpending_range(stream.key, "s", "-", "+", 10)
+    assert [p["message_id"].decode() for p in pending] == [entry]
+    assert pending[0]["consumer"].decode() == sink.consumer
+    assert pending[0]["time_since_delivered"] >= 5000
+    assert await other.claim_once() == 1
+    assert [e.id for e in await read_n(other, 1)] == [entry]
 
 
 async def test_buffered_events_of_a_removed_stream_are_still_delivered(

@@ -11,7 +11,7 @@ Usable on its own; imports nothing of the engine::
             await event.ack()
 """
 
-from topology.streams._connection import Connection
+from topology.streams._connection import AddOutcomeUnknown, Connection
 from topology.streams._consumer import RETRYABLE_ERRORS, decode_entry, event_filter
 from topology.streams._event import Event
 from topology.streams._keys import DEFAULT_PREFIX, StreamKeys
@@ -24,6 +24,7 @@ from topology.streams._stream import Stream, Topic
 __all__ = [
     "DEFAULT_PREFIX",
     "RETRYABLE_ERRORS",
+    "AddOutcomeUnknown",
     "Connection",
     "Event",
     "Reader",

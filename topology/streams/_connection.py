@@ -3,17 +3,38 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from redis.exceptions import AskError
+from redis.exceptions import AskError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from topology.streams._keys import DEFAULT_PREFIX, StreamKeys
 
 if TYPE_CHECKING:
     from topology.streams._stream import Stream
 
-__all__ = ["Connection"]
+__all__ = ["AddOutcomeUnknown", "Connection"]
+
+
+class AddOutcomeUnknown(RedisConnectionError):
+    """The connection failed after XADDs were sent: they may or may not have been added.
+
+    Raised instead of re-sending them (which redis-py's default retry policy
+    would do): a retried XADD whose first attempt did reach the server adds the
+    event twice, with two different ids. Whoever added the events decides: check
+    the stream, add again if a duplicate is acceptable, or give up.
+    """
+
+    def __init__(self, stream_key: str, count: int, cause: BaseException) -> None:
+        self.stream_key = stream_key
+        self.count = count
+        super().__init__(
+            f"connection lost after sending {count} XADD(s) to {stream_key!r} "
+            f"({type(cause).__name__}: {cause}): they may or may not have been added; "
+            "not retried, since a retried XADD can add a duplicate"
+        )
 
 
 class Connection:
@@ -59,6 +80,49 @@ class Connection:
                 await self.redis.nodes_manager.initialize()
             raise
 
+    async def send_once(self, key: str, commands: Sequence[Sequence[Any]]) -> list[Any]:
+        """Run ``commands`` in one round trip on a pooled connection, never re-sent.
+
+        For XADD, which is not idempotent: unlike ``execute_command`` (and
+        pipelines), which redis-py retries on a connection error by default,
+        this sends once. A failure before sending (no connection: the server
+        is down) raises redis-py's ``ConnectionError``; nothing was added.
+        A failure after sending raises :class:`AddOutcomeUnknown`. A stale
+        pooled connection (the server restarted) is replaced by the pool before
+        anything is sent, so a restart between two adds goes unnoticed.
+        Replies are raw (bytes); the first error reply is raised after all
+        replies are read. Clients without a plain connection pool (single
+        connection clients, unknown clients) fall back to ``execute_command``.
+        """
+        if self.cluster:
+            return await self._send_once_cluster(key, commands)
+        pool = getattr(self.redis, "connection_pool", None)
+        if getattr(self.redis, "connection", None) is not None or not hasattr(
+            pool, "get_connection"
+        ):
+            return [await self.redis.execute_command(*command) for command in commands]
+        connection = await pool.get_connection()
+        try:
+            await _ensure_fresh(connection)
+            return await _round_trip(connection, key, commands)
+        finally:
+            await pool.release(connection)
+
+    async def _send_once_cluster(self, key: str, commands: Sequence[Sequence[Any]]) -> list[Any]:
+        for attempt in (1, 2):
+            node = self.redis.get_node_from_key(key)
+            connection = node.acquire_connection()
+            try:
+                await _ensure_fresh(connection)
+                return await _round_trip(connection, key, commands)
+            except AskError:  # MovedError too: refused, so nothing was added
+                if attempt == 2:
+                    raise
+                await self.redis.nodes_manager.initialize()
+            finally:
+                node.release(connection)
+        raise AssertionError("unreachable")
+
     def slot_groups(self, keys: list[str]) -> list[list[str]]:
         """``keys`` split into groups one multi-key command can serve (same hash slot)."""
         if not self.cluster or len(keys) < 2:
@@ -84,3 +148,46 @@ class Connection:
 
     def __repr__(self) -> str:
         return f"<Connection prefix={self.keys.prefix!r}>"
+
+
+async def _ensure_fresh(connection: Any) -> None:
+    """Reconnect a connection the server closed (restarted) before sending on it.
+
+    The pool does not always check (redis-py skips it when maintenance
+    notifications are on, and relies on re-sending instead, which XADD must not).
+    A connection with unread data or at end-of-stream is not reused.
+    """
+    if connection.is_connected:
+        try:
+            stale = await connection.can_read()
+        except (RedisConnectionError, OSError):
+            stale = True
+        writer = getattr(connection, "_writer", None)
+        transport = getattr(writer, "transport", None)
+        if transport is not None and transport.is_closing():
+            stale = True
+        if not stale:
+            return
+        await connection.disconnect()
+    await connection.connect()
+
+
+async def _round_trip(connection: Any, key: str, commands: Sequence[Sequence[Any]]) -> list[Any]:
+    """Send ``commands`` at once, read every reply; connection errors are not retried."""
+    try:
+        await connection.send_packed_command(
+            connection.pack_commands(commands), check_health=False
+        )
+        replies: list[Any] = []
+        for _ in commands:
+            try:
+                replies.append(await connection.read_response())
+            except ResponseError as exc:
+                replies.append(exc)
+    except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+        # redis-py has already dropped the connection (the pool reconnects it).
+        raise AddOutcomeUnknown(key, len(commands), exc) from exc
+    for reply in replies:
+        if isinstance(reply, ResponseError):
+            raise reply
+    return replies

@@ -28,6 +28,12 @@ class Stream:
     ``max_len`` trims approximately (``XADD MAXLEN ~``); ``ttl`` (seconds) trims
     entries older than that (``MINID ~ now-ttl``). With both, the XADD carries
     MAXLEN and an XTRIM MINID follows in the same round trip.
+
+    Adding is never retried: a connection error before anything is sent (the
+    server is down) is redis-py's ``ConnectionError`` and nothing was added; one
+    after sending is :class:`AddOutcomeUnknown` (maybe added, maybe not). A server
+    restart between two adds is transparent (the pool replaces its stale
+    connection before sending). See :meth:`Connection.send_once`.
     """
 
     __slots__ = ("conn", "key", "max_len", "name", "ttl")
@@ -70,31 +76,27 @@ class Stream:
         return args
 
     async def add(self, name: str, payload: Any, *, topic: str | None = None) -> str:
-        """Add one event; returns its entry id."""
-        trim = self._trim_args()
-        args = self._xadd_args(name, payload, topic, trim)
+        """Add one event; returns its entry id. Never retried (see the class docstring)."""
+        commands = [self._xadd_args(name, payload, topic, self._trim_args())]
         if self.max_len is not None and self.ttl is not None:
-            pipe = self.conn.redis.pipeline(transaction=False)
-            pipe.execute_command(*args)
-            pipe.execute_command("XTRIM", self.key, "MINID", "~", self._min_id())
-            entry_id = (await pipe.execute())[0]
-        else:
-            entry_id = await self.conn.redis.execute_command(*args)
+            commands.append(["XTRIM", self.key, "MINID", "~", self._min_id()])
+        entry_id = (await self.conn.send_once(self.key, commands))[0]
         return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
 
     async def add_many(self, events: Iterable[tuple[str, Any, str | None]]) -> list[str]:
-        """Add ``(name, payload, topic)`` events in one pipelined round trip; returns their ids."""
+        """Add ``(name, payload, topic)`` events in one pipelined round trip; returns their ids.
+
+        Never retried (see the class docstring): on :class:`AddOutcomeUnknown`,
+        any prefix of the events may have been added.
+        """
         trim = self._trim_args()
-        pipe = self.conn.redis.pipeline(transaction=False)
-        count = 0
-        for name, payload, topic in events:
-            pipe.execute_command(*self._xadd_args(name, payload, topic, trim))
-            count += 1
+        commands = [self._xadd_args(name, payload, topic, trim) for name, payload, topic in events]
+        count = len(commands)
         if count == 0:
             return []
         if self.max_len is not None and self.ttl is not None:
-            pipe.execute_command("XTRIM", self.key, "MINID", "~", self._min_id())
-        replies = await pipe.execute()
+            commands.append(["XTRIM", self.key, "MINID", "~", self._min_id()])
+        replies = await self.conn.send_once(self.key, commands)
         return [r.decode() if isinstance(r, bytes) else str(r) for r in replies[:count]]
 
     def topic(self, name: str) -> Topic:
