@@ -120,3 +120,33 @@ async def test_redelivery_and_readers_on_a_cluster(cconn: streams.Connection) ->
         for stream in (first, second):
             assert (await cconn.redis.xpending(stream.key, "s"))["pending"] == 0
         assert len(await read_n(reader, 3)) == 3
+
+
+async def test_close_and_remove_stream_are_bounded_on_a_cluster_at_any_offset(
+    cconn: streams.Connection,
+) -> None:
+    # Per-slot reads on several nodes, each on a connection of the sink's own: cut
+    # at every small offset from the start of the read, within 100 ms on a 5 s block.
+    first, second, third = cconn.stream("alpha"), cconn.stream("beta"), cconn.stream("gamma")
+    for offset in range(12):
+        sink = await first.new_sink("s", block=5.0)
+        await sink.add_stream(second)
+        await sink.add_stream(third)
+        reading = asyncio.ensure_future(sink.read_batch())
+        for _ in range(offset):
+            await asyncio.sleep(0)  # an offset into the read, not a synchronisation
+        started = time.monotonic()
+        await sink.remove_stream(third)
+        await third.add("removed", b"")
+        kept = await second.add("kept", b"")
+        got = await asyncio.wait_for(reading, 10)
+        assert [e.id for e in got] == [kept], f"offset {offset}"
+        assert time.monotonic() - started < 0.1, f"offset {offset}: remove_stream"
+        reading = asyncio.ensure_future(sink.read_batch())
+        for _ in range(offset):
+            await asyncio.sleep(0)
+        started = time.monotonic()
+        await sink.close()
+        assert await asyncio.wait_for(reading, 10) == []
+        assert time.monotonic() - started < 0.1, f"offset {offset}: close"
+        await sink.ack_many(got)
