@@ -210,9 +210,25 @@ def write_config(folder: Path, sinks: dict[str, tuple[str, str]], consumers: int
     return path
 
 
+#: ``--engine-loop uvloop`` runs the engine's CLI with uvloop's event loop policy
+#: installed first (to measure what uvloop gives before ``run`` picks it itself).
+ENGINE_LOOP = os.environ.get("PONOS_BENCH_LOOP", "")
+#: ``PONOS_BENCH_SWITCH=0.001``: the engine's GIL switch interval (seconds), set first.
+ENGINE_SWITCH = os.environ.get("PONOS_BENCH_SWITCH", "")
+
+
 def engine_cmd(config: Path, url: str, *extra: str) -> list[str]:
+    args = ["run", str(config), "--redis-url", url, "--no-watch", "--quiet", *extra]
+    if ENGINE_LOOP or ENGINE_SWITCH:
+        code = "import sys; "
+        if ENGINE_LOOP == "uvloop":
+            code += "import uvloop; uvloop.install(); "
+        if ENGINE_SWITCH:
+            code += f"sys.setswitchinterval({float(ENGINE_SWITCH)}); "
+        code += "from topology.cli import main; sys.exit(main(sys.argv[1:]))"
+        return [sys.executable, "-c", code, *args]
     exe = shutil.which("ponos-topology", path=str(Path(sys.executable).parent)) or "ponos-topology"
-    return [exe, "run", str(config), "--redis-url", url, "--no-watch", "--quiet", *extra]
+    return [exe, *args]
 
 
 def run_engine(config: Path, url: str, workers: int = 1, idle: float = 1.0) -> list[int]:
@@ -318,12 +334,19 @@ def _chain_with(
     }
 
 
-def bench_chain(url: str, n: int, rates: list[float], seconds: float, work: Path) -> dict[str, Any]:
+def bench_chain(
+    url: str, n: int, rates: list[float], seconds: float, work: Path, workers: int = 1
+) -> dict[str, Any]:
+    """The engine runs the 3 sinks in ``workers`` processes (each runs all three, the
+    processes share each sink's events); the baseline runs one process per stage."""
     stages = {"s1": ("a", "b"), "s2": ("b", "c"), "s3": ("c", "d")}
     config = write_config(work, stages)
 
     def engine() -> list[subprocess.Popen[bytes]]:
-        return [subprocess.Popen(engine_cmd(config, url), stdout=subprocess.DEVNULL)]
+        return [
+            subprocess.Popen(engine_cmd(config, url), stdout=subprocess.DEVNULL)
+            for _ in range(workers)
+        ]
 
     def baseline() -> list[subprocess.Popen[bytes]]:
         return [
@@ -499,6 +522,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--peers-python", default=sys.executable, help="interpreter with dramatiq/faststream"
     )
+    p.add_argument(
+        "--chain-workers", type=int, default=1, help="engine processes in the 3-stage chain"
+    )
     p.add_argument("--skip", action="append", default=[], help="forward|chain|scale|memory|peers")
     p.add_argument("--json", default=str(ROOT / "tools" / "out" / "bench_pipeline.json"))
     args = p.parse_args(argv)
@@ -518,12 +544,16 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
         if "chain" not in args.skip:
-            results["chain"] = c = bench_chain(url, args.events, [5000, 20000], args.seconds, work)
+            results["chain"] = c = bench_chain(
+                url, args.events, [5000, 20000], args.seconds, work, args.chain_workers
+            )
+            c["engine_workers"] = args.chain_workers
             for row in c["latency"]:
                 for who in ("baseline", "engine"):
                     m = row[who]
+                    label = who if who == "baseline" else f"engine x{args.chain_workers}"
                     print(
-                        f"3-stage {who:8} @ {row['rate']:>6,.0f}/s  "
+                        f"3-stage {label:11} @ {row['rate']:>6,.0f}/s  "
                         f"p50 {m['p50_ms']:.1f} ms  p99 {m['p99_ms']:.1f} ms"
                         f"  max {m['max_ms']:.1f} ms  sustained {m['sustained']:,.0f}/s",
                         flush=True,
