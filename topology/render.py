@@ -61,7 +61,7 @@ import networkx as nx
 
 from topology.config.model import DEFAULT_START, SinkSpec
 from topology.graph import nodes_of, topic_id
-from topology.runtime.connect import redact
+from topology.redact import redact
 
 __all__ = [
     "FORMATS",

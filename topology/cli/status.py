@@ -161,7 +161,7 @@ def format_text(data: dict[str, Any]) -> str:
 def run(args: argparse.Namespace) -> int:
     from topology.cli import EXIT_OK, EXIT_USAGE
     from topology.cli._connection import load_config, run_command
-    from topology.runtime.connect import redact_text
+    from topology.redact import redact_text
 
     topology = load_config(args.config)
     if topology is None:

@@ -11,7 +11,6 @@ through :func:`redact` first: ``redis://user:***@host:6379/0``.
 from __future__ import annotations
 
 import os
-import re
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -19,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlsplit
+
+from topology.redact import redact, redact_text
 
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
@@ -39,35 +40,10 @@ __all__ = [
 
 #: The environment variable read when no ``--redis-url`` is given.
 URL_ENV = "REDIS_URL"
-MASK = "***"
-
-# scheme://user:password@  (user may be empty). The password part is greedy up
-# to the last '@' of the token: an unescaped '@' in a password is over-redacted,
-# never leaked.
-_USERINFO = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^:@/\s]*):(?P<pw>[^@\s]*)@")
-# password=... anywhere (redis-py accepts the password as a URL query parameter)
-_QUERY_PW = re.compile(r"(?P<head>\b(?:password|passwd|pass|pwd)=)[^&\s#]*", re.IGNORECASE)
 
 
 class RedisUnavailableError(RuntimeError):
     """Redis cannot be reached (or started); the message is safe to print as is."""
-
-
-def redact_text(text: str) -> str:
-    """``text`` with the password of every URL in it replaced by ``***``."""
-    if "://" not in text and "=" not in text:
-        return text
-    text = _USERINFO.sub(lambda m: f"{m['head']}:{MASK}@" if m["pw"] else m[0], text)
-    return _QUERY_PW.sub(lambda m: f"{m['head']}{MASK}", text)
-
-
-def redact(url: str) -> str:
-    """``redis://user:***@host:6379/0``: the URL with its password masked, for humans.
-
-    Done on the text, not by parsing and re-assembling the URL: a malformed URL
-    (an unescaped ``/`` or ``@`` in the password) is over-masked, never leaked.
-    """
-    return redact_text(url)
 
 
 def resolve_url(cli_url: str | None, topology: Topology | None) -> str | None:

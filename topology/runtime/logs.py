@@ -14,7 +14,7 @@ import sys
 import time
 from typing import Any, TextIO
 
-from topology.runtime.connect import redact_text
+from topology.redact import redact_text
 
 __all__ = ["SUMMARY_LOGGER", "JsonFormatter", "RedactingFilter", "setup_logging"]
 
