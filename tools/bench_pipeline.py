@@ -233,39 +233,83 @@ def engine_cmd(config: Path, url: str, *extra: str) -> list[str]:
 
 def run_engine(config: Path, url: str, workers: int = 1, idle: float = 1.0) -> list[int]:
     """Run ``workers`` engine processes until idle; return each one's peak RSS (KiB)."""
+    return [peak for peak, _cpu in run_engine_usage(config, url, workers, idle)]
+
+
+def run_engine_usage(
+    config: Path, url: str, workers: int = 1, idle: float = 1.0
+) -> list[tuple[int, float]]:
+    """Like :func:`run_engine`: each process's peak RSS (KiB) and CPU seconds (user + sys)."""
     procs = [
         subprocess.Popen(
             engine_cmd(config, url, "--stop-when-idle", str(idle)), stdout=subprocess.DEVNULL
         )
         for _ in range(workers)
     ]
-    peaks = []
+    usages = []
     for proc in procs:
         _pid, status, usage = os.wait4(proc.pid, 0)
         proc.returncode = os.waitstatus_to_exitcode(status)
         if proc.returncode != 0:
             raise RuntimeError(f"engine exited {proc.returncode}")
-        peaks.append(int(usage.ru_maxrss))
-    return peaks
+        usages.append((int(usage.ru_maxrss), usage.ru_utime + usage.ru_stime))
+    return usages
+
+
+def server_cpu(url: str) -> float:
+    """CPU seconds the server has used (user + sys), from INFO cpu."""
+    r = redis.Redis.from_url(url)
+    try:
+        info = r.info("cpu")
+    finally:
+        r.close()
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+def run_child_cpu(cmd: list[str]) -> float:
+    """Run ``cmd`` to completion; its CPU seconds (user + sys)."""
+    proc = subprocess.Popen(cmd)
+    _pid, status, usage = os.wait4(proc.pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"{cmd[:3]} exited {status}")
+    return usage.ru_utime + usage.ru_stime
 
 
 # --------------------------------------------------------------------------- benchmarks
 
 
 def bench_forward(url: str, n: int, runs: int, work: Path) -> dict[str, Any]:
+    """Also CPU per event, worker and server: on a 2-core machine their sum bounds what
+    more workers can give (the scale-out figure), whatever the wall-clock rates."""
     base, eng = [], []
+    cpu: dict[str, list[float]] = {k: [] for k in ("base_worker", "base_server", "eng_worker",
+                                                    "eng_server")}
     config = write_config(work, {"fwd": ("in", "out")})
+    flush(url)
+    preload(url, "in", 1)
+    startup = run_engine_usage(config, url)[0][1]  # start-up and idle stop: not per event
     for _ in range(runs):
         flush(url)
         preload(url, "in", n)
-        subprocess.run(self_cmd("_forward", url, "in", "out", str(n)), check=True)
+        before = server_cpu(url)
+        cpu["base_worker"].append(run_child_cpu(self_cmd("_forward", url, "in", "out", str(n))))
+        cpu["base_server"].append(server_cpu(url) - before)
         base.append(rate_from_ids(url, "out", n))
         flush(url)
         preload(url, "in", n)
-        run_engine(config, url)
+        before = server_cpu(url)
+        cpu["eng_worker"].append(run_engine_usage(config, url)[0][1] - startup)
+        cpu["eng_server"].append(server_cpu(url) - before)
         eng.append(rate_from_ids(url, "out", n))
     b, e = summary(base), summary(eng)
-    return {"baseline": b, "engine": e, "ratio": e["median"] / b["median"]}
+    per_event = {k: statistics.median(v) / n * 1e6 for k, v in cpu.items()}
+    return {
+        "baseline": b,
+        "engine": e,
+        "ratio": e["median"] / b["median"],
+        "cpu_us_per_event": per_event,
+        "engine_startup_cpu_s": startup,
+    }
 
 
 def bench_scale_out(url: str, n: int, runs: int, work: Path) -> dict[str, Any]:
@@ -541,6 +585,13 @@ def main(argv: list[str] | None = None) -> int:
                 f"forward stage   baseline {fmt(f['baseline'], '/s')}  "
                 f"engine {fmt(f['engine'], '/s')}  "
                 f"ratio {f['ratio']:.2f} (target >= 0.8)",
+                flush=True,
+            )
+            c = f["cpu_us_per_event"]
+            print(
+                f"  CPU per event   baseline worker {c['base_worker']:.1f} us + server "
+                f"{c['base_server']:.1f} us;  engine worker {c['eng_worker']:.1f} us + server "
+                f"{c['eng_server']:.1f} us",
                 flush=True,
             )
         if "chain" not in args.skip:

@@ -1,9 +1,14 @@
 """An actor: one consumer of one sink, reading, handling and committing batches.
 
-The loop is ``read_batch(room)`` → handler on the whole batch → one commit
-script (outputs + acks + dead letters). The actor never holds more than
-``batch`` un-acked events: events waiting for a retry count against that room,
-so a sink whose handler keeps failing slows its own reads and no one else's.
+The loop is ``read_batch(room)`` → handler on the whole chunk → one commit
+script (outputs + acks + dead letters). Reads are half a batch (a chunk) and a
+chunk is handled while the previous one commits, so the server's work (read,
+commit script) overlaps the handler's instead of following it; the handler
+still sees one chunk at a time, in read order, and commits land in read order.
+The actor never holds more than ``batch`` un-acked events — counting what the
+server delivered to its consumer, since the sink reads at most a chunk: events
+waiting for a retry count against that room, so a sink whose handler keeps
+failing slows its own reads and no one else's.
 
 Failures never hold up the rest of a batch: the successes are committed first;
 each failure gets its attempt counter incremented in Redis (``HINCRBY``, so the
