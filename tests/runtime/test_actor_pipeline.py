@@ -13,7 +13,7 @@ import redis
 import redis.asyncio as aioredis
 
 from topology import Emit, Event
-from topology.runtime.actor import Actor
+from topology.runtime.actor import PIPELINE_MIN_BATCH, Actor
 from topology.streams import Connection
 
 from .test_actor import fill, make_actor, wait_for
@@ -50,7 +50,7 @@ async def test_overlapping_chunks_forward_in_read_order_one_chunk_at_a_time(
         return Emit("done", event.payload)
 
     await fill(conn, 600)
-    actor = make_actor(conn, handler, executor, batch=16)
+    actor = make_actor(conn, handler, executor, batch=PIPELINE_MIN_BATCH)
     await actor.start()
     await wait_for(lambda: actor.handled == 600)
     await actor.drain(5)
@@ -59,6 +59,13 @@ async def test_overlapping_chunks_forward_in_read_order_one_chunk_at_a_time(
     rows = await r.xrange("pulse:stream:out")
     assert [f[b"p"] for _, f in rows] == expected
     assert most_inside == 1
+
+
+async def test_a_small_batch_is_read_whole(conn: Connection, executor: Any) -> None:
+    small = make_actor(conn, lambda e: None, executor, batch=PIPELINE_MIN_BATCH - 1)
+    large = make_actor(conn, lambda e: None, executor, batch=2 * PIPELINE_MIN_BATCH)
+    assert small._chunk == PIPELINE_MIN_BATCH - 1
+    assert large._chunk == PIPELINE_MIN_BATCH
 
 
 async def test_server_side_pending_never_exceeds_batch_while_chunks_overlap(
@@ -77,7 +84,7 @@ async def test_server_side_pending_never_exceeds_batch_while_chunks_overlap(
         return Emit("done", event.payload)
 
     await fill(conn, 400)
-    actor: Actor = make_actor(conn, handler, executor, batch=20)
+    actor: Actor = make_actor(conn, handler, executor, batch=40)
     await actor.start()
     assert actor.sink is not None
     consumer.append(actor.sink.consumer)
@@ -86,5 +93,5 @@ async def test_server_side_pending_never_exceeds_batch_while_chunks_overlap(
     finally:
         await actor.drain(5)
         probe.close()
-    assert 0 < highest <= 20
+    assert 0 < highest <= 40
     assert await r.xlen("pulse:stream:out") == 400

@@ -46,6 +46,8 @@ READ_BLOCK = 5.0
 #: Backoff after a Redis error in the commit path, doubling up to the cap.
 ERROR_BACKOFF_FIRST = 0.1
 ERROR_BACKOFF_CAP = 5.0
+#: Batches at least this large are read in two overlapping halves (see ``_spawn``).
+PIPELINE_MIN_BATCH = 32
 
 
 #: Reset the idle time of events this consumer still owns (KEYS: stream keys; ARGV:
@@ -123,8 +125,9 @@ class Actor:
         self._seq = itertools.count()
         self._busy = 0  # events being handled or committed right now
         #: Events per read: half a batch, so one chunk is handled while the
-        #: previous one commits, and never more than ``batch`` in hand.
-        self._chunk = max(1, (spec.batch + 1) // 2)
+        #: previous one commits, and never more than ``batch`` in hand. A small
+        #: batch is not split: its per-read cost outweighs what overlapping saves.
+        self._chunk = (spec.batch + 1) // 2 if spec.batch >= PIPELINE_MIN_BATCH else spec.batch
         self._handle_lock = asyncio.Lock()
         self._commit_tail: asyncio.Future[None] | None = None
         self._next_touch = 0.0
