@@ -231,6 +231,11 @@ def engine_cmd(config: Path, url: str, *extra: str) -> list[str]:
     return [exe, *args]
 
 
+def engine_log(config: Path) -> Any:
+    """The engines' logs go beside their config, not into the figures' table."""
+    return open(config.parent / "engine.log", "ab")  # handed to the child processes
+
+
 def run_engine(config: Path, url: str, workers: int = 1, idle: float = 1.0) -> list[int]:
     """Run ``workers`` engine processes until idle; return each one's peak RSS (KiB)."""
     return [peak for peak, _cpu in run_engine_usage(config, url, workers, idle)]
@@ -240,9 +245,12 @@ def run_engine_usage(
     config: Path, url: str, workers: int = 1, idle: float = 1.0
 ) -> list[tuple[int, float]]:
     """Like :func:`run_engine`: each process's peak RSS (KiB) and CPU seconds (user + sys)."""
+    log = engine_log(config)
     procs = [
         subprocess.Popen(
-            engine_cmd(config, url, "--stop-when-idle", str(idle)), stdout=subprocess.DEVNULL
+            engine_cmd(config, url, "--stop-when-idle", str(idle)),
+            stdout=subprocess.DEVNULL,
+            stderr=log,
         )
         for _ in range(workers)
     ]
@@ -251,7 +259,7 @@ def run_engine_usage(
         _pid, status, usage = os.wait4(proc.pid, 0)
         proc.returncode = os.waitstatus_to_exitcode(status)
         if proc.returncode != 0:
-            raise RuntimeError(f"engine exited {proc.returncode}")
+            raise RuntimeError(f"engine exited {proc.returncode}: see {log.name}")
         usages.append((int(usage.ru_maxrss), usage.ru_utime + usage.ru_stime))
     return usages
 
@@ -282,8 +290,9 @@ def bench_forward(url: str, n: int, runs: int, work: Path) -> dict[str, Any]:
     """Also CPU per event, worker and server: on a 2-core machine their sum bounds what
     more workers can give (the scale-out figure), whatever the wall-clock rates."""
     base, eng = [], []
-    cpu: dict[str, list[float]] = {k: [] for k in ("base_worker", "base_server", "eng_worker",
-                                                    "eng_server")}
+    cpu: dict[str, list[float]] = {
+        k: [] for k in ("base_worker", "base_server", "eng_worker", "eng_server")
+    }
     config = write_config(work, {"fwd": ("in", "out")})
     flush(url)
     preload(url, "in", 1)
@@ -388,7 +397,9 @@ def bench_chain(
 
     def engine() -> list[subprocess.Popen[bytes]]:
         return [
-            subprocess.Popen(engine_cmd(config, url), stdout=subprocess.DEVNULL)
+            subprocess.Popen(
+                engine_cmd(config, url), stdout=subprocess.DEVNULL, stderr=engine_log(config)
+            )
             for _ in range(workers)
         ]
 

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
+from tests.helpers import wait_for
 from topology import Emit, Event
 from topology.config.model import RetryPolicy, SinkSpec, StreamRef, StreamSpec
 from topology.runtime.actor import Actor
@@ -33,20 +34,6 @@ def executor() -> Any:
     pool = ThreadPoolExecutor(4)
     yield pool
     pool.shutdown(wait=False)
-
-
-async def wait_for(predicate: Callable[[], Any], timeout: float = 10.0) -> None:
-    """Poll external (Redis) state until ``predicate`` holds; fails the test at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.02)
 
 
 def make_actor(
@@ -162,7 +149,7 @@ async def test_always_failing_event_is_dead_lettered_with_its_fields_and_acked(
     await actor.start()
     await wait_for(lambda: metrics.dead["s"] == 1 and actor.handled == 2)
     await actor.drain(5)
-    (_, dead), = await r.xrange("pulse:stream:dlq")
+    ((_, dead),) = await r.xrange("pulse:stream:dlq")
     source_id = (await r.xrange("pulse:stream:in"))[1][0]
     assert dead[b"n"] == b"e1" and dead[b"p"] == b"1" and dead[b"t"] == b"tp"
     assert dead[b"origin_stream"] == b"in" and dead[b"origin_id"] == source_id
@@ -178,14 +165,17 @@ async def test_emit_to_a_stream_not_in_outputs_dead_letters_the_input(
     await fill(conn, 1)
     metrics = Metrics()
     actor = make_actor(
-        conn, lambda e: Emit("x", b"", stream="elsewhere"), executor,
-        dead_letter="dlq", metrics=metrics,
+        conn,
+        lambda e: Emit("x", b"", stream="elsewhere"),
+        executor,
+        dead_letter="dlq",
+        metrics=metrics,
     )
     await actor.start()
     await wait_for(lambda: metrics.dead["s"] == 1)
     await actor.drain(5)
     assert await r.exists("pulse:stream:elsewhere") == 0  # never a silent write
-    (_, dead), = await r.xrange("pulse:stream:dlq")
+    ((_, dead),) = await r.xrange("pulse:stream:dlq")
     assert dead[b"error_type"] == b"ContractError"
     assert b"elsewhere" in dead[b"error"]
     assert await pending(r) == 0
@@ -224,7 +214,7 @@ async def test_attempt_count_continues_from_redis_after_a_restart(
     await wait_for(lambda: metrics.dead["s"] == 1)
     await actor.drain(5)
     assert metrics.failed["s"] == 1  # the third and last attempt
-    (_, dead), = await r.xrange("pulse:stream:dlq")
+    ((_, dead),) = await r.xrange("pulse:stream:dlq")
     assert dead[b"attempts"] == b"3"
 
 
@@ -237,9 +227,7 @@ async def test_failures_do_not_hold_up_the_rest_of_the_batch(
         return Emit("ok", event.payload)
 
     await fill(conn, 20)
-    actor = make_actor(
-        conn, handler, executor, retry=RetryPolicy(max_attempts=5, backoff=30.0)
-    )
+    actor = make_actor(conn, handler, executor, retry=RetryPolicy(max_attempts=5, backoff=30.0))
     await actor.start()
     await wait_for(lambda: actor.handled == 19, timeout=5)  # long before the 30 s backoff
     assert actor.in_hand == 1
@@ -341,7 +329,11 @@ async def test_an_event_waiting_for_a_long_retry_is_not_claimed_away(
     await fill(conn, 1)
     metrics = Metrics()
     actor = make_actor(
-        conn, once_failing, executor, metrics=metrics, ack_grace=0.5,
+        conn,
+        once_failing,
+        executor,
+        metrics=metrics,
+        ack_grace=0.5,
         retry=RetryPolicy(max_attempts=3, backoff=2.0),  # 4 x the ack grace
     )
     await actor.start()

@@ -8,19 +8,20 @@ import logging
 import os
 import re
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
 
+from tests.helpers import wait_for
 from topology.config import load
 from topology.runtime.reload import Reloader
 from topology.runtime.supervisor import Runtime
 from topology.streams import Connection
 
-HANDLERS = '''
+HANDLERS = """
 import sys
 import time
 from topology import Emit
@@ -37,10 +38,10 @@ def slow(event):
 
 def extra(event):
     return Emit("out_extra", event.payload)
-'''
+"""
 
 #: Imports fine once (when validated), raises when the reload re-imports it.
-SECOND_IMPORT_FAILS = '''
+SECOND_IMPORT_FAILS = """
 import sys
 from topology import Emit
 
@@ -50,7 +51,7 @@ if sys._ponos_flaky_imports > 1:
 
 def forward(event):
     return Emit("out", event.payload)
-'''
+"""
 
 
 def config_text(
@@ -87,20 +88,6 @@ def write_renamed(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
-
-
-async def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "") -> None:
-    """Poll Redis-side state (another task's commits) with a deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not reached in {timeout}s: {what}")
-        await asyncio.sleep(0.005)
 
 
 class Producer:
@@ -240,10 +227,7 @@ async def test_a_stream_removed_by_a_file_write_is_no_longer_handled_and_loses_n
     assert b"fwd" in groups  # the group and its position stay
     # every event of 'more' delivered to the group is either handled or still pending
     last = groups[b"fwd"]["last-delivered-id"]
-    delivered = {
-        f[b"p"].decode()
-        for _, f in await r.xrange("pulse:stream:more", max=last)
-    }
+    delivered = {f[b"p"].decode() for _, f in await r.xrange("pulse:stream:more", max=last)}
     pending_rows = await r.xpending_range("pulse:stream:more", "fwd", "-", "+", 100_000)
     pending_ids = [row["message_id"] for row in pending_rows]
     pending = {
@@ -251,8 +235,9 @@ async def test_a_stream_removed_by_a_file_write_is_no_longer_handled_and_loses_n
     }
     assert not handled_more & pending
     assert handled_more | pending == delivered, "an in-flight event of the removed stream was lost"
-    assert len(handled_more) + len(pending) + int(groups[b"fwd"]["lag"] or 0) == (
-        producer.produced["more"]
+    assert (
+        len(handled_more) + len(pending) + int(groups[b"fwd"]["lag"] or 0)
+        == (producer.produced["more"])
     )
     # re-adding resumes where it stopped: every event of 'more' handled exactly once
     write_renamed(config, config_text(streams="in, more", handler="slow", consumers=2))
@@ -260,7 +245,8 @@ async def test_a_stream_removed_by_a_file_write_is_no_longer_handled_and_loses_n
         assert await reloader.wait_finished(3, 10) == "applied"
         await wait_for(
             lambda: runtime.handled().get("fwd") == sum(producer.produced.values()),
-            timeout=15, what="the re-added stream drained (pending ones claimed)",
+            timeout=15,
+            what="the re-added stream drained (pending ones claimed)",
         )
     finally:
         await reloader.stop()
@@ -276,8 +262,9 @@ VARIANTS: list[dict[str, Any]] = [
     dict(streams="in, more", consumers=3, handler="forward"),  # remove a sink
     dict(streams="in, more", consumers=2, handler="forward_async"),  # change handler, rescale
     dict(streams="in", consumers=2, handler="forward_async", extra=True),  # rm stream, add sink
-    dict(streams="in, more", consumers=1, handler="forward", extra=True,
-         extra_streams="in, more"),  # handler back, add a stream to both
+    dict(
+        streams="in, more", consumers=1, handler="forward", extra=True, extra_streams="in, more"
+    ),  # handler back, add a stream to both
 ]
 
 
@@ -311,9 +298,7 @@ async def test_every_event_is_handled_exactly_once_across_twenty_file_reloads_un
     write_renamed(config, config_text(streams="in, more", extra=True, extra_streams="in, more"))
     assert await reloader.wait_finished(finished + 1, 10) in ("applied", "unchanged")
     total = sum(producer.produced.values())
-    await wait_for(
-        lambda: runtime.handled().get("fwd") == total, timeout=30, what="fwd drained"
-    )
+    await wait_for(lambda: runtime.handled().get("fwd") == total, timeout=30, what="fwd drained")
     out = await outputs(r)
     assert len(out) == len(set(out)), f"{len(out) - len(set(out))} duplicates"
     assert set(out) == producer.expected("in", "more")
@@ -354,7 +339,8 @@ async def test_invalid_files_change_nothing_log_located_errors_and_the_next_vali
             assert runtime.actors() == actors and all(a.running for a in actors), what
             assert sample(runtime, "invalid") == n
             errors = [
-                rec.getMessage() for rec in caplog.records
+                rec.getMessage()
+                for rec in caplog.records
                 if rec.levelno >= logging.ERROR and rec.getMessage().startswith("reload: ")
             ]
             assert errors, what

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
 
+from tests.helpers import wait_for
 from topology.config.model import RetryPolicy, SinkSpec, StreamRef, StreamSpec, Topology
 from topology.runtime.supervisor import ApplyError, Runtime
 from topology.streams import Connection
@@ -27,20 +26,6 @@ async def forward_async(event):
 def tag(event):
     return Emit(event.name, event.payload, topic="tagged")
 """
-
-
-async def wait_for(predicate: Callable[[], Any], timeout: float = 10.0) -> None:
-    """Poll until ``predicate`` holds (Redis state or counters); fails at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.02)
 
 
 def topo(tmp_path: Path, *sinks: SinkSpec, streams: tuple[str, ...] = ()) -> Topology:
@@ -221,7 +206,10 @@ async def test_sources_run_and_idle_waits_for_them(
     (tmp_path / "sup_sources.py").write_text(SOURCES)
     base = topo(tmp_path, sink())
     with_source = Topology(
-        name=base.name, streams=base.streams, sinks=base.sinks, path=base.path,
+        name=base.name,
+        streams=base.streams,
+        sinks=base.sinks,
+        path=base.path,
         sources={"gen": SourceSpec("gen", "sup_sources:slow_numbers", "in")},
     )
     await runtime.apply(with_source)
@@ -239,7 +227,10 @@ async def test_removing_a_source_stops_it(
     (tmp_path / "sup_sources.py").write_text(SOURCES)
     base = topo(tmp_path, sink())
     with_source = Topology(
-        name=base.name, streams=base.streams, sinks=base.sinks, path=base.path,
+        name=base.name,
+        streams=base.streams,
+        sinks=base.sinks,
+        path=base.path,
         sources={"gen": SourceSpec("gen", "sup_sources:forever", "in")},
     )
     await runtime.apply(with_source)

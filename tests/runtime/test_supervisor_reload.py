@@ -6,13 +6,13 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
 
+from tests.helpers import wait_for
 from topology.config import load
 from topology.runtime.reload import Reloader
 from topology.runtime.supervisor import Runtime
@@ -30,25 +30,12 @@ sinks:
     outputs: [out]
 """
 
-HANDLERS = '''
+HANDLERS = """
 from topology import Emit
 
 def forward(event):
     return Emit("v{version}", event.payload)
-'''
-
-
-async def wait_for(predicate: Callable[[], Any], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.01)
+"""
 
 
 def write(path: Path, streams: str = "in", handler: str = "forward") -> None:
