@@ -127,12 +127,16 @@ async def run_bench(url: str, n: int, batch: int, repeat: int) -> None:
     admin = redis.Redis.from_url(url)
     count = 1000  # the library's default COUNT, used by the hand-written loops too
 
-    producers: dict[str, list[float]] = {"library add_many": [], "asyncio pipeline": [],
-                                         "sync pipeline": []}
+    producers: dict[str, list[float]] = {
+        "library add_many": [],
+        "asyncio pipeline": [],
+        "sync pipeline": [],
+    }
     for i in range(repeat):
         producers["library add_many"].append(await produce_library(url, f"p-lib-{i}", n, batch))
         producers["asyncio pipeline"].append(
-            await produce_asyncio(url, conn_key(f"p-aio-{i}"), n, batch))
+            await produce_asyncio(url, conn_key(f"p-aio-{i}"), n, batch)
+        )
         producers["sync pipeline"].append(produce_sync(url, conn_key(f"p-sync-{i}"), n, batch))
         admin.flushall()
 

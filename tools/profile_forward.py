@@ -81,8 +81,10 @@ def main() -> int:
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         print(f"engine rate under py-spy: {rate_from_ids(url, 'out', args.events):,.0f}/s")
         for name, stats in sorted(r.info("commandstats").items()):
-            print(f"{name:28} calls {stats['calls']:>8}  usec/call {stats['usec_per_call']:>9.1f}"
-                  f"  total {stats['usec'] / 1e6:6.2f}s")
+            print(
+                f"{name:28} calls {stats['calls']:>8}  usec/call {stats['usec_per_call']:>9.1f}"
+                f"  total {stats['usec'] / 1e6:6.2f}s"
+            )
         r.close()
     top(collapsed, args.top)
     shutil.rmtree(work, ignore_errors=True)

@@ -70,9 +70,22 @@ def main() -> int:
         spy = None
         if args.pyspy:
             spy = subprocess.Popen(
-                [PYSPY, "record", "-r", "500", "-f", "raw", "-o", args.pyspy,
-                 "-d", str(int(args.seconds)), "-p", str(proc.pid)],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                [
+                    PYSPY,
+                    "record",
+                    "-r",
+                    "500",
+                    "-f",
+                    "raw",
+                    "-o",
+                    args.pyspy,
+                    "-d",
+                    str(int(args.seconds)),
+                    "-p",
+                    str(proc.pid),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
             )
             time.sleep(0.5)
         before = cpu_seconds(proc.pid)
@@ -94,9 +107,11 @@ def main() -> int:
             child.terminate()
             child.wait()
         r.close()
-    print(f"{total} events through {args.stages} stage(s) in {wall:.1f}s: worker CPU "
-          f"{used:.2f}s = {used / wall * 100:.0f}% of a core, "
-          f"{used / total / args.stages * 1e6:.0f} µs per event per stage")
+    print(
+        f"{total} events through {args.stages} stage(s) in {wall:.1f}s: worker CPU "
+        f"{used:.2f}s = {used / wall * 100:.0f}% of a core, "
+        f"{used / total / args.stages * 1e6:.0f} µs per event per stage"
+    )
     return 0
 
 

@@ -42,7 +42,7 @@ from typing import Any
 
 import redis
 
-HANDLERS = '''
+HANDLERS = """
 from topology import Emit
 
 def forward(event):
@@ -53,7 +53,7 @@ async def forward_async(event):
 
 def extra(event):
     return Emit("out_extra", event.payload)
-'''
+"""
 
 #: The cycle of configs: each differs from the one before it (and the last from the first).
 VARIANTS: list[dict[str, Any]] = [
@@ -209,9 +209,10 @@ def soak(args: argparse.Namespace, folder: Path, url: str) -> int:
     config = folder / "soak.yaml"
     config.write_text(config_text(**VARIANTS[0]))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "topology.cli", "run", str(config), "--redis-url", url,
-         "--quiet"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [sys.executable, "-m", "topology.cli", "run", str(config), "--redis-url", url, "--quiet"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     assert proc.stderr is not None
     for line in proc.stderr:  # a write before the watch is armed would go unseen
@@ -250,8 +251,9 @@ def soak(args: argparse.Namespace, folder: Path, url: str) -> int:
         expected_all = {str(i).encode() for i in range(producer.seq)}
         deadline = time.monotonic() + args.drain_timeout
         while time.monotonic() < deadline and proc.poll() is None:
-            if (client.xlen("pulse:stream:out") >= producer.seq
-                    and client.xlen("pulse:stream:out_extra") >= len(expected_in)):
+            if client.xlen("pulse:stream:out") >= producer.seq and client.xlen(
+                "pulse:stream:out_extra"
+            ) >= len(expected_in):
                 break
             time.sleep(0.2)  # polling another process's progress
         drained_in = time.monotonic() - (producer.ended_at or time.monotonic())
@@ -280,26 +282,36 @@ def soak(args: argparse.Namespace, folder: Path, url: str) -> int:
         lost = len(expected - got)
         dup = len(rows) - len(got)
         unexpected = len(got - expected)
-        print(f"{name}: expected {len(expected)}, handled {len(rows)}, lost {lost}, "
-              f"duplicated {dup}, unexpected {unexpected}")
+        print(
+            f"{name}: expected {len(expected)}, handled {len(rows)}, lost {lost}, "
+            f"duplicated {dup}, unexpected {unexpected}"
+        )
         return lost, dup + unexpected
 
-    print(f"soak: {args.minutes:g} min, offered {args.rate} ev/s, rewrite every "
-          f"{args.interval:g}s; run exit {proc.returncode}")
-    print(f"produced {producer.seq} events in {elapsed:.1f}s ({producer.seq / elapsed:.0f} ev/s: "
-          f"in {producer.sent['in']}, more {producer.sent['more']}); "
-          f"drained {drained_in:.1f}s after the producer stopped")
+    print(
+        f"soak: {args.minutes:g} min, offered {args.rate} ev/s, rewrite every "
+        f"{args.interval:g}s; run exit {proc.returncode}"
+    )
+    print(
+        f"produced {producer.seq} events in {elapsed:.1f}s ({producer.seq / elapsed:.0f} ev/s: "
+        f"in {producer.sent['in']}, more {producer.sent['more']}); "
+        f"drained {drained_in:.1f}s after the producer stopped"
+    )
     lost1, dup1 = report("fwd -> out", out_rows, expected_all)
     lost2, dup2 = report("extra -> out_extra", extra_rows, expected_in)
     # generation 1 is the start; every later generation is an applied reload
-    print(f"config writes {len(writes)}, reloads applied {max(0, (gens[-1] if gens else 1) - 1)} "
-          f"(last generation {gens[-1] if gens else '?'}), rolled back {logs.rolled_back}, "
-          f"rejected {logs.rejected}")
+    print(
+        f"config writes {len(writes)}, reloads applied {max(0, (gens[-1] if gens else 1) - 1)} "
+        f"(last generation {gens[-1] if gens else '?'}), rolled back {logs.rolled_back}, "
+        f"rejected {logs.rejected}"
+    )
     if latencies:
-        print(f"reload latency (write -> 'generation N running'): p50 "
-              f"{statistics.median(latencies) * 1000:.0f} ms, p99 "
-              f"{percentile(latencies, 0.99) * 1000:.0f} ms, max {max(latencies) * 1000:.0f} ms "
-              f"({len(latencies)} writes)")
+        print(
+            f"reload latency (write -> 'generation N running'): p50 "
+            f"{statistics.median(latencies) * 1000:.0f} ms, p99 "
+            f"{percentile(latencies, 0.99) * 1000:.0f} ms, max {max(latencies) * 1000:.0f} ms "
+            f"({len(latencies)} writes)"
+        )
     if logs.errors:
         print(f"{len(logs.errors)} error lines in the run's log; first: {logs.errors[0]}")
     print(out.strip().splitlines()[-1] if out.strip() else "(no summary from run)")

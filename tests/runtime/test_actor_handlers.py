@@ -40,7 +40,8 @@ def test_payloads_are_encoded_like_the_streams_library() -> None:
 def test_lists_and_generators_of_emits_are_accepted() -> None:
     outputs = ("a", "b")
     assert [s for s, _ in fields([Emit("x", stream="a"), Emit("y", stream="b")], outputs)] == [
-        "a", "b",
+        "a",
+        "b",
     ]
     assert len(fields(Emit("x") for _ in range(3))) == 3
 

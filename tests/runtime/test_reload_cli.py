@@ -30,12 +30,12 @@ sinks:
     outputs: [out]
 """
 
-HANDLERS = '''
+HANDLERS = """
 from topology import Emit
 
 def forward(event):
     return Emit("out", event.payload)
-'''
+"""
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
@@ -71,9 +71,19 @@ def test_switching_the_config_symlink_reloads_and_status_shows_the_generation(
     client.xadd("pulse:stream:in", {"n": "e", "p": "in-0"})
     client.xadd("pulse:stream:more", {"n": "e", "p": "more-0"})
     proc = subprocess.Popen(
-        [sys.executable, "-m", "topology.cli", "run", str(config), "--redis-url", redis_url,
-         "--quiet"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "topology.cli",
+            "run",
+            str(config),
+            "--redis-url",
+            redis_url,
+            "--quiet",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     seen: list[str] = []
     assert proc.stderr is not None
@@ -97,9 +107,10 @@ def test_switching_the_config_symlink_reloads_and_status_shows_the_generation(
         wait_until(lambda: client.xlen("pulse:stream:out") == 2, 10, "the new target's stream")
         wait_until(lambda: generations(client) == [2], 10, "the heartbeat's generation")
         status = subprocess.run(
-            [sys.executable, "-m", "topology.cli", "status", str(config), "--redis-url",
-             redis_url],
-            capture_output=True, text=True, timeout=30,
+            [sys.executable, "-m", "topology.cli", "status", str(config), "--redis-url", redis_url],
+            capture_output=True,
+            text=True,
+            timeout=30,
         )
         assert status.returncode == 0, status.stderr
         assert "generation 2" in status.stdout, status.stdout

@@ -38,7 +38,7 @@ sinks:
     outputs: [out]
 """
 
-HANDLERS = '''
+HANDLERS = """
 import time
 from topology import Emit
 
@@ -51,7 +51,7 @@ def first(event):
 
 async def second(event):
     return Emit("out", event.payload)
-'''
+"""
 
 
 def write_config(
@@ -67,8 +67,17 @@ def write_config(
 def start_run(config: Path, url: str, *extra: str, watch: bool = False) -> subprocess.Popen[str]:
     flags = ["--quiet"] + ([] if watch else ["--no-watch"])
     return subprocess.Popen(
-        [sys.executable, "-m", "topology.cli", "run", str(config), "--redis-url", url,
-         *flags, *extra],
+        [
+            sys.executable,
+            "-m",
+            "topology.cli",
+            "run",
+            str(config),
+            "--redis-url",
+            url,
+            *flags,
+            *extra,
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -124,7 +133,8 @@ def test_kill_9_rounds_lose_nothing_and_duplicate_nothing(
                 lambda t=target, p=proc: (
                     client.xlen("pulse:stream:out") >= t or p.poll() is not None
                 ),
-                60, f"progress in round {k}",
+                60,
+                f"progress in round {k}",
             )
             assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
         finally:
@@ -142,9 +152,7 @@ def test_kill_9_rounds_lose_nothing_and_duplicate_nothing(
     assert pending(client, "in", "first") == 0 and pending(client, "mid", "second") == 0
 
 
-def test_two_processes_share_the_work(
-    tmp_path: Path, redis_url: str, client: redis.Redis
-) -> None:
+def test_two_processes_share_the_work(tmp_path: Path, redis_url: str, client: redis.Redis) -> None:
     n = 3000
     config = write_config(tmp_path, name="shared", delay=0.001, ack_grace="20s", batch=32)
     fill(client, n)
@@ -290,7 +298,7 @@ sinks:
   fwd: {streams: [in], handler: "onesource_handlers:forward", outputs: [out]}
 """
 
-SOURCE_HANDLERS = '''
+SOURCE_HANDLERS = """
 import time
 from topology import Emit
 
@@ -301,7 +309,7 @@ def numbers():
 def forward(event):
     time.sleep(0.001)
     return Emit("out", event.payload)
-'''
+"""
 
 
 def test_two_processes_run_a_source_once_and_share_its_events(

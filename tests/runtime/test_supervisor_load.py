@@ -13,7 +13,7 @@ from topology.config.model import SinkSpec, StreamRef, StreamSpec, Topology
 from topology.runtime.supervisor import Runtime
 from topology.streams import Connection
 
-HANDLERS = '''
+HANDLERS = """
 from topology import Emit
 
 def forward_a(event):
@@ -21,7 +21,7 @@ def forward_a(event):
 
 async def forward_b(event):
     return Emit("b", event.payload)
-'''
+"""
 
 #: Events per producer tick and ticks per second: 20 x 100 = 2000 events/s offered.
 PER_TICK = 20
@@ -43,8 +43,13 @@ def topology(tmp_path: Path, *, consumers: int, more: bool, handler: str, extra:
     }
     if extra:
         sinks["extra"] = SinkSpec(
-            "extra", (StreamRef("in"),), "load_handlers:forward_a",
-            outputs=("out_extra",), start="oldest", ack_grace=2.0, batch=64,
+            "extra",
+            (StreamRef("in"),),
+            "load_handlers:forward_a",
+            outputs=("out_extra",),
+            start="oldest",
+            ack_grace=2.0,
+            batch=64,
         )
     names = ("in", "in2", "out", "out_extra")
     return Topology(
@@ -105,9 +110,10 @@ async def test_every_event_is_handled_exactly_once_across_twenty_reloads(
         deadline = time.monotonic() + 60
         while True:
             handled = runtime.handled()
-            done = handled.get("fwd", 0) >= sum(produced.values()) and handled.get(
-                "extra", 0
-            ) >= produced["in"]
+            done = (
+                handled.get("fwd", 0) >= sum(produced.values())
+                and handled.get("extra", 0) >= produced["in"]
+            )
             if done and await runtime.pending() == 0:
                 break
             assert time.monotonic() < deadline, (handled, produced)

@@ -109,14 +109,14 @@ sinks:
     outputs: [out]
 """
 
-RESTART_HANDLERS = '''
+RESTART_HANDLERS = """
 import time
 from topology import Emit
 
 def forward(event):
     time.sleep(0.0005)
     return Emit("out", event.payload)
-'''
+"""
 
 
 async def test_a_redis_restart_mid_run_loses_and_duplicates_nothing(

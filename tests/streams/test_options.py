@@ -26,8 +26,15 @@ def _defaults(func: Any) -> dict[str, Any]:
 
 def test_sink_defaults_are_pinned() -> None:
     expected = {
-        "start": "newest", "block": 5.0, "count": 1000, "buffer": 1000, "ack_grace": 20.0,
-        "topic": None, "topic_pattern": None, "matcher": None, "no_ack": False,
+        "start": "newest",
+        "block": 5.0,
+        "count": 1000,
+        "buffer": 1000,
+        "ack_grace": 20.0,
+        "topic": None,
+        "topic_pattern": None,
+        "matcher": None,
+        "no_ack": False,
     }
     assert _defaults(Stream.new_sink) == expected
     assert _defaults(Sink.__init__) == expected
@@ -37,8 +44,12 @@ def test_sink_defaults_are_pinned() -> None:
 
 def test_reader_defaults_are_pinned() -> None:
     expected = {
-        "start": "newest", "block": 5.0, "count": 1000, "buffer": 1000,
-        "topic": None, "topic_pattern": None,
+        "start": "newest",
+        "block": 5.0,
+        "count": 1000,
+        "buffer": 1000,
+        "topic": None,
+        "topic_pattern": None,
     }
     assert _defaults(Stream.new_reader) == expected
     assert _defaults(Reader.__init__) == expected
@@ -94,8 +105,10 @@ async def test_client_that_decodes_responses_is_refused(redis_url: str) -> None:
 @pytest.mark.parametrize("kind", ["sink", "reader"])
 async def test_start_positions(r: aioredis.Redis, conn: streams.Connection, kind: str) -> None:
     stream = conn.stream(f"start-{kind}")
-    old = [await r.xadd(stream.key, {"n": f"e{i}", "p": ""}, id=f"{1000 * (i + 1)}-0")
-           for i in range(3)]
+    old = [
+        await r.xadd(stream.key, {"n": f"e{i}", "p": ""}, id=f"{1000 * (i + 1)}-0")
+        for i in range(3)
+    ]
     old = [i.decode() for i in old]  # entries at t=1s, 2s, 3s after the epoch
 
     async def first_ids(start: str, n: int) -> list[str]:

@@ -12,7 +12,10 @@ def test_helpers_the_engine_uses_are_public_and_old_names_still_work() -> None:
     assert _consumer.build_filter is streams.event_filter
     assert _consumer.RETRYABLE_ERRORS is streams.RETRYABLE_ERRORS
     assert streams.decode_entry([b"n", b"e", b"p", b"x", b"t", b"t1"], "s", "1-0") == (
-        "e", b"x", "t1", None
+        "e",
+        b"x",
+        "t1",
+        None,
     )
     accept = streams.event_filter(None, "a.*", None)
     assert accept is not None

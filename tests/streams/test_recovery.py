@@ -80,8 +80,10 @@ async def _restart_scenario(
                 # connections died with the server (the sink's recovery is under test).
                 producer = aioredis.Redis.from_url(server.url)
                 try:
-                    added = await streams.Connection(producer).stream("restart").add_many(
-                        (f"b{i}", b"", None) for i in range(3)
+                    added = (
+                        await streams.Connection(producer)
+                        .stream("restart")
+                        .add_many((f"b{i}", b"", None) for i in range(3))
                     )
                 finally:
                     await producer.aclose()
@@ -106,7 +108,9 @@ async def test_connection_loss_then_restart_with_persistence_redelivers_nothing_
     server_binary: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     server = ServerProcess(
-        tmp_path / "aof", binary=server_binary, appendonly=True,
+        tmp_path / "aof",
+        binary=server_binary,
+        appendonly=True,
         extra_args=("--appendfsync", "always"),
     )
     server.start()

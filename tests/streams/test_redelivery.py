@@ -88,8 +88,13 @@ async def test_events_pending_on_a_killed_process_are_claimed_by_a_survivor(
     stream = conn.stream("killed")
     ids = await stream.add_many((f"e{i}", b"p", None) for i in range(50))
     child = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", CHILD, redis_url, "50",
-        stdout=subprocess.PIPE, env={**os.environ, "PYTHONPATH": os.getcwd()},
+        sys.executable,
+        "-c",
+        CHILD,
+        redis_url,
+        "50",
+        stdout=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": os.getcwd()},
     )
     try:
         assert child.stdout is not None

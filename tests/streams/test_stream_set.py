@@ -71,9 +71,7 @@ async def test_remove_stream_keeps_group_position_and_readding_resumes_after_las
         await sink.ack_many(got)
         await sink.remove_stream(second)
         groups = await r.xinfo_groups(second.key)
-        assert [(g["name"], g["last-delivered-id"].decode()) for g in groups] == [
-            (b"s", acked[-1])
-        ]
+        assert [(g["name"], g["last-delivered-id"].decode()) for g in groups] == [(b"s", acked[-1])]
         while_removed = await second.add_many((f"b{i}", b"", None) for i in range(3))
         await sink.add_stream(second, start="oldest")  # an existing group keeps its position
         got = await read_n(sink, 3)

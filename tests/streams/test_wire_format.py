@@ -21,7 +21,9 @@ async def test_added_events_have_exactly_pulse_fields(
     entries = dict(await r.xrange("pulse:stream:orders"))
     assert entries[plain.encode()] == {b"n": b"created", b"p": b"\x00\x01raw"}
     assert entries[tagged.encode()] == {
-        b"n": b"shipped", b"p": b'{"id":7,"ok":true}', b"t": b"eu.fr"
+        b"n": b"shipped",
+        b"p": b'{"id":7,"ok":true}',
+        b"t": b"eu.fr",
     }
     assert entries[text.encode()] == {b"n": b"note", b"p": "héllo".encode(), b"t": b"t1"}
 

@@ -81,8 +81,11 @@ def _parsed_entries(reply: Any) -> list[tuple[Any, list[Any] | None]]:
     streams = reply.values() if isinstance(reply, dict) else (item[1] for item in reply)
     out: list[tuple[Any, list[Any] | None]] = []
     for entries in streams:
-        if entries and isinstance(entries[0], list) and entries and not isinstance(
-            entries[0][0], (bytes, str)
+        if (
+            entries
+            and isinstance(entries[0], list)
+            and entries
+            and not isinstance(entries[0][0], (bytes, str))
         ):
             entries = entries[0]  # RESP3 wraps the entry list once more
         for entry_id, fields in entries:
@@ -200,8 +203,10 @@ class Actor:
             return
         exc = task.exception()
         log.error(
-            "actor %s stopped unexpectedly (%r); its in-hand events stay pending for "
-            "redelivery", self.name, exc, exc_info=exc,
+            "actor %s stopped unexpectedly (%r); its in-hand events stay pending for redelivery",
+            self.name,
+            exc,
+            exc_info=exc,
         )
 
     async def add_stream(self, name: str, start: str | None = None) -> None:
@@ -288,8 +293,12 @@ class Actor:
                         events = read.result()
                         read_backoff = ERROR_BACKOFF_FIRST
                     except Exception as exc:  # read errors the sink did not retry itself
-                        log.error("actor %s: read failed (retrying in %.1fs): %r",
-                                  self.name, read_backoff, exc)
+                        log.error(
+                            "actor %s: read failed (retrying in %.1fs): %r",
+                            self.name,
+                            read_backoff,
+                            exc,
+                        )
                         await asyncio.sleep(read_backoff)  # a backoff, not a synchronisation
                         read_backoff = min(read_backoff * 2, ERROR_BACKOFF_CAP)
                     read = None
@@ -358,8 +367,13 @@ class Actor:
                         continue  # deleted while pending, or waiting for a retry
                     ev_name, payload, topic, extra = decode_fields(flat, name, entry_id)
                     event = Event(
-                        entry_id, ev_name, payload, stream_name=name, topic=topic,
-                        sink_name=self.spec.name, fields=extra,
+                        entry_id,
+                        ev_name,
+                        payload,
+                        stream_name=name,
+                        topic=topic,
+                        sink_name=self.spec.name,
+                        fields=extra,
                     )
                     if accept is None or accept(event):
                         events.append(event)
@@ -369,8 +383,11 @@ class Actor:
                     break
                 after = last.decode() if isinstance(last, bytes) else last
                 if events:
-                    log.info("actor %s: handling %d delivered-but-unread events before stopping",
-                             self.name, len(events))
+                    log.info(
+                        "actor %s: handling %d delivered-but-unread events before stopping",
+                        self.name,
+                        len(events),
+                    )
                     await self._process_safely(events)
                 if skipped:
                     await self._commit(skipped)
@@ -417,7 +434,8 @@ class Actor:
         except Exception:
             log.exception(
                 "actor %s: batch of %d events failed; they stay pending for redelivery",
-                self.name, len(events),
+                self.name,
+                len(events),
             )
             await asyncio.sleep(ERROR_BACKOFF_FIRST)  # a backoff, not a synchronisation
         finally:
@@ -472,8 +490,13 @@ class Actor:
             if failure.retryable and attempts < spec.retry.max_attempts and not self._stopping:
                 log.warning(
                     "sink %s: handler failed on %s/%s (attempt %d of %d): %s: %s",
-                    spec.name, event.stream_name, event.id, attempts, spec.retry.max_attempts,
-                    failure.error_type, failure.message,
+                    spec.name,
+                    event.stream_name,
+                    event.id,
+                    attempts,
+                    spec.retry.max_attempts,
+                    failure.error_type,
+                    failure.message,
                 )
                 due = now + spec.retry.delay(attempts)
                 heapq.heappush(self._retry, (due, next(self._seq), event, attempts))
@@ -496,25 +519,40 @@ class Actor:
             log.error(
                 "sink %s: giving up on %s/%s after %d attempts (%s: %s); no dead_letter "
                 "stream: the event is acked and dropped",
-                spec.name, event.stream_name, event.id, attempts,
-                failure.error_type, failure.message,
+                spec.name,
+                event.stream_name,
+                event.id,
+                attempts,
+                failure.error_type,
+                failure.message,
             )
             return Entry(event, ())
         log.warning(
             "sink %s: %s/%s dead-lettered to %s after %d attempts: %s: %s",
-            spec.name, event.stream_name, event.id, spec.dead_letter, attempts,
-            failure.error_type, failure.message,
+            spec.name,
+            event.stream_name,
+            event.id,
+            spec.dead_letter,
+            attempts,
+            failure.error_type,
+            failure.message,
         )
         fields: list[Any] = ["n", event.name, "p", event.payload]
         if event.topic:
             fields += ["t", event.topic]
         fields += [
-            "origin_stream", event.stream_name,
-            "origin_id", event.id,
-            "sink", spec.name,
-            "attempts", attempts,
-            "error_type", failure.error_type,
-            "error", failure.message[:4096],
+            "origin_stream",
+            event.stream_name,
+            "origin_id",
+            event.id,
+            "sink",
+            spec.name,
+            "attempts",
+            attempts,
+            "error_type",
+            failure.error_type,
+            "error",
+            failure.message[:4096],
         ]
         return Entry(event, (Add(spec.dead_letter, fields),))
 
@@ -526,8 +564,11 @@ class Actor:
             log.warning(
                 "sink %s: %d event(s) were claimed by another consumer before actor %s "
                 "committed them; their outputs from this actor were discarded (first: %s/%s)",
-                self.spec.name, len(conflicts), self.name,
-                entries[conflicts[0]].event.stream_name, entries[conflicts[0]].event.id,
+                self.spec.name,
+                len(conflicts),
+                self.name,
+                entries[conflicts[0]].event.stream_name,
+                entries[conflicts[0]].event.id,
             )
         return conflicts
 

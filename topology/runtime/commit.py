@@ -65,6 +65,7 @@ def _is_cross_slot(exc: Exception) -> bool:
         or "map to the same key slot" in text
     )
 
+
 #: KEYS = the attempts hash (when ARGV[3] is "1"), then every stream key touched
 #: (inputs, outputs, dead letter). ARGV = group, consumer, use_attempts, nstreams,
 #: then per stream key (name, maxlen or "", minid or ""), then nentries, then a
@@ -310,12 +311,7 @@ class Committer:
             if len(adds) != 1 or event.stream_name != source:
                 return None
             stream, fields = adds[0]
-            if (
-                stream != output
-                or len(fields) != 4
-                or fields[0] != "n"
-                or fields[2] != "p"
-            ):
+            if stream != output or len(fields) != 4 or fields[0] != "n" or fields[2] != "p":
                 return None
             extend((event.id, fields[1], fields[3]))
         body[2] = idx(source)

@@ -81,6 +81,7 @@ class Reloader:
         For tests and tools: awaiting this instead of sleeping is how a caller
         knows its write was taken into account.
         """
+
         async def wait() -> str:
             async with self._finished:
                 await self._finished.wait_for(lambda: len(self.results) >= count)
@@ -112,8 +113,10 @@ class Reloader:
             if topology is None:
                 for problem in problems:
                     log.error("reload: %s", problem)
-                log.error("reload rejected: the file is invalid; generation %d keeps running",
-                          self.runtime.generation)
+                log.error(
+                    "reload rejected: the file is invalid; generation %d keeps running",
+                    self.runtime.generation,
+                )
                 self.runtime.metrics.reloads.labels("invalid").inc()
                 return "invalid"
             for problem in problems:
@@ -164,16 +167,19 @@ class Reloader:
                 # yield_on_timeout: an empty set every rust_timeout proves the watch is
                 # installed, which is what ``armed`` tells the caller.
                 async for changes in awatch(
-                    *folders, step=self.quiet_ms, debounce=10 * self.quiet_ms,
-                    stop_event=self._stop, recursive=False,
-                    rust_timeout=500, yield_on_timeout=True,
+                    *folders,
+                    step=self.quiet_ms,
+                    debounce=10 * self.quiet_ms,
+                    stop_event=self._stop,
+                    recursive=False,
+                    rust_timeout=500,
+                    yield_on_timeout=True,
                 ):
                     if not self.armed.is_set():
                         self.armed.set()
                         log.info("watching %s for changes (SIGHUP reloads too)", self.path)
                     if changes and (
-                        any(Path(p) in targets or Path(p).absolute() in targets
-                            for _, p in changes)
+                        any(Path(p) in targets or Path(p).absolute() in targets for _, p in changes)
                         or _fingerprint(self.path) != self._fingerprint  # a link switched
                     ):
                         await self._safe_reload("file changed")

@@ -219,7 +219,10 @@ class Runtime:
             self.metrics.reloads.labels("applied").inc()
             log.info(
                 "generation %d running: %d sinks, %d actors, %d sources",
-                self.generation, len(new.sinks), len(self.actors()), len(self._sources),
+                self.generation,
+                len(new.sinks),
+                len(self.actors()),
+                len(self._sources),
             )
             return plan
 
@@ -382,8 +385,12 @@ class Runtime:
                 for stream in streams:
                     try:
                         rows = await redis.xpending_range(
-                            self.conn.stream_key(stream), actor.spec.name, min="-", max="+",
-                            count=100_000, consumername=sink.consumer,
+                            self.conn.stream_key(stream),
+                            actor.spec.name,
+                            min="-",
+                            max="+",
+                            count=100_000,
+                            consumername=sink.consumer,
                         )
                     except Exception as exc:  # NOGROUP, Redis away: nothing to wait for
                         log.debug("settle %s/%s: %r", actor.name, stream, exc)
@@ -402,8 +409,12 @@ class Runtime:
                     break
                 await asyncio.sleep(SETTLE_POLL)  # polling Redis for the commits
             if time.monotonic() >= deadline:
-                log.warning("actor %s: events of removed stream(s) %s still in hand after %.0fs",
-                            actor.name, ", ".join(sorted(streams)), self.drain_timeout)
+                log.warning(
+                    "actor %s: events of removed stream(s) %s still in hand after %.0fs",
+                    actor.name,
+                    ", ".join(sorted(streams)),
+                    self.drain_timeout,
+                )
 
     async def _apply_sources(
         self, plan: Plan, old: Topology, new: Topology, undo: list[Undo]
@@ -478,9 +489,15 @@ def _applicable(plan: Plan) -> bool:
     """Whether the plan has anything besides what a reload cannot apply."""
     return any(
         (
-            plan.streams_added, plan.streams_removed, plan.streams_changed,
-            plan.sinks_added, plan.sinks_removed, plan.sinks_changed,
-            plan.sources_added, plan.sources_removed, plan.sources_changed,
+            plan.streams_added,
+            plan.streams_removed,
+            plan.streams_changed,
+            plan.sinks_added,
+            plan.sinks_removed,
+            plan.sinks_changed,
+            plan.sources_added,
+            plan.sources_removed,
+            plan.sources_changed,
         )
     )
 

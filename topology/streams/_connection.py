@@ -50,8 +50,7 @@ class Connection:
         get_encoder = getattr(redis, "get_encoder", None)
         if get_encoder is not None and getattr(get_encoder(), "decode_responses", False):
             raise ValueError(
-                "topology.streams needs a client with decode_responses=False: "
-                "payloads are bytes"
+                "topology.streams needs a client with decode_responses=False: payloads are bytes"
             )
         self.redis = redis
         self.keys = StreamKeys(prefix)
@@ -175,9 +174,7 @@ async def _ensure_fresh(connection: Any) -> None:
 async def _round_trip(connection: Any, key: str, commands: Sequence[Sequence[Any]]) -> list[Any]:
     """Send ``commands`` at once, read every reply; connection errors are not retried."""
     try:
-        await connection.send_packed_command(
-            connection.pack_commands(commands), check_health=False
-        )
+        await connection.send_packed_command(connection.pack_commands(commands), check_health=False)
         replies: list[Any] = []
         for _ in commands:
             try:

@@ -161,7 +161,9 @@ def _decode_slow(
     if problems:
         log.warning(
             "malformed entry %s on stream %r: %s; delivered with what could be decoded",
-            entry_id, stream_name, "; ".join(problems),
+            entry_id,
+            stream_name,
+            "; ".join(problems),
         )
     return name, payload, topic, fields or None
 
@@ -455,8 +457,13 @@ class Consumer:
         delay = min(BACKOFF_CAP, BACKOFF_FIRST * 2 ** (self._failures - 1))
         delay *= random.uniform(0.5, 1.0)
         if self._failures == 1 or self._failures % 20 == 0:
-            log.warning("%s: read failed (%s: %s); retrying (attempt %d)",
-                        self, type(exc).__name__, exc, self._failures)
+            log.warning(
+                "%s: read failed (%s: %s); retrying (attempt %d)",
+                self,
+                type(exc).__name__,
+                exc,
+                self._failures,
+            )
         self._wake.clear()
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._wake.wait(), delay)

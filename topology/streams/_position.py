@@ -29,12 +29,12 @@ def parse_start(start: str) -> str:
     if start == NEWEST:
         return "$"
     if start.startswith("after:"):
-        entry_id = start[len("after:"):]
+        entry_id = start[len("after:") :]
         if not _ID.fullmatch(entry_id):
             raise ValueError(f"invalid start position {start!r}: expected after:<ms>-<seq>")
         return entry_id
     if start.startswith("at:"):
-        text = start[len("at:"):]
+        text = start[len("at:") :]
         try:
             when = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
         except ValueError:

@@ -35,7 +35,11 @@ class Reader(Consumer):
         topic_pattern: str | None = None,
     ) -> None:
         super().__init__(
-            conn, start=start, block=block, count=count, buffer=buffer,
+            conn,
+            start=start,
+            block=block,
+            count=count,
+            buffer=buffer,
             accept=event_filter(topic, topic_pattern, None),
         )
         self._cursors: dict[str, str] = {}
@@ -117,8 +121,9 @@ class Reader(Consumer):
                     continue
                 entry_id = raw_id.decode()
                 name, payload, topic, extra = decode_entry(flat, stream_name, entry_id)
-                event = Event(entry_id, name, payload, stream_name=stream_name, topic=topic,
-                              fields=extra)
+                event = Event(
+                    entry_id, name, payload, stream_name=stream_name, topic=topic, fields=extra
+                )
                 if accept is None or accept(event):
                     out.append(event)
             self._cursors[stream_name] = entries[-1][0].decode()

@@ -94,7 +94,11 @@ class Sink(Consumer):
         if ack_grace <= 0:
             raise ValueError(f"ack_grace must be > 0 seconds, got {ack_grace}")
         super().__init__(
-            conn, start=start, block=block, count=count, buffer=buffer,
+            conn,
+            start=start,
+            block=block,
+            count=count,
+            buffer=buffer,
             accept=event_filter(topic, topic_pattern, matcher),
         )
         self.name = name
@@ -169,7 +173,8 @@ class Sink(Consumer):
         """Re-create groups lost on the server (flush, restart without persistence)."""
         log.warning(
             "sink %r: consumer group missing on the server (%s); re-creating it and resuming",
-            self.name, exc,
+            self.name,
+            exc,
         )
         for name, stream in list(self._streams.items()):
             position = await self._resume_position(name, stream.key)
@@ -247,21 +252,39 @@ class Sink(Consumer):
         for key, ids in hand_back.items():
             try:
                 await self.conn.execute_raw(
-                    key, b"XCLAIM", key, self.name, self.consumer, 0, *dict.fromkeys(ids),
-                    "IDLE", idle, "JUSTID",
+                    key,
+                    b"XCLAIM",
+                    key,
+                    self.name,
+                    self.consumer,
+                    0,
+                    *dict.fromkeys(ids),
+                    "IDLE",
+                    idle,
+                    "JUSTID",
                 )
             except (*RETRYABLE_ERRORS, ResponseError) as exc:
                 log.debug("sink %r: hand-back of %d entries failed: %s", self.name, len(ids), exc)
             else:
-                log.info("sink %r: handed back %d entries of removed stream %r",
-                         self.name, len(ids), self._name_of_key(key))
+                log.info(
+                    "sink %r: handed back %d entries of removed stream %r",
+                    self.name,
+                    len(ids),
+                    self._name_of_key(key),
+                )
 
     # -- reading ---------------------------------------------------------------------
 
     def _read_args(self, keys: list[str]) -> list[Any]:
         args: list[Any] = [
-            b"XREADGROUP", "GROUP", self.name, self.consumer,
-            "COUNT", min(self.count, self.buffer), "BLOCK", self._block_ms,
+            b"XREADGROUP",
+            "GROUP",
+            self.name,
+            self.consumer,
+            "COUNT",
+            min(self.count, self.buffer),
+            "BLOCK",
+            self._block_ms,
         ]
         if self.no_ack:
             args.append("NOACK")
@@ -319,8 +342,14 @@ class Sink(Consumer):
                 except UnicodeDecodeError:
                     name, payload, topic, extra = decode_entry(flat, stream_name, entry_id)
                 event = Event(
-                    entry_id, name, payload, stream_name=stream_name, topic=topic,
-                    sink_name=sink_name, fields=extra, acker=acker,
+                    entry_id,
+                    name,
+                    payload,
+                    stream_name=stream_name,
+                    topic=topic,
+                    sink_name=sink_name,
+                    fields=extra,
+                    acker=acker,
                 )
                 if accept is None or accept(event):
                     out.append(event)
@@ -335,7 +364,7 @@ class Sink(Consumer):
     def _name_of_key(self, key: Any) -> str:
         text = key.decode() if isinstance(key, bytes) else str(key)
         marker = f"{self.conn.keys.prefix}:stream:"
-        return text[len(marker):] if text.startswith(marker) else text
+        return text[len(marker) :] if text.startswith(marker) else text
 
     async def _ack_unmatched(self, unmatched: dict[str, list[str]]) -> None:
         await self._xack(unmatched)
@@ -413,8 +442,15 @@ class Sink(Consumer):
                     if room <= 0:
                         break
                     reply = await self.conn.execute_raw(
-                        stream.key, b"XAUTOCLAIM", stream.key, self.name, self.consumer,
-                        min_idle, cursor, "COUNT", min(room, self.count),
+                        stream.key,
+                        b"XAUTOCLAIM",
+                        stream.key,
+                        self.name,
+                        self.consumer,
+                        min_idle,
+                        cursor,
+                        "COUNT",
+                        min(room, self.count),
                     )
                     cursor, entries = reply[0], reply[1]
                     unmatched = self._to_events(
