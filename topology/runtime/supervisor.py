@@ -39,7 +39,8 @@ log = logging.getLogger("topology.runtime")
 
 #: How long a reload waits for a removed/restarted sink's actors to finish their batch.
 DEFAULT_DRAIN_TIMEOUT = 30.0
-#: Worker threads for sync handlers (created lazily; one batch job per actor at a time).
+#: Size of the shared pool for sync handlers when one is asked for (``handler_threads``);
+#: by default each actor has a thread of its own instead (see ``HandlerThread``).
 HANDLER_THREADS = 64
 #: Poll period while a stream removal waits for the actors to let go of its events.
 SETTLE_POLL = 0.005
@@ -74,8 +75,10 @@ class Runtime:
         base_dir: Path | None = None,
         metrics: Metrics | None = None,
         drain_timeout: float = DEFAULT_DRAIN_TIMEOUT,
-        handler_threads: int = HANDLER_THREADS,
+        handler_threads: int | None = None,
     ) -> None:
+        """``handler_threads``: run sync handlers in one shared pool of that many threads
+        instead of one thread per actor (the default: a cheaper hop per batch)."""
         self.conn = conn
         self.deployment = deployment
         self.worker_id = worker_id
@@ -90,7 +93,11 @@ class Runtime:
         self._sources: dict[str, Any] = {}
         self._stream_specs: Mapping[str, StreamSpec] = {}
         self._lock = asyncio.Lock()
-        self._executor = ThreadPoolExecutor(handler_threads, thread_name_prefix="ponos-handler")
+        self._executor = (
+            ThreadPoolExecutor(handler_threads, thread_name_prefix="ponos-handler")
+            if handler_threads
+            else None
+        )
         self._started = time.monotonic()
         self._closed = False
 
@@ -477,7 +484,8 @@ class Runtime:
                 log.warning("source %s: stop failed: %r", name, exc)
         await asyncio.gather(*(a.stop_now() for a in self.actors()), return_exceptions=True)
         self._actors.clear()
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
 
 
 def _ended(source: Any) -> bool:
