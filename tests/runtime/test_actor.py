@@ -343,3 +343,30 @@ async def test_an_event_waiting_for_a_long_retry_is_not_claimed_away(
     assert metrics.conflicts["s"] == 0
     assert actor.sink is not None and actor.sink.claimed == 0
     assert await r.xlen("pulse:stream:out") == 1
+
+
+async def test_a_retry_queued_while_a_read_blocks_runs_after_its_backoff_not_the_block(
+    conn: Connection, r: aioredis.Redis, executor: Any
+) -> None:
+    # The loop no longer wakes for every finished chunk while a read is in flight
+    # (a pass per read saved): a queued retry must still wake it. One event, then
+    # silence: the next read blocks for READ_BLOCK (5 s) unless the retry wakes it.
+    calls: list[float] = []
+
+    def flaky(event: Event) -> Emit:
+        calls.append(time.monotonic())
+        if len(calls) == 1:
+            raise RuntimeError("first attempt fails")
+        return Emit("done", event.payload)
+
+    actor = make_actor(conn, flaky, executor, retry=RetryPolicy(max_attempts=3, backoff=0.05))
+    await actor.start()
+    try:
+        await fill(conn, 1)
+        await wait_for(lambda: actor.handled == 1, 10)
+        assert len(calls) == 2
+        assert calls[1] - calls[0] < 2.0  # its 50 ms backoff, well under the 5 s block
+    finally:
+        await actor.drain(5)
+    assert await r.xlen("pulse:stream:out") == 1
+    assert await pending(r) == 0

@@ -125,6 +125,8 @@ class Actor:
         self._stopping = False
         self._draining = False
         self._retry: list[tuple[float, int, Event, int]] = []  # (due, seq, event, attempts)
+        #: Set when a retry is queued, to wake the loop while a read is in flight.
+        self._kick: asyncio.Future[None] | None = None
         self._seq = itertools.count()
         self._busy = 0  # events being handled or committed right now
         #: Events per read: half a batch, so one chunk is handled while the
@@ -277,7 +279,17 @@ class Actor:
                         self._next_touch = now + self.spec.ack_grace / 3
                     wake = min(self._retry[0][0], self._next_touch)
                     timeout = max(0.0, wake - now)
-                waits: set[asyncio.Future[Any]] = set(working)
+                # With a read in flight a finished chunk changes nothing here (room
+                # only matters for the next read): waking for it would cost a loop
+                # pass per read. Only a retry it queued does, hence the kick.
+                if read is None or self._stopping:
+                    waits: set[asyncio.Future[Any]] = set(working)
+                else:
+                    waits = set()
+                    if working:
+                        if self._kick is None or self._kick.done():
+                            self._kick = asyncio.get_running_loop().create_future()
+                        waits.add(self._kick)
                 if read is not None:
                     waits.add(read)
                 if waits:
@@ -500,6 +512,8 @@ class Actor:
                 )
                 due = now + spec.retry.delay(attempts)
                 heapq.heappush(self._retry, (due, next(self._seq), event, attempts))
+                if self._kick is not None and not self._kick.done():
+                    self._kick.set_result(None)  # the loop re-plans its wake-up
                 continue
             if not failure.retryable or attempts >= spec.retry.max_attempts:
                 dead.append(self._dead_letter(event, failure, attempts))
