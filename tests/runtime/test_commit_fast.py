@@ -146,3 +146,57 @@ async def test_a_wrong_type_output_fails_a_uniform_batch_before_writing(
     else:
         raise AssertionError("the commit should have failed")
     assert (await r.xpending(key("in"), GROUP))["pending"] == 3
+
+
+async def test_commits_reuse_the_committers_own_connection_not_the_pool(
+    r: aioredis.Redis,
+) -> None:
+    events = await read_pending(r, "in", "c1", 6)
+    c = committer(r, "c1")
+    pool = r.connection_pool
+    taken: list[object] = []
+    original = pool.get_connection
+
+    async def counting(*args: object, **kwargs: object) -> object:
+        conn = await original(*args, **kwargs)
+        taken.append(conn)
+        return conn
+
+    pool.get_connection = counting  # type: ignore[method-assign]
+    try:
+        for i in range(3):
+            assert await c.commit(forward(events[2 * i : 2 * i + 2])) == []
+    finally:
+        del pool.get_connection
+    assert taken == []  # no pool round trip per commit
+    assert await r.xlen(key("out")) == 6
+    await c.close()
+    await c.close()  # idempotent
+
+
+async def test_overlapping_commits_fall_back_to_the_pool(r: aioredis.Redis) -> None:
+    events = await read_pending(r, "in", "c1", 100)
+    c = committer(r, "c1")
+    results = await asyncio.gather(c.commit(forward(events[:50])), c.commit(forward(events[50:])))
+    assert results == [[], []]
+    assert await r.xlen(key("out")) == 100
+    assert (await r.xpending(key("in"), GROUP))["pending"] == 0
+    await c.close()
+
+
+async def test_a_commit_after_the_server_dropped_its_connection_reconnects(
+    r: aioredis.Redis,
+) -> None:
+    events = await read_pending(r, "in", "c1", 4)
+    c = committer(r, "c1")
+    assert await c.commit(forward(events[:2])) == []
+    await r.client_kill_filter(_type="normal", skipme=True)  # the committer's socket too
+    for _ in range(3):  # the first may see the dead socket: the actor retries likewise
+        try:
+            assert await c.commit(forward(events[2:])) == []
+            break
+        except (ConnectionError, OSError, aioredis.ConnectionError):
+            continue
+    assert await r.xlen(key("out")) == 4
+    assert (await r.xpending(key("in"), GROUP))["pending"] == 0
+    await c.close()

@@ -331,6 +331,8 @@ class Actor:
                 read.cancel()
             for task in working:  # stop_now: whatever is in hand stays pending
                 task.cancel()
+            if self.committer is not None:
+                await self.committer.close()
 
     def _spawn(self, events: list[Event]) -> asyncio.Task[None]:
         """Handle and commit ``events`` beside the loop (counted in hand from now on).
