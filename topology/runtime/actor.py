@@ -33,9 +33,7 @@ from topology.config.model import SinkSpec, StreamSpec
 from topology.runtime.commit import Add, Committer, Entry, attempts_field
 from topology.runtime.handlers import Failure, HandlerRunner
 from topology.runtime.metrics import Metrics
-from topology.streams import RETRYABLE_ERRORS, Connection, Event, Sink
-from topology.streams import decode_entry as decode_fields
-from topology.streams import event_filter as build_filter
+from topology.streams import RETRYABLE_ERRORS, Connection, Event, Sink, decode_entry, event_filter
 
 __all__ = ["Actor"]
 
@@ -155,6 +153,10 @@ class Actor:
     @property
     def running(self) -> bool:
         return self._task is not None and not self._task.done()
+
+    def retrying(self) -> set[tuple[str, str]]:
+        """``(stream, id)`` of the events waiting for a retry backoff: pending on purpose."""
+        return {(event.stream_name, event.id) for _, _, event, _ in self._retry}
 
     def _stream(self, name: str) -> Any:
         spec = self._streams().get(name)
@@ -356,8 +358,8 @@ class Actor:
         left alone (their backoff stands).
         """
         assert self.sink is not None
-        held = {(e.stream_name, e.id) for _, _, e, _ in self._retry}
-        accept = build_filter(self.spec.topic, self.spec.topic_pattern, self.matcher)
+        held = self.retrying()
+        accept = event_filter(self.spec.topic, self.spec.topic_pattern, self.matcher)
         names = dict.fromkeys((*self.sink.streams, *sorted(self._ever_read)))
         redis = self.conn.redis
         for name in names:
@@ -379,7 +381,7 @@ class Actor:
                     entry_id = raw_id.decode() if isinstance(raw_id, bytes) else raw_id
                     if flat is None or (name, entry_id) in held:
                         continue  # deleted while pending, or waiting for a retry
-                    ev_name, payload, topic, extra = decode_fields(flat, name, entry_id)
+                    ev_name, payload, topic, extra = decode_entry(flat, name, entry_id)
                     event = Event(
                         entry_id,
                         ev_name,

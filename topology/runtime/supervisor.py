@@ -387,7 +387,7 @@ class Runtime:
             grace_ms = int(actor.spec.ack_grace * 1000)
             waiting: set[tuple[str, str]] | None = None
             while actor.running and time.monotonic() < deadline:
-                retrying = {(e.stream_name, e.id) for _, _, e, _ in getattr(actor, "_retry", ())}
+                retrying = actor.retrying()
                 current: set[tuple[str, str]] = set()
                 for stream in streams:
                     try:
