@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -10,6 +9,7 @@ import textwrap
 import time
 from pathlib import Path
 
+from tests.helpers import process_alive
 from topology.server import ServerProcess
 
 
@@ -19,7 +19,7 @@ def test_server_answers_and_stops_by_pid(server_binary: str, tmp_path: Path) -> 
     assert pid is not None and server.ping()
     server.stop()
     assert not server.ping()
-    assert not _alive(pid)
+    assert not process_alive(pid)
 
 
 def test_server_dies_when_its_parent_is_killed(server_binary: str, tmp_path: Path) -> None:
@@ -35,23 +35,10 @@ def test_server_dies_when_its_parent_is_killed(server_binary: str, tmp_path: Pat
     parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     assert parent.stdout is not None
     child_pid = int(parent.stdout.readline())
-    assert _alive(child_pid)
+    assert process_alive(child_pid)
     parent.send_signal(signal.SIGKILL)
     parent.wait()
     deadline = time.monotonic() + 5
-    while _alive(child_pid) and time.monotonic() < deadline:
+    while process_alive(child_pid) and time.monotonic() < deadline:
         time.sleep(0.02)  # waiting on another process's death: no event to await
-    assert not _alive(child_pid)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie still answers kill(0); reap-less check through /proc.
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().split()[2]
-    except OSError:
-        return False
-    return state != "Z"
+    assert not process_alive(child_pid)

@@ -11,13 +11,14 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
 import redis.asyncio as aioredis
 
+from tests.helpers import wait_until
 from topology.config.model import Topology
 from topology.runtime.deployment import DeploymentFollower, publish, read_published
 from topology.runtime.keys import EngineKeys
@@ -127,15 +128,6 @@ class Worker:
         self.out = self.proc.stdout.read()
         self._reader.join(5)
         return code
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    """Poll another process's effect, with a deadline."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 def outputs(client: redis.Redis) -> list[bytes]:

@@ -14,23 +14,13 @@ from pathlib import Path
 import pytest
 import redis
 
+from tests.helpers import process_alive
 from topology.runtime.embedded import (
     EmbeddedServer,
     EmbeddedServerError,
     EmbeddedServerRunning,
     default_data_dir,
 )
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
-    except OSError:
-        return False
 
 
 def _dead_pid() -> int:
@@ -129,13 +119,13 @@ def test_server_dies_with_its_parent_killed_9(server_binary: str, tmp_path: Path
     parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     assert parent.stdout is not None
     child = int(parent.stdout.readline())
-    assert _alive(child)
+    assert process_alive(child)
     parent.send_signal(signal.SIGKILL)
     parent.wait()
     deadline = time.monotonic() + 5
-    while _alive(child) and time.monotonic() < deadline:
+    while process_alive(child) and time.monotonic() < deadline:
         time.sleep(0.02)  # waiting on another process's death: no event to await
-    assert not _alive(child)
+    assert not process_alive(child)
     assert EmbeddedServer.running(data) is None  # the state file it left is stale
     with EmbeddedServer(data, binary=server_binary) as server:
         assert server.pid != child

@@ -9,13 +9,13 @@ import signal
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
 
+from tests.helpers import wait_until
 from topology.runtime.keys import EngineKeys
 
 CONFIG = """
@@ -36,15 +36,6 @@ from topology import Emit
 def forward(event):
     return Emit("out", event.payload)
 """
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    """Poll another process's effect in Redis, with a deadline."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 @pytest.fixture

@@ -9,11 +9,12 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import redis
+
+from tests.helpers import wait_until
 
 CONFIG = """
 version: 1
@@ -82,15 +83,6 @@ def start_run(config: Path, url: str, *extra: str, watch: bool = False) -> subpr
         stderr=subprocess.PIPE,
         text=True,
     )
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    """Poll another process's effect in Redis, with a deadline."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 def fill(client: redis.Redis, n: int) -> None:

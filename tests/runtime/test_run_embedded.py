@@ -11,12 +11,11 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import redis
 
+from tests.helpers import process_alive, wait_until
 from topology.runtime.embedded import EmbeddedServer
 
 CONFIG = """\
@@ -44,26 +43,6 @@ def forward(event):
 """
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
-    except OSError:
-        return False
-
-
-def _wait(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    """Poll another process's effect (a file it writes, Redis state), with a deadline."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
-
-
 def _start_run(config: Path, binary: str) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
     env["PONOS_REDIS_SERVER"] = binary  # the binary the tests use
@@ -89,28 +68,28 @@ def test_run_killed_9_takes_its_embedded_server_down_and_a_restart_loses_nothing
 
     run = _start_run(config, server_binary)
     try:
-        _wait(lambda: EmbeddedServer.running_info(data) is not None, 30, "the embedded server")
+        wait_until(lambda: EmbeddedServer.running_info(data) is not None, 30, "the embedded server")
         info = EmbeddedServer.running_info(data)
         assert info is not None
         server_pid, url = int(info["pid"]), EmbeddedServer.running(data)
-        assert url is not None and _alive(server_pid)
+        assert url is not None and process_alive(server_pid)
         client = redis.Redis.from_url(url)
         try:
-            _wait(lambda: client.exists("pulse:stream:in") == 1, 30, "the sink's group")
+            wait_until(lambda: client.exists("pulse:stream:in") == 1, 30, "the sink's group")
             for i in range(100):
                 client.xadd("pulse:stream:in", {"n": "e", "p": str(i)})
         finally:
             client.close()
-        _wait(lambda: _outputs(url) == 100, 30, "100 events forwarded")
+        wait_until(lambda: _outputs(url) == 100, 30, "100 events forwarded")
     finally:
         run.send_signal(signal.SIGKILL)
         run.wait()
-    _wait(lambda: not _alive(server_pid), 5, "the embedded server to die with its parent")
+    wait_until(lambda: not process_alive(server_pid), 5, "the server to die with its parent")
 
     # A new run finds the data the killed one left: the AOF kept the events and outputs.
     again = _start_run(config, server_binary)
     try:
-        _wait(lambda: EmbeddedServer.running(data) is not None, 30, "the restarted server")
+        wait_until(lambda: EmbeddedServer.running(data) is not None, 30, "the restarted server")
         url = EmbeddedServer.running(data)
         assert url is not None
         assert _outputs(url) == 100
