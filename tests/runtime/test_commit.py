@@ -19,8 +19,10 @@ def key(name: str) -> str:
 async def read_pending(r: aioredis.Redis, stream: str, consumer: str, n: int) -> list[Event]:
     """Create the group, add ``n`` events and read them as ``consumer`` (so they are pending)."""
     await r.xgroup_create(key(stream), GROUP, id="0", mkstream=True)
+    pipe = r.pipeline(transaction=False)
     for i in range(n):
-        await r.xadd(key(stream), {"n": "ev", "p": str(i)})
+        pipe.xadd(key(stream), {"n": "ev", "p": str(i)})
+    await pipe.execute()
     reply = await r.xreadgroup(GROUP, consumer, {key(stream): ">"}, count=n)
     return [
         Event(eid.decode(), f[b"n"].decode(), f[b"p"], stream_name=stream, sink_name=GROUP)

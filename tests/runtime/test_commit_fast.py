@@ -8,43 +8,14 @@ import contextlib
 
 import redis.asyncio as aioredis
 
+from tests.runtime.test_commit import committer, key, read_pending
 from topology.config.model import StreamSpec
-from topology.runtime.commit import Add, Committer, Entry, attempts_field
+from topology.runtime.commit import Add, Entry, attempts_field
 from topology.runtime.keys import EngineKeys
 from topology.streams import Event
 
 GROUP = "sink"
 ATTEMPTS = EngineKeys("t").attempts(GROUP)
-
-
-def key(name: str) -> str:
-    return f"pulse:stream:{name}"
-
-
-async def read_pending(r: aioredis.Redis, stream: str, consumer: str, n: int) -> list[Event]:
-    await r.xgroup_create(key(stream), GROUP, id="0", mkstream=True)
-    pipe = r.pipeline(transaction=False)
-    for i in range(n):
-        pipe.xadd(key(stream), {"n": "ev", "p": str(i)})
-    await pipe.execute()
-    reply = await r.xreadgroup(GROUP, consumer, {key(stream): ">"}, count=n)
-    return [
-        Event(eid.decode(), f[b"n"].decode(), f[b"p"], stream_name=stream, sink_name=GROUP)
-        for eid, f in reply[0][1]
-    ]
-
-
-def committer(
-    r: aioredis.Redis, consumer: str, streams: dict[str, StreamSpec] | None = None
-) -> Committer:
-    return Committer(
-        r,
-        group=GROUP,
-        consumer=consumer,
-        attempts_key=ATTEMPTS,
-        stream_key=key,
-        streams=lambda: streams or {},
-    )
 
 
 def forward(events: list[Event], stream: str = "out") -> list[Entry]:
