@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from tests.helpers import wait_for
-from topology.config.model import RetryPolicy, SinkSpec, StreamRef, StreamSpec, Topology
+from topology.config.model import RetryPolicy, SinkSpec, SourceSpec, StreamRef, StreamSpec, Topology
 from topology.runtime.supervisor import ApplyError, Runtime
 from topology.streams import Connection
 
@@ -201,17 +202,10 @@ async def forever(ctx):
 async def test_sources_run_and_idle_waits_for_them(
     runtime: Runtime, r: aioredis.Redis, tmp_path: Path
 ) -> None:
-    from topology.config.model import SourceSpec
-
     (tmp_path / "sup_sources.py").write_text(SOURCES)
     base = topo(tmp_path, sink())
-    with_source = Topology(
-        name=base.name,
-        streams=base.streams,
-        sinks=base.sinks,
-        path=base.path,
-        sources={"gen": SourceSpec("gen", "sup_sources:slow_numbers", "in")},
-    )
+    source = SourceSpec("gen", "sup_sources:slow_numbers", "in")
+    with_source = replace(base, sources={"gen": source})
     await runtime.apply(with_source)
     assert runtime.idle_for() == 0.0  # the source still runs
     await wait_for(lambda: runtime.handled().get("fwd") == 100)
@@ -222,17 +216,9 @@ async def test_sources_run_and_idle_waits_for_them(
 async def test_removing_a_source_stops_it(
     runtime: Runtime, r: aioredis.Redis, tmp_path: Path
 ) -> None:
-    from topology.config.model import SourceSpec
-
     (tmp_path / "sup_sources.py").write_text(SOURCES)
     base = topo(tmp_path, sink())
-    with_source = Topology(
-        name=base.name,
-        streams=base.streams,
-        sinks=base.sinks,
-        path=base.path,
-        sources={"gen": SourceSpec("gen", "sup_sources:forever", "in")},
-    )
+    with_source = replace(base, sources={"gen": SourceSpec("gen", "sup_sources:forever", "in")})
     await runtime.apply(with_source)
     await wait_for(lambda: runtime.handled().get("fwd", 0) >= 10)
     plan = await runtime.apply(base)
