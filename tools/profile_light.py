@@ -76,7 +76,7 @@ def main() -> int:
                     "-r",
                     "500",
                     "-f",
-                    "raw",
+                    "raw", *(["--gil"] if os.environ.get("PYSPY_GIL") else []),
                     "-o",
                     args.pyspy,
                     "-d",

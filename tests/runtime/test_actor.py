@@ -29,8 +29,13 @@ async def conn(r: aioredis.Redis) -> AsyncIterator[Connection]:
     yield Connection(r)
 
 
-@pytest.fixture
-def executor() -> Any:
+@pytest.fixture(params=["loop-path", "direct-path"])
+def executor(request: pytest.FixtureRequest) -> Any:
+    """Each behaviour on both paths: a sync handler in an executor (the loop commits)
+    and on the actor's own thread (that thread commits: the direct path)."""
+    if request.param == "direct-path":
+        yield None
+        return
     pool = ThreadPoolExecutor(4)
     yield pool
     pool.shutdown(wait=False)
@@ -370,3 +375,26 @@ async def test_a_retry_queued_while_a_read_blocks_runs_after_its_backoff_not_the
         await actor.drain(5)
     assert await r.xlen("pulse:stream:out") == 1
     assert await pending(r) == 0
+
+
+async def test_a_sync_handler_on_its_own_thread_takes_the_direct_path(
+    conn: Connection, executor: Any
+) -> None:
+    actor = make_actor(conn, lambda e: None, executor)
+    await actor.start()
+    try:
+        assert actor._direct is (executor is None)
+    finally:
+        await actor.drain(5)
+
+
+async def test_an_async_handler_stays_on_the_loop_path(conn: Connection) -> None:
+    async def handler(event: Event) -> None:
+        return None
+
+    actor = make_actor(conn, handler, None)
+    await actor.start()
+    try:
+        assert not actor._direct
+    finally:
+        await actor.drain(5)

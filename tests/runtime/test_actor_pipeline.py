@@ -24,8 +24,13 @@ async def conn(r: aioredis.Redis) -> AsyncIterator[Connection]:
     yield Connection(r)
 
 
-@pytest.fixture
-def executor() -> Any:
+@pytest.fixture(params=["loop-path", "direct-path"])
+def executor(request: pytest.FixtureRequest) -> Any:
+    """Each behaviour on both paths: a sync handler in an executor (the loop commits)
+    and on the actor's own thread (that thread commits: the direct path)."""
+    if request.param == "direct-path":
+        yield None
+        return
     pool = ThreadPoolExecutor(4)  # several threads: only the actor's lock serialises chunks
     yield pool
     pool.shutdown(wait=False)

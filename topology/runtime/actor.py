@@ -16,6 +16,14 @@ count survives a restart and a redelivered event continues from it) and waits
 in a local retry queue for its backoff while the actor keeps reading new
 events. The read runs as a task beside that queue so a due retry does not
 wait for a blocking read to return.
+
+A sync handler on a plain (non-cluster) client takes the direct path: the
+loop reads and hands each chunk to the actor's handler thread, which handles
+it *and* commits it (:meth:`Committer.commit_blocking`, same script) before
+taking the next chunk. The loop hears back only when it must: when it waits
+for room, when a retry was queued, or while draining. Chunks still commit in
+read order (one thread, FIFO), and what is in hand is still counted (what was
+handed over minus what came back), so the ``batch`` bound holds.
 """
 
 from __future__ import annotations
@@ -25,12 +33,13 @@ import contextlib
 import heapq
 import itertools
 import logging
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from topology.config.model import SinkSpec, StreamSpec
-from topology.runtime.commit import Add, Committer, Entry, attempts_field
+from topology.runtime.commit import Add, Committer, Entry
 from topology.runtime.handlers import Failure, HandlerRunner
 from topology.runtime.metrics import Metrics
 from topology.streams import RETRYABLE_ERRORS, Connection, Event, Sink, decode_entry, event_filter
@@ -94,6 +103,44 @@ def _parsed_entries(reply: Any) -> list[tuple[Any, list[Any] | None]]:
     return out
 
 
+def _split_outcomes(
+    events: Sequence[Event], outcomes: Sequence[Any]
+) -> tuple[list[Entry], list[tuple[Event, Failure]]]:
+    """The entries to commit (handler successes, in order) and the failures."""
+    entries: list[Entry] = []
+    failed: list[tuple[Event, Failure]] = []
+    add = entries.append
+    for event, outcome in zip(events, outcomes, strict=True):
+        if type(outcome) is list:  # the common case first: outputs to commit
+            add(Entry(event, outcome))
+        elif isinstance(outcome, Failure):
+            failed.append((event, outcome))
+        else:
+            add(Entry(event, outcome))
+    return entries, failed
+
+
+class _Sent(NamedTuple):
+    """A chunk whose commit the handler thread sent and has not read the reply of."""
+
+    entries: list[Entry]
+    handled: int  # the first ``handled`` entries are handler successes
+    count: int  # events of the chunk
+    retries: list[tuple[float, Event, int]]
+    done: asyncio.Future[None] | None
+
+
+def _wake(loop: asyncio.AbstractEventLoop, future: asyncio.Future[None]) -> None:
+    """Set ``future`` from another thread (quietly if the loop closed meanwhile)."""
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(_set_none, future)
+
+
+def _set_none(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
 class Actor:
     """Consumer ``index`` of sink ``spec.name`` in this worker process."""
 
@@ -126,7 +173,18 @@ class Actor:
         #: Set when a retry is queued, to wake the loop while a read is in flight.
         self._kick: asyncio.Future[None] | None = None
         self._seq = itertools.count()
-        self._busy = 0  # events being handled or committed right now
+        self._busy = 0  # events being handled or committed right now (loop path)
+        #: The direct path (see the module doc): events handed to the handler thread,
+        #: events it finished with (loop-read, thread-written), events it handed back
+        #: for a retry. In hand there: handed - finished - requeued.
+        self._direct = False
+        self._handed = 0
+        self._finished = 0
+        self._requeued = 0
+        self._progress_lock = threading.Lock()
+        self._progress: asyncio.Future[None] | None = None  # set when a direct job ends
+        self._halted = False  # stop_now: the thread skips what it has not committed yet
+        self._sent: _Sent | None = None  # the handler thread's commit in flight
         #: Events per read: half a batch, so one chunk is handled while the
         #: previous one commits, and never more than ``batch`` in hand. A small
         #: batch is not split: its per-read cost outweighs what overlapping saves.
@@ -148,7 +206,11 @@ class Actor:
     @property
     def in_hand(self) -> int:
         """Un-acked events this actor holds (being handled, committed or awaiting a retry)."""
-        return self._busy + len(self._retry)
+        return self._busy + self._in_flight() + len(self._retry)
+
+    def _in_flight(self) -> int:
+        """Events handed to the handler thread (direct path) and not back yet."""
+        return self._handed - self._finished - self._requeued
 
     @property
     def running(self) -> bool:
@@ -197,6 +259,8 @@ class Actor:
             streams=self._streams,
         )
         self._touch = self.conn.redis.register_script(TOUCH_SCRIPT)
+        self._direct = self.handler.can_post and self.committer.can_block
+        self._loop = asyncio.get_running_loop()
         self._task = asyncio.create_task(self._run(), name=f"actor {self.name}")
         self._task.add_done_callback(self._on_exit)
         log.info("actor %s started (consumer %s)", self.name, sink.consumer)
@@ -249,6 +313,7 @@ class Actor:
     async def stop_now(self) -> None:
         """Stop at once: whatever is in hand stays pending for redelivery."""
         self._stopping = True
+        self._halted = True
         if self.sink is not None:
             await self.sink.close()
         task = self._task
@@ -270,7 +335,7 @@ class Actor:
         try:
             while True:
                 if read is None and not self._stopping and not sink.closed:
-                    room = batch - len(self._retry) - self._busy
+                    room = batch - self.in_hand
                     if room > 0:
                         read = asyncio.ensure_future(sink.read_batch(min(room, chunk)))
                 timeout = None
@@ -284,11 +349,14 @@ class Actor:
                 # With a read in flight a finished chunk changes nothing here (room
                 # only matters for the next read): waking for it would cost a loop
                 # pass per read. Only a retry it queued does, hence the kick.
+                in_flight = self._in_flight()
                 if read is None or self._stopping:
                     waits: set[asyncio.Future[Any]] = set(working)
+                    if in_flight:
+                        waits.add(self._next_progress())
                 else:
                     waits = set()
-                    if working:
+                    if working or in_flight:
                         if self._kick is None or self._kick.done():
                             self._kick = asyncio.get_running_loop().create_future()
                         waits.add(self._kick)
@@ -319,12 +387,19 @@ class Actor:
                     if not events and (self._stopping or sink.closed):
                         self._stopping = True
                 retries = self._due_retries()
-                if events:
-                    self.last_activity = time.monotonic()
-                    working.add(self._spawn(events))
-                if retries:
-                    working.add(self._spawn(retries))
-                if self._stopping and read is None and not events and not working:
+                for todo in (events, retries):
+                    if todo:
+                        self.last_activity = time.monotonic()
+                        task = self._spawn(todo)
+                        if task is not None:
+                            working.add(task)
+                if (
+                    self._stopping
+                    and read is None
+                    and not events
+                    and not working
+                    and not self._in_flight()
+                ):
                     break
             if self._draining:
                 await self._flush_own_pending()
@@ -335,16 +410,159 @@ class Actor:
                 task.cancel()
             if self.committer is not None:
                 await self.committer.close()
+                if self._direct:  # after the thread's last job: it owns that connection
+                    self.handler.post(self._close_blocking)
 
-    def _spawn(self, events: list[Event]) -> asyncio.Task[None]:
+    def _spawn(
+        self, events: list[Event], done: asyncio.Future[None] | None = None
+    ) -> asyncio.Task[None] | None:
         """Handle and commit ``events`` beside the loop (counted in hand from now on).
 
         Running a chunk as a task lets the next chunk be read and handled while
         this one's commit runs on the server; the handler lock keeps one chunk
         in the handler at a time and the commit chain keeps commits in read order.
+        On the direct path the chunk goes to the handler thread instead (no task:
+        None); ``done``, if given, is set when the thread is finished with it.
         """
+        if self._direct:
+            self._handed += len(events)
+            loop = asyncio.get_running_loop()
+            self.handler.post(self._process_blocking, events, loop, done)
+            return None
         self._busy += len(events)
         return asyncio.create_task(self._process_safely(events, counted=True))
+
+    def _next_progress(self) -> asyncio.Future[None]:
+        """A future the handler thread sets when it next finishes a chunk (direct path)."""
+        loop = asyncio.get_running_loop()
+        with self._progress_lock:
+            if self._progress is None or self._progress.done():
+                self._progress = loop.create_future()
+            return self._progress
+
+    # -- the direct path: runs on the handler thread ------------------------------------
+
+    def _process_blocking(
+        self,
+        events: list[Event],
+        loop: asyncio.AbstractEventLoop,
+        done: asyncio.Future[None] | None,
+    ) -> None:
+        """Handle ``events`` and commit them from the handler thread (the direct path).
+
+        The same steps as :meth:`_process`; an unexpected error leaves the events
+        pending for redelivery, like there. Retries go back to the loop's queue.
+        The commit is sent, and its reply read only once the next chunk (if one
+        is already waiting) has been handled: the server runs one chunk's script
+        while this thread runs the next chunk's handler, as the loop path overlaps
+        them. One commit in flight at most, on one connection: they land in order.
+        """
+        retries: list[tuple[float, Event, int]] = []
+        try:
+            if self._halted:  # stop_now: left pending; a commit already sent still lands
+                self._settle_sent(loop)
+            else:
+                assert self.committer is not None
+                outcomes = self.handler.run_blocking(events, loop)
+                entries, failed = _split_outcomes(events, outcomes)
+                handled = len(entries)
+                self._settle_sent(loop)  # the previous chunk's reply, before anything else
+                if failed:
+                    self.metrics.add_failed(self.spec.name, len(failed))
+                    counts = self._blocking_retries(
+                        self.committer.count_attempts_blocking, [e for e, _ in failed]
+                    )
+                    dead, retries = self._plan_failures(failed, counts)
+                    entries += dead
+                if entries and not self._halted:
+                    with contextlib.suppress(*RETRYABLE_ERRORS):  # settling retries it
+                        self.committer.send_commit_blocking(entries)
+                    self._sent = _Sent(entries, handled, len(events), retries, done)
+                    if not self.handler.has_queued():
+                        self._settle_sent(loop)
+                    return  # _settle_sent finishes the chunk
+        except Exception:
+            log.exception(
+                "actor %s: batch of %d events failed; they stay pending for redelivery",
+                self.name,
+                len(events),
+            )
+            time.sleep(ERROR_BACKOFF_FIRST)  # a backoff on this actor's own thread
+        self._finish_blocking(loop, len(events), retries, done)
+
+    def _settle_sent(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Read the reply of the commit in flight (if any) and finish its chunk."""
+        sent, self._sent = self._sent, None
+        if sent is None:
+            return
+        assert self.committer is not None
+        try:
+            try:
+                conflicts = self.committer.finish_commit_blocking()
+            except RETRYABLE_ERRORS:  # fenced: running the whole commit again is safe
+                conflicts = self._blocking_retries(self.committer.commit_blocking, sent.entries)
+            self._committed(sent.entries, conflicts, sent.handled)
+        except Exception:
+            log.exception(
+                "actor %s: commit of %d events failed; they stay pending for redelivery",
+                self.name,
+                len(sent.entries),
+            )
+            time.sleep(ERROR_BACKOFF_FIRST)  # a backoff on this actor's own thread
+        finally:
+            self._finish_blocking(loop, sent.count, sent.retries, sent.done)
+
+    def _close_blocking(self) -> None:
+        """The thread's last job for this actor: the commit in flight, then the connection."""
+        assert self.committer is not None
+        with contextlib.suppress(Exception):
+            self._settle_sent(self._loop)
+        self.committer.close_blocking()
+
+    def _finish_blocking(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        count: int,
+        retries: list[tuple[float, Event, int]],
+        done: asyncio.Future[None] | None,
+    ) -> None:
+        """Tell the loop a chunk is done with: its retries queued, its room free."""
+        if retries:
+            with contextlib.suppress(RuntimeError):  # the loop closed: they stay pending
+                loop.call_soon_threadsafe(self._requeue, retries)
+        with self._progress_lock:
+            self._finished += count - len(retries)
+            waiter, self._progress = self._progress, None
+        if waiter is not None:
+            _wake(loop, waiter)
+        if done is not None:
+            _wake(loop, done)
+
+    def _blocking_retries(self, fn: Callable[[Any], Any], arg: Any) -> Any:
+        """:meth:`_with_retries` for the handler thread (the same policy, blocking sleeps)."""
+        delay = ERROR_BACKOFF_FIRST
+        tries = 0
+        while True:
+            try:
+                return fn(arg)
+            except RETRYABLE_ERRORS as exc:
+                tries += 1
+                if (self._stopping and tries >= 3) or self._halted:
+                    raise
+                log.warning("actor %s: Redis error (%r); retrying in %.1fs", self.name, exc, delay)
+            time.sleep(delay)  # a backoff on this actor's own thread
+            delay = min(delay * 2, ERROR_BACKOFF_CAP)
+
+    def _requeue(self, retries: list[tuple[float, Event, int]]) -> None:
+        """On the loop: queue what the handler thread handed back for a retry."""
+        self._requeued += len(retries)
+        self._queue_retries(retries)
+
+    def _queue_retries(self, retries: list[tuple[float, Event, int]]) -> None:
+        for due, event, attempts in retries:
+            heapq.heappush(self._retry, (due, next(self._seq), event, attempts))
+        if retries and self._kick is not None and not self._kick.done():
+            self._kick.set_result(None)  # the loop re-plans its wake-up
 
     async def _flush_own_pending(self) -> None:
         """On drain, handle what the server delivered to this consumer but never reached us.
@@ -404,7 +622,12 @@ class Actor:
                         self.name,
                         len(events),
                     )
-                    await self._process_safely(events)
+                    if self._direct:
+                        done = asyncio.get_running_loop().create_future()
+                        self._spawn(events, done)
+                        await done
+                    else:
+                        await self._process_safely(events)
                 if skipped:
                     await self._commit(skipped)
 
@@ -470,37 +693,35 @@ class Actor:
         try:
             async with self._handle_lock:
                 outcomes = await self.handler.run(events)
-            entries: list[Entry] = []
-            failed: list[tuple[Event, Failure]] = []
-            add = entries.append
-            for event, outcome in zip(events, outcomes, strict=True):
-                if type(outcome) is list:  # the common case first: outputs to commit
-                    add(Entry(event, outcome))
-                elif isinstance(outcome, Failure):
-                    failed.append((event, outcome))
-                else:
-                    add(Entry(event, outcome))
+            entries, failed = _split_outcomes(events, outcomes)
             handled = len(entries)
             if failed:
                 entries += await self._failures(failed)
             if previous is not None and not previous.done():
                 await asyncio.wait((previous,))  # not cancelled if we are
             if entries:
-                conflicts = await self._commit(entries)
-                ok_handled = handled - sum(1 for i in conflicts if i < handled)
-                self.handled += ok_handled
-                self.metrics.add_handled(self.spec.name, ok_handled)
-                self.last_activity = time.monotonic()
+                conflicts = await self._with_retries(self.committer.commit, entries)
+                self._committed(entries, conflicts, handled)
         finally:
             if not mine.done():
                 mine.set_result(None)
 
     async def _failures(self, failed: list[tuple[Event, Failure]]) -> list[Entry]:
         """Count the attempts in Redis; dead-letter the exhausted, queue the rest."""
+        assert self.committer is not None
+        self.metrics.add_failed(self.spec.name, len(failed))
+        counts = await self._with_retries(self.committer.count_attempts, [e for e, _ in failed])
+        dead, retries = self._plan_failures(failed, counts)
+        self._queue_retries(retries)
+        return dead
+
+    def _plan_failures(
+        self, failed: list[tuple[Event, Failure]], counts: list[int]
+    ) -> tuple[list[Entry], list[tuple[float, Event, int]]]:
+        """Given the attempt counts: the dead letters to commit and the retries to queue."""
         spec = self.spec
-        self.metrics.add_failed(spec.name, len(failed))
-        counts = await self._with_retries(self._incr_attempts, [e for e, _ in failed])
         dead: list[Entry] = []
+        retries: list[tuple[float, Event, int]] = []
         now = time.monotonic()
         for (event, failure), attempts in zip(failed, counts, strict=True):
             if failure.retryable and attempts < spec.retry.max_attempts and not self._stopping:
@@ -514,21 +735,12 @@ class Actor:
                     failure.error_type,
                     failure.message,
                 )
-                due = now + spec.retry.delay(attempts)
-                heapq.heappush(self._retry, (due, next(self._seq), event, attempts))
-                if self._kick is not None and not self._kick.done():
-                    self._kick.set_result(None)  # the loop re-plans its wake-up
+                retries.append((now + spec.retry.delay(attempts), event, attempts))
                 continue
             if not failure.retryable or attempts >= spec.retry.max_attempts:
                 dead.append(self._dead_letter(event, failure, attempts))
             # else: stopping; the event stays pending and continues from its count
-        return dead
-
-    async def _incr_attempts(self, events: Sequence[Event]) -> list[int]:
-        pipe = self.conn.redis.pipeline(transaction=False)
-        for event in events:
-            pipe.hincrby(self.attempts_key, attempts_field(event.stream_name, event.id), 1)
-        return [int(n) for n in await pipe.execute()]
+        return dead, retries
 
     def _dead_letter(self, event: Event, failure: Failure, attempts: int) -> Entry:
         spec = self.spec
@@ -577,6 +789,16 @@ class Actor:
     async def _commit(self, entries: list[Entry]) -> list[int]:
         assert self.committer is not None
         conflicts = await self._with_retries(self.committer.commit, entries)
+        self._committed(entries, conflicts, 0)
+        return conflicts
+
+    def _committed(self, entries: list[Entry], conflicts: list[int], handled: int) -> None:
+        """Count a commit: the first ``handled`` entries were handler successes."""
+        ok_handled = handled - sum(1 for i in conflicts if i < handled)
+        if ok_handled:
+            self.handled += ok_handled
+            self.metrics.add_handled(self.spec.name, ok_handled)
+        self.last_activity = time.monotonic()
         if conflicts:
             self.metrics.add_conflicts(self.spec.name, len(conflicts))
             log.warning(
@@ -588,7 +810,6 @@ class Actor:
                 entries[conflicts[0]].event.stream_name,
                 entries[conflicts[0]].event.id,
             )
-        return conflicts
 
     async def _with_retries(self, fn: Callable[[Any], Any], arg: Any) -> Any:
         """Retry a Redis step while the server is away; safe because the commit is fenced.

@@ -25,6 +25,13 @@ keys span slots (``CROSSSLOT``), the committer says so once and falls back to
 a fenced but non-atomic commit (ownership check, then adds and acks
 pipelined): at-least-once on the outputs. Exactly-once across streams needs
 one node — or one slot.
+
+Two ways to send the same script: :meth:`Committer.commit` on the event loop,
+and :meth:`Committer.commit_blocking` from the actor's handler thread on a
+plain (non-cluster) client. The second lets a sync handler's batch be handled
+and committed without going back through the event loop in between — a loop
+pass, two futures and a self-pipe wake-up fewer per batch, which under light
+load is a large share of what an event costs (see ``tools/profile_light.py``).
 """
 
 from __future__ import annotations
@@ -35,7 +42,9 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
+import redis.connection as sync_connection
 from redis.asyncio import Redis as AsyncRedis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisClusterException, ResponseError
 
 try:  # hiredis packs a command in C, ~4x faster than redis.asyncio's Python packer
@@ -219,6 +228,57 @@ class Entry(NamedTuple):
     adds: Sequence[Add] = ()
 
 
+def _pack(conn: Any, command: tuple[Any, ...]) -> bytes:
+    """One command in RESP: hiredis's C packer, else the connection's own encoder."""
+    if _pack_command is not None:
+        with contextlib.suppress(TypeError):  # an argument hiredis cannot pack
+            return _pack_command(command)
+    return b"".join(conn.pack_command(*command))
+
+
+#: The async connection classes a blocking twin is made for, by class name.
+_SYNC_TWINS = {
+    "Connection": sync_connection.Connection,
+    "SSLConnection": sync_connection.SSLConnection,
+    "UnixDomainSocketConnection": sync_connection.UnixDomainSocketConnection,
+}
+#: Connection options carried over to the twin: where, who, how securely.
+_SYNC_OPTIONS = (
+    "host",
+    "port",
+    "path",
+    "db",
+    "username",
+    "password",
+    "credential_provider",
+    "client_name",
+    "protocol",
+    "socket_connect_timeout",
+    "socket_keepalive",
+    "socket_keepalive_options",
+)
+
+
+def _sync_connection_kwargs(redis: Any) -> tuple[type, dict[str, Any]] | None:
+    """The sync connection class and options that reach the same server as ``redis``.
+
+    None for a client whose connections are of an unknown kind (the caller
+    stays on the event loop). Replies stay bytes and reads never time out,
+    like the engine's async clients (a commit of a large batch may take a while).
+    """
+    pool = getattr(redis, "connection_pool", None)
+    if pool is None:
+        return None
+    cls = _SYNC_TWINS.get(pool.connection_class.__name__)
+    if cls is None:
+        return None
+    given = pool.connection_kwargs
+    options = {k: given[k] for k in _SYNC_OPTIONS if k in given}
+    options.update({k: v for k, v in given.items() if k.startswith("ssl_")})
+    options.update(decode_responses=False, socket_timeout=None)
+    return cls, options
+
+
 def attempts_field(stream: str, entry_id: str) -> str:
     """Field of the attempts hash for one event: ``<stream>/<entry id>``."""
     return f"{stream}/{entry_id}"
@@ -262,6 +322,16 @@ class Committer:
         #: The direct path's connection, this committer's own (see ``_send_packed``).
         self._own: Any = None
         self._own_busy = False
+        #: The blocking side's connection (one thread uses it: the actor's handler thread),
+        #: the replies sent for and not read yet, and the commit they belong to.
+        self._blocking: Any = None
+        self._awaiting = 0
+        self._sent_keys_args: tuple[list[str], list[Any]] | None = None
+
+    @property
+    def can_block(self) -> bool:
+        """True when :meth:`commit_blocking` can be used: a plain client of a known kind."""
+        return self._packer is not None and _sync_connection_kwargs(self.redis) is not None
 
     def build(self, entries: Sequence[Entry]) -> tuple[list[str], list[Any]]:
         """KEYS and ARGV of the script for ``entries`` (separate for tests and for reuse)."""
@@ -431,6 +501,102 @@ class Committer:
             raise
         finally:
             await pool.release(conn)
+
+    # -- the blocking side: the actor's handler thread ---------------------------------
+
+    def commit_blocking(self, entries: Sequence[Entry]) -> list[int]:
+        """:meth:`commit` from a thread, on a connection of its own (plain clients only).
+
+        Same script, same arguments, same fencing; a Redis error leaves the
+        connection closed (the next call reconnects) and is the caller's to retry.
+        """
+        if not entries:
+            return []
+        self.send_commit_blocking(entries)
+        return self.finish_commit_blocking()
+
+    def send_commit_blocking(self, entries: Sequence[Entry]) -> None:
+        """The first half of :meth:`commit_blocking`: send, do not wait for the reply.
+
+        :meth:`finish_commit_blocking` reads it; nothing else may use the blocking
+        connection in between. If sending fails, finishing raises ``ConnectionError``.
+        """
+        keys, args = self.build(entries)
+        self._sent_keys_args = (keys, args)
+        self._send_blocking(("EVALSHA", self._script.sha, len(keys), *keys, *args))
+
+    def finish_commit_blocking(self) -> list[int]:
+        """The reply of the commit :meth:`send_commit_blocking` sent: the conflicts."""
+        sent, self._sent_keys_args = self._sent_keys_args, None
+        if sent is None or self._blocking is None or not self._awaiting:
+            raise RedisConnectionError("the commit was not sent")
+        try:
+            reply = self._read_blocking()
+        except NoScriptError:  # a restarted or flushed server: load, run again
+            keys, args = sent
+            self._script.sha = self._call_blocking(("SCRIPT", "LOAD", COMMIT_SCRIPT)).decode()
+            reply = self._call_blocking(("EVALSHA", self._script.sha, len(keys), *keys, *args))
+        return [int(i) for i in reply or ()]
+
+    def count_attempts_blocking(self, events: Sequence[Event]) -> list[int]:
+        """``HINCRBY`` each event's failed-attempts counter; the new counts."""
+        commands = [
+            ("HINCRBY", self.attempts_key, attempts_field(e.stream_name, e.id), 1) for e in events
+        ]
+        self._send_blocking(*commands)
+        return [int(self._read_blocking()) for _ in commands]
+
+    async def count_attempts(self, events: Sequence[Event]) -> list[int]:
+        """:meth:`count_attempts_blocking` on the event loop."""
+        pipe = self.redis.pipeline(transaction=False)
+        for event in events:
+            pipe.hincrby(self.attempts_key, attempts_field(event.stream_name, event.id), 1)
+        return [int(n) for n in await pipe.execute()]
+
+    def _call_blocking(self, command: tuple[Any, ...]) -> Any:
+        self._send_blocking(command)
+        return self._read_blocking()
+
+    def _send_blocking(self, *commands: tuple[Any, ...]) -> None:
+        """Send ``commands`` pipelined; :meth:`_read_blocking` reads their replies in order."""
+        assert not self._awaiting, "a reply of the blocking connection is still unread"
+        conn = self._blocking
+        if conn is None:
+            kwargs = _sync_connection_kwargs(self.redis)
+            assert kwargs is not None, "commit_blocking needs a plain client (see can_block)"
+            cls, options = kwargs
+            conn = self._blocking = cls(**options)
+        try:
+            conn.send_packed_command([_pack(conn, c) for c in commands], check_health=False)
+        except BaseException:
+            conn.disconnect()  # part of it may have gone: never reuse it as is
+            raise
+        self._awaiting = len(commands)
+
+    def _read_blocking(self) -> Any:
+        conn = self._blocking
+        try:
+            reply = conn.read_response()
+        except ResponseError:
+            self._awaiting -= 1
+            if self._awaiting:  # replies of later commands are still to come
+                self._awaiting = 0
+                conn.disconnect()
+            raise  # the last reply being an error leaves the connection clean
+        except BaseException:
+            self._awaiting = 0
+            conn.disconnect()  # a reply may be on its way: never reuse it as is
+            raise
+        self._awaiting -= 1
+        return reply
+
+    def close_blocking(self) -> None:
+        """Drop the blocking side's connection (from the thread that uses it)."""
+        conn, self._blocking = self._blocking, None
+        self._awaiting = 0
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.disconnect()
 
     def _downgrade(self) -> None:
         if self.mode == FULL:

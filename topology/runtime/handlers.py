@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import logging
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
@@ -44,6 +45,8 @@ __all__ = [
     "Outcome",
     "route_result",
 ]
+
+log = logging.getLogger("topology.runtime")
 
 #: Async handler calls in flight per actor batch.
 ASYNC_CONCURRENCY = 64
@@ -212,15 +215,31 @@ class HandlerThread:
         """
         loop = asyncio.get_running_loop()
         future = loop.create_future()
+        self._enqueue((loop, future, fn, args))
+        return future
+
+    def post(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Run ``fn(*args)`` on the thread, after the jobs before it; nobody awaits it.
+
+        For a job that reports back by itself (the actor's direct path): no
+        future, so nothing wakes the event loop when it ends. An exception it
+        lets out is logged.
+        """
+        self._enqueue((None, None, fn, args))
+
+    def has_queued(self) -> bool:
+        """Jobs are waiting (from the thread itself: should it finish up or go on)."""
+        return bool(self._jobs)
+
+    def _enqueue(self, job: tuple[Any, ...]) -> None:
         with self._cond:
-            self._jobs.append((loop, future, fn, args))
+            self._jobs.append(job)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._main, name=self.name, daemon=True)
                 self.started += 1
                 self._thread.start()
             elif self._sleeping:
                 self._cond.notify()
-        return future
 
     def _main(self) -> None:
         jobs = self._jobs
@@ -235,7 +254,12 @@ class HandlerThread:
                         self._thread = None  # under the lock: submit starts a new one
                         return
                 loop, future, fn, args = jobs.popleft()
-            if not future.cancelled():  # a benign racy read: worst case the job runs
+            if future is None:  # posted: reports back by itself
+                try:
+                    fn(*args)
+                except BaseException:
+                    log.exception("handler thread %s: a posted job failed", self.name)
+            elif not future.cancelled():  # a benign racy read: worst case the job runs
                 try:
                     result = fn(*args)
                 except BaseException as exc:  # handed to the awaiting task
@@ -314,6 +338,34 @@ class HandlerRunner:
             await worker()
         else:
             await asyncio.gather(*(worker() for _ in range(workers)))
+        return results
+
+    @property
+    def can_post(self) -> bool:
+        """A sync handler on a thread of its own: :meth:`post` and :meth:`run_blocking` work."""
+        return not self.is_async and self._thread is not None
+
+    def post(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Run ``fn(*args)`` on this handler's thread, in order with what runs there."""
+        assert self._thread is not None
+        self._thread.post(fn, *args)
+
+    def has_queued(self) -> bool:
+        """More jobs wait for this handler's thread (see :meth:`HandlerThread.has_queued`)."""
+        return self._thread is not None and self._thread.has_queued()
+
+    def run_blocking(
+        self, events: Sequence[Event], loop: asyncio.AbstractEventLoop
+    ) -> list[Outcome]:
+        """:meth:`run`, from this handler's own thread (a job given to :meth:`post`).
+
+        An awaitable a sync handler returns is awaited on ``loop`` meanwhile.
+        """
+        results, pending = _run_sync_batch(self.fn, events, self.outputs)
+        for i in pending:
+            results[i] = asyncio.run_coroutine_threadsafe(
+                self._await_one(results[i]), loop
+            ).result()
         return results
 
     async def run(self, events: Sequence[Event]) -> list[Outcome]:

@@ -9,6 +9,7 @@ prometheus_client goes through private attributes.
 
 from __future__ import annotations
 
+import threading
 from collections import Counter as Tally
 from typing import Any
 
@@ -43,25 +44,36 @@ class Metrics:
         self.failed: Tally[str] = Tally()
         self.dead: Tally[str] = Tally()
         self.conflicts: Tally[str] = Tally()
+        #: Actors count from their handler threads too (the direct path).
+        self._lock = threading.Lock()
+
+    def totals(self, tally: Tally[str]) -> dict[str, int]:
+        """A copy of one of the tallies, taken while no thread adds to it."""
+        with self._lock:
+            return dict(tally)
 
     def add_handled(self, sink: str, n: int) -> None:
         if n:
-            self.handled[sink] += n
+            with self._lock:
+                self.handled[sink] += n
             self.events_handled.labels(sink).inc(n)
 
     def add_failed(self, sink: str, n: int) -> None:
         if n:
-            self.failed[sink] += n
+            with self._lock:
+                self.failed[sink] += n
             self.events_failed.labels(sink).inc(n)
 
     def add_dead(self, sink: str, n: int) -> None:
         if n:
-            self.dead[sink] += n
+            with self._lock:
+                self.dead[sink] += n
             self.dead_lettered.labels(sink).inc(n)
 
     def add_conflicts(self, sink: str, n: int) -> None:
         if n:
-            self.conflicts[sink] += n
+            with self._lock:
+                self.conflicts[sink] += n
             self.commit_conflicts.labels(sink).inc(n)
 
     def serve(self, port: int, addr: str = "0.0.0.0") -> Any:

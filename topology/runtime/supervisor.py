@@ -118,7 +118,7 @@ class Runtime:
 
     def handled(self) -> dict[str, int]:
         """Events handled and committed per sink since this runtime started."""
-        return dict(self.metrics.handled)
+        return self.metrics.totals(self.metrics.handled)
 
     def idle_for(self) -> float:
         """Seconds since any actor read or committed anything; 0 while anything is in flight.
