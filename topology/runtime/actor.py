@@ -332,11 +332,16 @@ class Actor:
         read: asyncio.Task[list[Event]] | None = None
         working: set[asyncio.Task[None]] = set()
         read_backoff = ERROR_BACKOFF_FIRST
+        backlog = True  # until a read comes back short
         try:
             while True:
                 if read is None and not self._stopping and not sink.closed:
                     room = batch - self.in_hand
-                    if room > 0:
+                    # Read ahead (overlap) only with a backlog: a short read means the
+                    # stream is caught up, and reading again at once would fetch the
+                    # next event alone; waiting for the chunk in hand lets what arrives
+                    # meanwhile come in one read. Fewer reads for the same events.
+                    if room > 0 and (backlog or not (self._busy or self._in_flight())):
                         read = asyncio.ensure_future(sink.read_batch(min(room, chunk)))
                 timeout = None
                 if self._retry:
@@ -374,6 +379,7 @@ class Actor:
                     try:
                         events = read.result()
                         read_backoff = ERROR_BACKOFF_FIRST
+                        backlog = len(events) >= chunk
                     except Exception as exc:  # read errors the sink did not retry itself
                         log.error(
                             "actor %s: read failed (retrying in %.1fs): %r",

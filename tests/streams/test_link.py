@@ -1,0 +1,96 @@
+"""The read link: a connection of a consumer's own, its replies, cut and reconnected."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+
+from tests.streams.conftest import wait_blocked
+from topology import streams
+from topology.streams._consumer import entries_of
+from topology.streams._link import ReadInterrupted, new_link
+
+BLOCKING_READ = (b"XREADGROUP", "GROUP", "g", "c", "BLOCK", 5000, "STREAMS", "s", ">")
+
+
+@pytest.fixture
+async def r(conn: streams.Connection) -> aioredis.Redis:
+    await conn.redis.xgroup_create("s", "g", id="$", mkstream=True)
+    return conn.redis
+
+
+async def test_a_reply_is_the_servers_raw_reply(
+    conn: streams.Connection, r: aioredis.Redis
+) -> None:
+    link = new_link(r)
+    assert link is not None
+    await r.xadd("s", {"n": "e", "p": "1"})
+    reply = await link.call(b"XREADGROUP", "GROUP", "g", "c", "COUNT", 10, "STREAMS", "s", ">")
+    [(key, entries)] = list(entries_of(reply))
+    assert key == b"s"
+    assert [fields for _id, fields in entries] == [[b"n", b"e", b"p", b"1"]]
+    await link.close()
+
+
+async def test_an_error_reply_is_raised_and_the_link_stays_usable(
+    conn: streams.Connection, r: aioredis.Redis
+) -> None:
+    link = new_link(r)
+    assert link is not None
+    first = await link.call(b"CLIENT", "ID")
+    with pytest.raises(ResponseError, match=r"^NOGROUP"):
+        await link.call(b"XREADGROUP", "GROUP", "nope", "c", "STREAMS", "s", ">")
+    assert await link.call(b"CLIENT", "ID") == first  # the same connection
+    await link.close()
+
+
+async def test_a_cancelled_read_never_answers_the_next_command(
+    conn: streams.Connection, r: aioredis.Redis
+) -> None:
+    link = new_link(r)
+    assert link is not None
+    read = asyncio.ensure_future(link.call(*BLOCKING_READ))
+    await wait_blocked(r)
+    read.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await read
+    await r.xadd("s", {"n": "late", "p": "x"})  # what the cut read would have been sent
+    assert await link.call(b"PING") in (b"PONG", "PONG")
+    await link.close()
+
+
+async def test_abort_ends_a_blocked_read_at_once_and_the_next_call_reconnects(
+    conn: streams.Connection, r: aioredis.Redis
+) -> None:
+    link = new_link(r)
+    assert link is not None
+    before = await link.call(b"CLIENT", "ID")
+    read = asyncio.ensure_future(link.call(*BLOCKING_READ))
+    await wait_blocked(r)
+    link.abort()
+    with pytest.raises(RedisConnectionError):
+        await asyncio.wait_for(read, 1.0)
+    assert await link.call(b"CLIENT", "ID") != before
+    await link.close()
+
+
+async def test_a_connection_the_server_kills_fails_the_read_and_the_next_one_reconnects(
+    conn: streams.Connection, r: aioredis.Redis
+) -> None:
+    link = new_link(r)
+    assert link is not None
+    ident = await link.call(b"CLIENT", "ID")
+    read = asyncio.ensure_future(link.call(*BLOCKING_READ))
+    await wait_blocked(r)
+    await r.client_kill_filter(_id=ident)
+    with pytest.raises(RedisConnectionError):
+        await asyncio.wait_for(read, 2.0)
+    assert not isinstance(read.exception(), ReadInterrupted)  # the server, not an abort
+    await r.xadd("s", {"n": "e", "p": "1"})
+    reply = await link.call(b"XREADGROUP", "GROUP", "g", "c", "STREAMS", "s", ">")
+    assert reply  # read on a new connection
+    await link.close()
