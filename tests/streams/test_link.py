@@ -94,3 +94,19 @@ async def test_a_connection_the_server_kills_fails_the_read_and_the_next_one_rec
     reply = await link.call(b"XREADGROUP", "GROUP", "g", "c", "STREAMS", "s", ">")
     assert reply  # read on a new connection
     await link.close()
+
+
+async def test_a_resp3_push_between_replies_is_not_taken_for_a_reply(
+    conn: streams.Connection, r: aioredis.Redis
+) -> None:
+    link = new_link(r)
+    assert link is not None
+    if not isinstance(await link.call(b"HELLO"), dict):  # HELLO answers a map on RESP3
+        pytest.skip("pushes are RESP3-only")
+    assert await link.call(b"CLIENT", "TRACKING", "ON") in (b"OK", "OK")
+    await link.call(b"GET", "watched")
+    await r.set("watched", "changed")  # the server pushes an invalidation to the link
+    await r.set("watched", "again")
+    assert await link.call(b"PING") in (b"PONG", "PONG")
+    assert await link.call(b"ECHO", "after") == b"after"
+    await link.close()
