@@ -43,6 +43,7 @@ def main() -> int:
     p.add_argument("--stages", type=int, default=1)
     p.add_argument("--baseline", action="store_true", help="the hand-written loop instead")
     p.add_argument("--pyspy", default="", help="also record a py-spy profile to this file")
+    p.add_argument("--gil", action="store_true", help="py-spy: only samples holding the GIL")
     args = p.parse_args()
     work = Path(tempfile.mkdtemp(prefix="ponos-light-"))
     names = [chr(ord("a") + i) for i in range(args.stages + 1)]
@@ -76,7 +77,8 @@ def main() -> int:
                     "-r",
                     "500",
                     "-f",
-                    "raw", *(["--gil"] if os.environ.get("PYSPY_GIL") else []),
+                    "raw",
+                    *(["--gil"] if args.gil else []),
                     "-o",
                     args.pyspy,
                     "-d",
