@@ -18,7 +18,8 @@ It starts its own server (the binary the tests use), and measures, as median
    process reading the last stream, each the median of ``--runs`` windows taken
    alternately with the baseline's (the VM's speed drifts between minutes); and
    the saturated throughput.
-3. scale-out: 1 vs 2 worker processes on the forward stage.
+3. scale-out: 1 vs 2 worker processes on the forward stage; beside it the
+   hand-written loop as 1 vs 2 competing processes (this machine's ceiling).
 4. memory: peak RSS of a worker running 8 actors (``wait4`` rusage of the child).
 5. peers: the same forward stage with dramatiq (Redis broker) and FastStream
    (Redis streams), when they import in ``--peers-python``.
@@ -125,14 +126,16 @@ def self_cmd(*args: str) -> list[str]:
 # --------------------------------------------------------------------------- hand-written loops
 
 
-def baseline_forward(url: str, src: str, dst: str, limit: int, group: str = "fwd") -> None:
+def baseline_forward(
+    url: str, src: str, dst: str, limit: int, group: str = "fwd", consumer: str = "c1"
+) -> None:
     """The hand-written forward stage: XREADGROUP COUNT 500 -> XADD each + XACK, one MULTI/EXEC."""
     r = redis.Redis.from_url(url)
     with contextlib.suppress(redis.ResponseError):  # the group exists: resume it
         r.xgroup_create(key(src), group, id="0", mkstream=True)
     done = 0
     while limit <= 0 or done < limit:
-        resp = r.xreadgroup(group, "c1", {key(src): ">"}, count=500, block=1000)
+        resp = r.xreadgroup(group, consumer, {key(src): ">"}, count=500, block=1000)
         if not resp:
             continue
         entries = resp[0][1]
@@ -324,16 +327,41 @@ def bench_forward(url: str, n: int, runs: int, work: Path) -> dict[str, Any]:
 
 
 def bench_scale_out(url: str, n: int, runs: int, work: Path) -> dict[str, Any]:
+    """1 vs 2 engine workers; and the hand-written loop as 1 vs 2 competing processes,
+    the same machine's ceiling (the server shares the two cores with the workers)."""
     config = write_config(work, {"fwd": ("in", "out")})
-    one, two = [], []
+    one, two, base_one, base_two = [], [], [], []
     for _ in range(runs):
         for workers, into in ((1, one), (2, two)):
             flush(url)
             preload(url, "in", n)
             run_engine(config, url, workers=workers)
             into.append(rate_from_ids(url, "out", n))
+        for workers, into in ((1, base_one), (2, base_two)):
+            flush(url)
+            preload(url, "in", n)
+            procs = [
+                subprocess.Popen(self_cmd("_forward", url, "in", "out", "0", "fwd", f"c{i}"))
+                for i in range(workers)
+            ]
+            try:
+                wait_len(url, "out", n, timeout=600)
+            finally:
+                for p in procs:
+                    p.terminate()
+                for p in procs:
+                    p.wait()
+            into.append(rate_from_ids(url, "out", n))
     a, b = summary(one), summary(two)
-    return {"one": a, "two": b, "speedup": b["median"] / a["median"]}
+    ba, bb = summary(base_one), summary(base_two)
+    return {
+        "one": a,
+        "two": b,
+        "speedup": b["median"] / a["median"],
+        "baseline_one": ba,
+        "baseline_two": bb,
+        "baseline_speedup": bb["median"] / ba["median"],
+    }
 
 
 def bench_memory(url: str, n: int, work: Path) -> dict[str, Any]:
@@ -577,7 +605,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0].startswith("_"):  # child roles
         role, *rest = argv
         if role == "_forward":
-            baseline_forward(rest[0], rest[1], rest[2], int(rest[3]), *(rest[4:5] or ["fwd"]))
+            baseline_forward(rest[0], rest[1], rest[2], int(rest[3]), *rest[4:6])
         elif role == "_produce":
             produce_at_rate(rest[0], rest[1], float(rest[2]), float(rest[3]))
         elif role == "_measure":
@@ -650,6 +678,11 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"scale-out       1 worker {fmt(s['one'], '/s')}  2 workers {fmt(s['two'], '/s')}  "
                 f"speed-up {s['speedup']:.2f} (target >= 1.6)",
+                flush=True,
+            )
+            print(
+                f"  hand-written    1 process {fmt(s['baseline_one'], '/s')}  2 processes "
+                f"{fmt(s['baseline_two'], '/s')}  speed-up {s['baseline_speedup']:.2f}",
                 flush=True,
             )
         if "memory" not in args.skip:
