@@ -106,3 +106,27 @@ async def test_an_explicit_executor_is_still_used() -> None:
     with ThreadPoolExecutor(1, thread_name_prefix="given") as pool:
         await HandlerRunner(handler, ("out",), executor=pool).run([ev(1)])
     assert names and names[0].startswith("given")
+
+
+async def test_no_job_is_stranded_when_it_arrives_as_the_idle_thread_ends() -> None:
+    """Jobs submitted right around the idle exit (1 ms here) all run: the thread either
+    sees them before it ends or the submitter sees it gone and starts a new one."""
+    worker = HandlerThread(idle_exit=0.001)
+    for i in range(300):
+        assert await asyncio.wait_for(worker.submit(lambda i=i: i), 5) == i
+        if i % 3 == 0:
+            time.sleep(0.001)  # land some submissions on the exit window itself
+    assert worker.started > 1  # the thread did end and restart along the way
+
+
+async def test_a_posted_job_that_raises_is_logged_and_the_thread_goes_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    worker = HandlerThread()
+
+    def boom() -> None:
+        raise RuntimeError("posted and failed")
+
+    worker.post(boom)
+    assert await worker.submit(lambda: "still here") == "still here"
+    assert "posted and failed" in caplog.text
