@@ -111,6 +111,17 @@ def wait_len(url: str, stream: str, n: int, timeout: float) -> None:
         r.close()
 
 
+def run_until_len(url: str, stream: str, n: int, procs: list[subprocess.Popen[bytes]]) -> None:
+    """Let ``procs`` (long-running stages) work until ``stream`` holds ``n``; stop them."""
+    try:
+        wait_len(url, stream, n, timeout=600)
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait()
+
+
 def summary(values: list[float]) -> dict[str, float]:
     return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
@@ -344,13 +355,7 @@ def bench_scale_out(url: str, n: int, runs: int, work: Path) -> dict[str, Any]:
                 subprocess.Popen(self_cmd("_forward", url, "in", "out", "0", "fwd", f"c{i}"))
                 for i in range(workers)
             ]
-            try:
-                wait_len(url, "out", n, timeout=600)
-            finally:
-                for p in procs:
-                    p.terminate()
-                for p in procs:
-                    p.wait()
+            run_until_len(url, "out", n, procs)
             into.append(rate_from_ids(url, "out", n))
     a, b = summary(one), summary(two)
     ba, bb = summary(base_one), summary(base_two)
@@ -466,14 +471,7 @@ def bench_chain(
     for who, starter in (("baseline", baseline), ("engine", engine)):
         flush(url)
         preload(url, "a", n)
-        procs = starter()
-        try:
-            wait_len(url, "d", n, timeout=600)
-        finally:
-            for p in procs:
-                p.terminate()
-            for p in procs:
-                p.wait()
+        run_until_len(url, "d", n, starter())
         result[f"saturation_{who}"] = rate_from_ids(url, "d", n)
     return result
 

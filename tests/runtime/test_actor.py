@@ -5,11 +5,9 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from typing import Any
 
-import pytest
 import redis.asyncio as aioredis
 
 from tests.helpers import wait_for
@@ -22,23 +20,6 @@ from topology.runtime.metrics import Metrics
 from topology.streams import Connection
 
 KEYS = EngineKeys("test")
-
-
-@pytest.fixture
-async def conn(r: aioredis.Redis) -> AsyncIterator[Connection]:
-    yield Connection(r)
-
-
-@pytest.fixture(params=["loop-path", "direct-path"])
-def executor(request: pytest.FixtureRequest) -> Any:
-    """Each behaviour on both paths: a sync handler in an executor (the loop commits)
-    and on the actor's own thread (that thread commits: the direct path)."""
-    if request.param == "direct-path":
-        yield None
-        return
-    pool = ThreadPoolExecutor(4)
-    yield pool
-    pool.shutdown(wait=False)
 
 
 def make_actor(

@@ -4,11 +4,8 @@ giving up order, the one-chunk-at-a-time handler, or the in-hand bound."""
 from __future__ import annotations
 
 import threading
-from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import pytest
 import redis
 import redis.asyncio as aioredis
 
@@ -17,23 +14,6 @@ from topology.runtime.actor import PIPELINE_MIN_BATCH, Actor
 from topology.streams import Connection
 
 from .test_actor import fill, make_actor, wait_for
-
-
-@pytest.fixture
-async def conn(r: aioredis.Redis) -> AsyncIterator[Connection]:
-    yield Connection(r)
-
-
-@pytest.fixture(params=["loop-path", "direct-path"])
-def executor(request: pytest.FixtureRequest) -> Any:
-    """Each behaviour on both paths: a sync handler in an executor (the loop commits)
-    and on the actor's own thread (that thread commits: the direct path)."""
-    if request.param == "direct-path":
-        yield None
-        return
-    pool = ThreadPoolExecutor(4)  # several threads: only the actor's lock serialises chunks
-    yield pool
-    pool.shutdown(wait=False)
 
 
 async def test_overlapping_chunks_forward_in_read_order_one_chunk_at_a_time(

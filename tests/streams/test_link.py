@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
@@ -12,7 +13,7 @@ from redis.exceptions import ResponseError
 from tests.streams.conftest import wait_blocked
 from topology import streams
 from topology.streams._consumer import entries_of
-from topology.streams._link import ReadInterrupted, new_link
+from topology.streams._link import ReadInterrupted, ReadLink, new_link
 
 BLOCKING_READ = (b"XREADGROUP", "GROUP", "g", "c", "BLOCK", 5000, "STREAMS", "s", ">")
 
@@ -23,69 +24,67 @@ async def r(conn: streams.Connection) -> aioredis.Redis:
     return conn.redis
 
 
+@pytest.fixture
+async def link(r: aioredis.Redis) -> AsyncIterator[ReadLink]:
+    made = new_link(r)
+    assert made is not None
+    yield made
+    await made.close()
+
+
+async def blocked_read(link: ReadLink, r: aioredis.Redis) -> asyncio.Future[object]:
+    """A blocking read on ``link``, once the server has it blocked."""
+    read = asyncio.ensure_future(link.call(*BLOCKING_READ))
+    await wait_blocked(r)
+    return read
+
+
 async def test_a_reply_is_the_servers_raw_reply(
-    conn: streams.Connection, r: aioredis.Redis
+    conn: streams.Connection, r: aioredis.Redis, link: ReadLink
 ) -> None:
-    link = new_link(r)
-    assert link is not None
     await r.xadd("s", {"n": "e", "p": "1"})
     reply = await link.call(b"XREADGROUP", "GROUP", "g", "c", "COUNT", 10, "STREAMS", "s", ">")
     [(key, entries)] = list(entries_of(reply))
     assert key == b"s"
     assert [fields for _id, fields in entries] == [[b"n", b"e", b"p", b"1"]]
-    await link.close()
 
 
 async def test_an_error_reply_is_raised_and_the_link_stays_usable(
-    conn: streams.Connection, r: aioredis.Redis
+    conn: streams.Connection, r: aioredis.Redis, link: ReadLink
 ) -> None:
-    link = new_link(r)
-    assert link is not None
     first = await link.call(b"CLIENT", "ID")
     with pytest.raises(ResponseError, match=r"^NOGROUP"):
         await link.call(b"XREADGROUP", "GROUP", "nope", "c", "STREAMS", "s", ">")
     assert await link.call(b"CLIENT", "ID") == first  # the same connection
-    await link.close()
 
 
 async def test_a_cancelled_read_never_answers_the_next_command(
-    conn: streams.Connection, r: aioredis.Redis
+    conn: streams.Connection, r: aioredis.Redis, link: ReadLink
 ) -> None:
-    link = new_link(r)
-    assert link is not None
-    read = asyncio.ensure_future(link.call(*BLOCKING_READ))
-    await wait_blocked(r)
+    read = await blocked_read(link, r)
     read.cancel()
     with pytest.raises(asyncio.CancelledError):
         await read
     await r.xadd("s", {"n": "late", "p": "x"})  # what the cut read would have been sent
     assert await link.call(b"PING") in (b"PONG", "PONG")
-    await link.close()
 
 
 async def test_abort_ends_a_blocked_read_at_once_and_the_next_call_reconnects(
-    conn: streams.Connection, r: aioredis.Redis
+    conn: streams.Connection, r: aioredis.Redis, link: ReadLink
 ) -> None:
-    link = new_link(r)
-    assert link is not None
     before = await link.call(b"CLIENT", "ID")
-    read = asyncio.ensure_future(link.call(*BLOCKING_READ))
-    await wait_blocked(r)
+    read = await blocked_read(link, r)
     link.abort()
     with pytest.raises(RedisConnectionError):
         await asyncio.wait_for(read, 1.0)
     assert await link.call(b"CLIENT", "ID") != before
-    await link.close()
 
 
 async def test_a_connection_the_server_kills_fails_the_read_and_the_next_one_reconnects(
-    conn: streams.Connection, r: aioredis.Redis
+    conn: streams.Connection, r: aioredis.Redis, link: ReadLink
 ) -> None:
-    link = new_link(r)
-    assert link is not None
     ident = await link.call(b"CLIENT", "ID")
-    read = asyncio.ensure_future(link.call(*BLOCKING_READ))
-    await wait_blocked(r)
+    read = await blocked_read(link, r)
     await r.client_kill_filter(_id=ident)
     with pytest.raises(RedisConnectionError):
         await asyncio.wait_for(read, 2.0)
@@ -93,14 +92,11 @@ async def test_a_connection_the_server_kills_fails_the_read_and_the_next_one_rec
     await r.xadd("s", {"n": "e", "p": "1"})
     reply = await link.call(b"XREADGROUP", "GROUP", "g", "c", "STREAMS", "s", ">")
     assert reply  # read on a new connection
-    await link.close()
 
 
 async def test_a_resp3_push_between_replies_is_not_taken_for_a_reply(
-    conn: streams.Connection, r: aioredis.Redis
+    conn: streams.Connection, r: aioredis.Redis, link: ReadLink
 ) -> None:
-    link = new_link(r)
-    assert link is not None
     if not isinstance(await link.call(b"HELLO"), dict):  # HELLO answers a map on RESP3
         pytest.skip("pushes are RESP3-only")
     assert await link.call(b"CLIENT", "TRACKING", "ON") in (b"OK", "OK")
@@ -109,4 +105,3 @@ async def test_a_resp3_push_between_replies_is_not_taken_for_a_reply(
     await r.set("watched", "again")
     assert await link.call(b"PING") in (b"PONG", "PONG")
     assert await link.call(b"ECHO", "after") == b"after"
-    await link.close()
