@@ -185,6 +185,7 @@ class Actor:
         self._progress: asyncio.Future[None] | None = None  # set when a direct job ends
         self._halted = False  # stop_now: the thread skips what it has not committed yet
         self._sent: _Sent | None = None  # the handler thread's commit in flight
+        self._loop: asyncio.AbstractEventLoop | None = None  # the actor's loop (start())
         #: Events per read: half a batch, so one chunk is handled while the
         #: previous one commits, and never more than ``batch`` in hand. A small
         #: batch is not split: its per-read cost outweighs what overlapping saves.
@@ -520,7 +521,7 @@ class Actor:
 
     def _close_blocking(self) -> None:
         """The thread's last job for this actor: the commit in flight, then the connection."""
-        assert self.committer is not None
+        assert self.committer is not None and self._loop is not None
         with contextlib.suppress(Exception):
             self._settle_sent(self._loop)
         self.committer.close_blocking()
