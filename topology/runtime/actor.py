@@ -522,8 +522,7 @@ class Actor:
     def _close_blocking(self) -> None:
         """The thread's last job for this actor: the commit in flight, then the connection."""
         assert self.committer is not None and self._loop is not None
-        with contextlib.suppress(Exception):
-            self._settle_sent(self._loop)
+        self._settle_sent(self._loop)  # never raises: a failed commit is logged, left pending
         self.committer.close_blocking()
 
     def _finish_blocking(

@@ -322,8 +322,10 @@ class Committer:
         #: The direct path's connection, this committer's own (see ``_send_packed``).
         self._own: Any = None
         self._own_busy = False
-        #: The blocking side's connection (one thread uses it: the actor's handler thread),
-        #: the replies sent for and not read yet, and the commit they belong to.
+        #: The blocking side: how to connect (None: not a plain client of a known kind),
+        #: its connection (one thread uses it: the actor's handler thread), the replies
+        #: sent for and not read yet, and the commit they belong to.
+        self._blocking_via = _sync_connection_kwargs(redis) if self._packer else None
         self._blocking: Any = None
         self._awaiting = 0
         self._sent_keys_args: tuple[list[str], list[Any]] | None = None
@@ -331,7 +333,7 @@ class Committer:
     @property
     def can_block(self) -> bool:
         """True when :meth:`commit_blocking` can be used: a plain client of a known kind."""
-        return self._packer is not None and _sync_connection_kwargs(self.redis) is not None
+        return self._blocking_via is not None
 
     def build(self, entries: Sequence[Entry]) -> tuple[list[str], list[Any]]:
         """KEYS and ARGV of the script for ``entries`` (separate for tests and for reuse)."""
@@ -562,9 +564,8 @@ class Committer:
         assert not self._awaiting, "a reply of the blocking connection is still unread"
         conn = self._blocking
         if conn is None:
-            kwargs = _sync_connection_kwargs(self.redis)
-            assert kwargs is not None, "commit_blocking needs a plain client (see can_block)"
-            cls, options = kwargs
+            assert self._blocking_via is not None, "a plain client only (see can_block)"
+            cls, options = self._blocking_via
             conn = self._blocking = cls(**options)
         try:
             conn.send_packed_command([_pack(conn, c) for c in commands], check_health=False)
