@@ -17,6 +17,7 @@ from topology.runtime.actor import Actor
 from topology.runtime.handlers import HandlerRunner
 from topology.runtime.keys import EngineKeys
 from topology.runtime.metrics import Metrics
+from topology.server import ServerProcess
 from topology.streams import Connection
 
 KEYS = EngineKeys("test")
@@ -379,3 +380,42 @@ async def test_an_async_handler_stays_on_the_loop_path(conn: Connection) -> None
         assert not actor._direct
     finally:
         await actor.drain(5)
+
+
+async def test_a_drain_while_redis_is_down_ends_and_leaves_the_batch_pending(
+    executor: Any, server_binary: str, tmp_path: Any
+) -> None:
+    """The commit cannot land: the drain gives up after a few tries instead of hanging,
+    and nothing is lost — the batch is still pending when the server is back."""
+    server = ServerProcess(tmp_path / "redis", appendonly=True, binary=server_binary)
+    server.start()
+    client = aioredis.Redis.from_url(server.url)
+    in_handler = threading.Event()
+    release = threading.Event()
+
+    def held(event: Event) -> Emit:
+        in_handler.set()
+        release.wait(10)
+        return Emit("ok", event.payload)
+
+    try:
+        conn = Connection(client)
+        await fill(conn, 3)
+        actor = make_actor(conn, held, executor, batch=3)
+        await actor.start()
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, in_handler.wait, 5)
+        await loop.run_in_executor(None, server.stop)  # SIGTERM: the AOF keeps the delivery
+        release.set()
+        started = time.monotonic()
+        await actor.drain(20)
+        assert time.monotonic() - started < 10  # gave up on the commit; did not wait it out
+        assert not actor.running
+        await loop.run_in_executor(None, server.start)
+        await client.aclose()
+        client = aioredis.Redis.from_url(server.url)
+        assert await client.xlen("pulse:stream:out") == 0
+        assert await pending(client) == 3  # redelivered after the ack grace: nothing lost
+    finally:
+        await client.aclose()
+        server.stop()
