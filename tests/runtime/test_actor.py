@@ -419,3 +419,21 @@ async def test_a_drain_while_redis_is_down_ends_and_leaves_the_batch_pending(
     finally:
         await client.aclose()
         server.stop()
+
+
+async def test_a_sync_handler_returning_an_awaitable_has_it_awaited_on_the_loop(
+    conn: Connection, r: aioredis.Redis, executor: Any
+) -> None:
+    async def later(event: Event) -> Emit:
+        await asyncio.sleep(0)
+        return Emit("awaited", event.payload)
+
+    await fill(conn, 5)
+    actor = make_actor(conn, lambda e: later(e), executor)
+    await actor.start()
+    await wait_for(lambda: actor.handled == 5)
+    await actor.drain(5)
+    rows = await r.xrange("pulse:stream:out")
+    assert [(f[b"n"], f[b"p"]) for _, f in rows] == [
+        (b"awaited", str(i).encode()) for i in range(5)
+    ]

@@ -194,8 +194,8 @@ class HandlerThread:
     def __init__(self, name: str = "ponos-handler", idle_exit: float = THREAD_IDLE_EXIT) -> None:
         self.name = name
         self.idle_exit = idle_exit
-        #: C-level put/get: handing a job over costs no Python-level Condition (its
-        #: ``notify`` was ~6 % of a busy worker's GIL time under light load).
+        #: C-level put/get: no Python-level Condition and no "is it asleep" flag to
+        #: keep (measured: the same CPU per job as deque + Condition, less code).
         self._jobs: SimpleQueue[tuple[Any, ...]] = SimpleQueue()
         #: Guards starting and ending the thread against a job arriving meanwhile.
         self._lock = threading.Lock()
