@@ -11,6 +11,7 @@ Usable on its own; imports nothing of the engine::
             await event.ack()
 """
 
+from topology.streams._backoff import Backoff
 from topology.streams._connection import AddOutcomeUnknown, Connection
 from topology.streams._consumer import RETRYABLE_ERRORS, decode_entry, event_filter
 from topology.streams._event import Event
@@ -20,11 +21,13 @@ from topology.streams._position import parse_start
 from topology.streams._reader import Reader
 from topology.streams._sink import Sink
 from topology.streams._stream import Stream, Topic
+from topology.streams._wire import entry_fields, packed_or_none
 
 __all__ = [
     "DEFAULT_PREFIX",
     "RETRYABLE_ERRORS",
     "AddOutcomeUnknown",
+    "Backoff",
     "Connection",
     "Event",
     "Reader",
@@ -34,6 +37,8 @@ __all__ = [
     "Topic",
     "decode_entry",
     "encode_payload",
+    "entry_fields",
     "event_filter",
+    "packed_or_none",
     "parse_start",
 ]
