@@ -40,7 +40,7 @@ from topology.runtime.handlers import HandlerRunner
 from topology.runtime.metrics import Metrics
 from topology.runtime.pipeline import Chunk, InHand, Lane, LoopLane, Step, Steps, ThreadLane
 from topology.runtime.retry import TRIES_WHEN_STOPPING, FailurePlan, RedisRetry, RetryQueue
-from topology.streams import Connection, Event, Sink, Stream
+from topology.streams import Connection, Event, Sink, Stream, pause
 
 __all__ = ["Actor"]
 
@@ -292,7 +292,7 @@ class Actor:
         except Exception as exc:  # read errors the sink did not retry itself
             delay = self._read_backoff.next()
             log.error("actor %s: read failed (retrying in %.1fs): %r", self.name, delay, exc)
-            await asyncio.sleep(delay)  # a backoff, not a synchronisation
+            await pause(delay)
             events = []
         else:
             self._read_backoff.reset()

@@ -50,7 +50,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisClusterException, ResponseError
 
 from topology.config.model import StreamSpec
-from topology.streams import Event, packed_or_none
+from topology.streams import Event, is_plain, packed_or_none
 
 __all__ = ["COMMIT_SCRIPT", "Add", "Committer", "Entry"]
 
@@ -610,7 +610,7 @@ class Committer:
         """The compact ARGV of a map stage's batch, or None when the batch is not one.
 
         Uniform: every entry from one input stream with exactly one output, all
-        to one stream, each with pulse's plain fields ``n name p payload``. Then
+        to one stream, each with plain fields (a name and a payload: ``is_plain``). Then
         the script needs only ``id name payload`` per event (3 arguments instead
         of 9): less to pack, send and walk in Lua, the same effects.
         """
@@ -625,7 +625,7 @@ class Committer:
             if len(adds) != 1 or event.stream_name != source:
                 return None
             stream, fields = adds[0]
-            if stream != output or len(fields) != 4 or fields[0] != "n" or fields[2] != "p":
+            if stream != output or not is_plain(fields):
                 return None
             extend((event.id, fields[1], fields[3]))
         body[2] = idx(source)

@@ -34,8 +34,7 @@ from typing import Any
 
 from topology._emit import Emit
 from topology.runtime.commit import Add
-from topology.streams import Event
-from topology.streams._payload import encode_payload
+from topology.streams import Event, encode_payload, entry_fields
 
 __all__ = [
     "AsyncRunner",
@@ -113,10 +112,7 @@ def _add(emit: Emit, outputs: tuple[str, ...]) -> Add:
         raise ContractError(
             f"Emit({emit.name!r}) payload is not bytes, str or JSON-serialisable: {exc}"
         ) from None
-    fields: list[Any] = ["n", emit.name, "p", payload]
-    if emit.topic:
-        fields += ["t", emit.topic]
-    return Add(stream, fields)
+    return Add(stream, entry_fields(emit.name, payload, emit.topic))
 
 
 def route_result(result: Any, outputs: tuple[str, ...]) -> list[Add]:
@@ -132,7 +128,7 @@ def route_result(result: Any, outputs: tuple[str, ...]) -> list[Add]:
             and type(result.payload) is bytes
             and not result.topic
         ):
-            return [Add(outputs[0], ["n", result.name, "p", result.payload])]
+            return [Add(outputs[0], entry_fields(result.name, result.payload))]
         return [_add(result, outputs)]
     if isinstance(result, Emit):
         return [_add(result, outputs)]

@@ -11,7 +11,6 @@ run again (:class:`RedisRetry`), which the commit's fencing makes safe.
 
 from __future__ import annotations
 
-import asyncio
 import heapq
 import itertools
 import logging
@@ -23,7 +22,7 @@ from topology.config.model import SinkSpec
 from topology.runtime.commit import Add, Entry
 from topology.runtime.handlers import Failure
 from topology.runtime.metrics import Metrics
-from topology.streams import RETRYABLE_ERRORS, Backoff, Event, entry_fields
+from topology.streams import RETRYABLE_ERRORS, Backoff, Event, entry_fields, pause
 
 __all__ = ["TOUCH_SCRIPT", "FailurePlan", "RedisRetry", "Retry", "RetryQueue"]
 
@@ -166,7 +165,7 @@ class RedisRetry:
                 return await fn(arg)
             except RETRYABLE_ERRORS as exc:
                 delay = self._failed(backoff, exc)
-            await asyncio.sleep(delay)  # a backoff, not a synchronisation
+            await pause(delay)
 
     def run_blocking(self, fn: Callable[[Any], T], arg: Any) -> T:
         """:meth:`run` on a thread (the actor's handler thread): the sleeps block it."""

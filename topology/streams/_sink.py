@@ -13,16 +13,13 @@ from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import ResponseError
 
-from topology.streams._consumer import (
-    RETRYABLE_ERRORS,
-    Consumer,
-    decode_entry,
-    entries_of,
-    event_filter,
-    is_nogroup,
-)
+from topology.streams._consumer import Consumer, event_filter, is_nogroup
 from topology.streams._event import Event
+from topology.streams._lease import RELEASE_LEASE_SCRIPT
+from topology.streams._options import SinkOptions
 from topology.streams._position import parse_start, validate_start
+from topology.streams._retry import RETRYABLE_ERRORS
+from topology.streams._wire import decode_event, entries_of
 
 if TYPE_CHECKING:
     from topology.streams._connection import Connection
@@ -31,14 +28,6 @@ if TYPE_CHECKING:
 __all__ = ["Sink"]
 
 log = logging.getLogger("topology.streams")
-
-#: Release the claim lease only if this instance still holds it.
-RELEASE_LEASE_SCRIPT = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
-"""
 
 #: Remove a consumer only if it has nothing pending, checked atomically: deleting
 #: a consumer drops its pending entries, so a consumer that just received events
@@ -81,28 +70,30 @@ class Sink(Consumer):
         conn: Connection,
         name: str,
         *,
-        start: str = "newest",
-        block: float = 5.0,
-        count: int = 1000,
-        buffer: int = 1000,
-        ack_grace: float = 20.0,
-        topic: str | None = None,
-        topic_pattern: str | None = None,
-        matcher: Callable[[Event], bool] | None = None,
-        no_ack: bool = False,
+        start: str = SinkOptions.start,
+        block: float = SinkOptions.block,
+        count: int = SinkOptions.count,
+        buffer: int = SinkOptions.buffer,
+        ack_grace: float = SinkOptions.ack_grace,
+        topic: str | None = SinkOptions.topic,
+        topic_pattern: str | None = SinkOptions.topic_pattern,
+        matcher: Callable[[Event], bool] | None = SinkOptions.matcher,
+        no_ack: bool = SinkOptions.no_ack,
     ) -> None:
         if not name:
             raise ValueError("a sink needs a name")
-        if ack_grace <= 0:
-            raise ValueError(f"ack_grace must be > 0 seconds, got {ack_grace}")
-        super().__init__(
-            conn,
+        options = SinkOptions(
             start=start,
             block=block,
             count=count,
             buffer=buffer,
-            accept=event_filter(topic, topic_pattern, matcher),
+            ack_grace=ack_grace,
+            topic=topic,
+            topic_pattern=topic_pattern,
+            matcher=matcher,
+            no_ack=no_ack,
         )
+        super().__init__(conn, options, event_filter(topic, topic_pattern, matcher))
         self.name = name
         self.consumer = _consumer_name()
         self.ack_grace = ack_grace
@@ -332,11 +323,7 @@ class Sink(Consumer):
         entries: Any,
         skip: set[tuple[str, str]] | None = None,
     ) -> list[str]:
-        """Append the events of ``entries`` the filter accepts to ``out``; the unmatched ids.
-
-        The hot path of every sink: the two shapes pulse writes are decoded
-        inline (no call per event); anything else goes through ``decode_entry``.
-        """
+        """Append the events of ``entries`` the filter accepts to ``out``; the unmatched ids."""
         accept = self._accept
         acker = self._acker
         sink_name = self.name
@@ -344,24 +331,13 @@ class Sink(Consumer):
         for raw_id, flat in entries:
             if flat is None:  # deleted while pending (XREADGROUP history)
                 continue
-            entry_id = raw_id.decode()
-            if skip is not None and (stream_name, entry_id) in skip:
+            event = decode_event(raw_id, flat, stream_name, sink_name=sink_name, acker=acker)
+            if skip is not None and (stream_name, event.id) in skip:
                 continue
-            name, payload, topic, extra = decode_entry(flat, stream_name, entry_id)
-            event = Event(
-                entry_id,
-                name,
-                payload,
-                stream_name=stream_name,
-                topic=topic,
-                sink_name=sink_name,
-                fields=extra,
-                acker=acker,
-            )
             if accept is None or accept(event):
                 out.append(event)
             elif acker is not None:
-                unmatched.append(entry_id)
+                unmatched.append(event.id)
         return unmatched
 
     async def own_pending(
