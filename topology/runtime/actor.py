@@ -267,7 +267,7 @@ class Actor:
             await self._lane.close()
 
     def _read_ahead(self) -> None:
-        """Start a read if none is in flight and there is room for one.
+        """Start a read if none is in flight, there is room for one and commits go through.
 
         Read ahead (overlap) only with a backlog: a short read means the stream
         is caught up, and reading again at once would fetch the next event
@@ -276,6 +276,8 @@ class Actor:
         """
         sink = self.sink
         if self._read is not None or self._stopping or sink is None or sink.closed:
+            return
+        if self.redis_retry.failing:  # a chunk's commit is refused: the backlog waits in Redis
             return
         room = self.spec.batch - self.in_hand
         if room > 0 and (self._backlog or not self._in_hand.in_lanes):
