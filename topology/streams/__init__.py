@@ -19,7 +19,7 @@ from topology.streams._payload import encode_payload
 from topology.streams._position import parse_start
 from topology.streams._reader import Reader
 from topology.streams._sink import Sink
-from topology.streams._stream import Stream, Topic
+from topology.streams._stream import Stream, Topic, stream_name_problem
 
 __all__ = [
     "DEFAULT_PREFIX",
@@ -36,4 +36,5 @@ __all__ = [
     "encode_payload",
     "event_filter",
     "parse_start",
+    "stream_name_problem",
 ]
