@@ -11,8 +11,10 @@ everything it can), which is why every read below goes through ``_raw``.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import re
+import sys
 from collections.abc import Callable
 from difflib import get_close_matches
 from pathlib import Path
@@ -95,8 +97,11 @@ class _Checker:
         if ref is None or not self.import_callables or not re.match(REF_PATTERN, ref):
             return
         if ref not in self.imported:
+            # A module that prints at import must not corrupt what a command
+            # prints on stdout (graph -f json, validate --format json).
             try:
-                self.imported[ref] = import_callable(ref, self.base_dir)
+                with contextlib.redirect_stdout(sys.stderr):
+                    self.imported[ref] = import_callable(ref, self.base_dir)
             except CallableImportError as exc:
                 self.imported[ref] = str(exc)
         found = self.imported[ref]
