@@ -279,11 +279,12 @@ async def _serve(
 ) -> int:
     from topology import __version__
     from topology.cli import EXIT_FAILURE, EXIT_OK
-    from topology.runtime.logs import SUMMARY_LOGGER
+    from topology.runtime.logs import SUMMARY_LOGGER, bind_fields
     from topology.runtime.supervisor import ApplyError, Runtime
     from topology.runtime.workers import WorkerRegistry, new_worker_id
 
     worker_id = new_worker_id()
+    bind_fields(worker=worker_id)  # every line of this process, actors' included
     where = "embedded server" if connected.server is not None else connected.url_redacted
     log.info("ponos-topology %s: %s on %s, worker %s", __version__, topology.name, where, worker_id)
     runtime = Runtime(

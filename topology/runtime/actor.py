@@ -41,6 +41,7 @@ from typing import Any, NamedTuple
 from topology.config.model import SinkSpec, StreamSpec
 from topology.runtime.commit import Add, Committer, Entry
 from topology.runtime.handlers import Failure, HandlerRunner
+from topology.runtime.logs import bind_fields, event_fields
 from topology.runtime.metrics import Metrics
 from topology.streams import RETRYABLE_ERRORS, Connection, Event, Sink, decode_entry, event_filter
 
@@ -327,6 +328,7 @@ class Actor:
 
     async def _run(self) -> None:
         assert self.sink is not None
+        bind_fields(sink=self.spec.name)  # this task's lines, and its children's
         sink = self.sink
         batch = self.spec.batch
         chunk = self._chunk
@@ -740,6 +742,7 @@ class Actor:
                     spec.retry.max_attempts,
                     failure.error_type,
                     failure.message,
+                    extra=event_fields(spec.name, event),
                 )
                 retries.append((now + spec.retry.delay(attempts), event, attempts))
                 continue
@@ -761,6 +764,7 @@ class Actor:
                 attempts,
                 failure.error_type,
                 failure.message,
+                extra=event_fields(spec.name, event),
             )
             return Entry(event, ())
         log.warning(
@@ -772,6 +776,7 @@ class Actor:
             attempts,
             failure.error_type,
             failure.message,
+            extra=event_fields(spec.name, event),
         )
         fields: list[Any] = ["n", event.name, "p", event.payload]
         if event.topic:
@@ -815,6 +820,7 @@ class Actor:
                 self.name,
                 entries[conflicts[0]].event.stream_name,
                 entries[conflicts[0]].event.id,
+                extra=event_fields(self.spec.name, entries[conflicts[0]].event),
             )
 
     async def _with_retries(self, fn: Callable[[Any], Any], arg: Any) -> Any:
