@@ -10,6 +10,7 @@ import pytest
 
 from topology.cli import main
 from topology.config import MAX_BYTES, check, check_text
+from topology.config._semantic import MAX_CYCLES
 from topology.config._yaml import MAX_DEPTH, MAX_NODES
 
 HEAD = "version: 1\nname: t\n"
@@ -106,3 +107,39 @@ def test_apply_refuses_an_oversized_file_before_connecting(
         capsys.readouterr().err
         == f"{path}:1:1: (file): file too large: a config may hold at most 1000000 bytes (1 MB)\n"
     )
+
+
+def test_a_dense_graph_lists_the_first_cycles_and_says_there_are_more() -> None:
+    # Every sink reads and writes every stream: more elementary cycles than atoms.
+    names = [f"s{i}" for i in range(12)]
+    streams = "".join(f"  {n}: {{}}\n" for n in names)
+    sinks = "".join(
+        f"  k{i}:\n    streams: [{', '.join(names)}]\n    handler: h:f\n"
+        f"    outputs: [{', '.join(names)}]\n"
+        for i in range(12)
+    )
+    text = f"{HEAD}streams:\n{streams}sinks:\n{sinks}"
+    topology, problems = check_text(text, env={}, import_callables=False)
+    assert topology is None
+    cycles = [p for p in problems if p.message.startswith("cycle: ")]
+    assert len(cycles) == MAX_CYCLES
+    assert [p.message for p in problems if not p.message.startswith("cycle: ")] == [
+        f"more cycles: only the first {MAX_CYCLES} are listed"
+    ]
+
+
+def test_a_cycle_closed_by_a_dead_letter_stream_is_located_there() -> None:
+    text = HEAD + (
+        "streams: {orders: {}, dlq: {}}\nsinks:\n"
+        "  enrich: {streams: [orders], handler: 'h:f', dead_letter: dlq}\n"
+        "  redrive: {streams: [dlq], handler: 'h:f', outputs: [orders]}\n"
+    )
+    _, problems = check_text(text, env={}, import_callables=False)
+    assert [(p.line, p.path, p.message) for p in problems] == [
+        (
+            6,
+            "sinks.redrive.outputs[0]",
+            "cycle: orders -> enrich -> dlq -> redrive -> orders "
+            "(set allow_cycles: true if it is intended)",
+        )
+    ]
