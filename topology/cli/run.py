@@ -125,9 +125,6 @@ def run(args: argparse.Namespace) -> int:
     from topology.runtime.logs import setup_logging
 
     setup_logging(args.log_format, quiet=args.quiet)
-    if args.stop_when_idle is not None and args.stop_when_idle < 0:
-        print("ponos-topology run: --stop-when-idle must be >= 0", file=sys.stderr)
-        return EXIT_USAGE
     if (args.config is None) == (args.deployment is None):
         print("ponos-topology run: give either CONFIG or --deployment NAME", file=sys.stderr)
         return EXIT_USAGE
