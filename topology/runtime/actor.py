@@ -37,6 +37,7 @@ from collections.abc import Callable, Mapping
 from topology.config.model import SinkSpec, StreamSpec
 from topology.runtime.commit import Committer
 from topology.runtime.handlers import HandlerRunner
+from topology.runtime.logs import bind_fields, event_fields
 from topology.runtime.metrics import Metrics
 from topology.runtime.pipeline import Chunk, InHand, Lane, LoopLane, Step, Steps, ThreadLane
 from topology.runtime.retry import TRIES_WHEN_STOPPING, FailurePlan, RedisRetry, RetryQueue
@@ -243,6 +244,7 @@ class Actor:
 
     async def _run(self) -> None:
         assert self.sink is not None and self._lane is not None
+        bind_fields(sink=self.spec.name)  # this task's lines, and its children's
         try:
             while True:
                 self._read_ahead()
@@ -345,6 +347,7 @@ class Actor:
                 self.name,
                 first.stream_name,
                 first.id,
+                extra=event_fields(self.spec.name, first),
             )
 
     # -- around the loop -------------------------------------------------------------------

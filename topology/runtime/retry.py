@@ -22,6 +22,7 @@ from topology.config.model import SinkSpec
 from topology.redact import redact_text
 from topology.runtime.commit import Add, Entry
 from topology.runtime.handlers import Failure
+from topology.runtime.logs import event_fields
 from topology.runtime.metrics import Metrics
 from topology.streams import (
     Backoff,
@@ -272,6 +273,7 @@ class FailurePlan:
                 attempts,
                 failure.error_type,
                 failure.message,
+                extra=event_fields(spec.name, event),
             )
             return Entry(event, ())
         log.warning(
@@ -283,6 +285,7 @@ class FailurePlan:
             attempts,
             failure.error_type,
             failure.message,
+            extra=event_fields(spec.name, event),
         )
         fields = entry_fields(event.name, event.payload, event.topic)
         fields += [
@@ -312,4 +315,5 @@ def _log_retry(spec: SinkSpec, event: Event, failure: Failure, attempts: int) ->
         spec.retry.max_attempts,
         failure.error_type,
         failure.message,
+        extra=event_fields(spec.name, event),
     )

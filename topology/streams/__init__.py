@@ -28,7 +28,7 @@ from topology.streams._retry import (
     pause,
 )
 from topology.streams._sink import Sink
-from topology.streams._stream import Stream, Topic
+from topology.streams._stream import Stream, Topic, stream_name_problem
 from topology.streams._wire import decode_entry, entry_fields, is_plain, packed_or_none
 
 __all__ = [
@@ -56,4 +56,5 @@ __all__ = [
     "packed_or_none",
     "parse_start",
     "pause",
+    "stream_name_problem",
 ]
