@@ -20,7 +20,13 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from topology.config.model import Topology
 
-__all__ = ["add_connection_args", "known_stream", "load_config", "run_command"]
+__all__ = [
+    "add_connection_args",
+    "deployment_url_missing",
+    "known_stream",
+    "load_config",
+    "run_command",
+]
 
 
 def add_connection_args(parser: argparse.ArgumentParser) -> None:
@@ -54,6 +60,24 @@ def load_config(path: str) -> Topology | None:
         for problem in problems:
             print(problem, file=sys.stderr)
     return topology
+
+
+def deployment_url_missing(cli_url: str | None, prog: str) -> bool:
+    """True (after saying so) when a command given a deployment NAME has no Redis URL.
+
+    Without a config file there is no folder for an embedded server: a
+    deployment lives in a Redis that ``--redis-url`` or ``$REDIS_URL`` names.
+    """
+    from topology.runtime.connect import resolve_url
+
+    if resolve_url(cli_url, None) is not None:
+        return False
+    print(
+        f"{prog}: a deployment needs a Redis URL (--redis-url or $REDIS_URL): "
+        "the embedded server belongs to a config file's folder",
+        file=sys.stderr,
+    )
+    return True
 
 
 def known_stream(topology: Topology, name: str, prog: str) -> bool:

@@ -56,7 +56,22 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--handlers-dir",
         type=Path,
         metavar="DIR",
-        help="with --deployment: where the config's handler modules import from (default: .)",
+        help="with --deployment: where the config's handler modules import from (default: .);"
+        " callables of a deployment resolve only to modules under it",
+    )
+    parser.add_argument(
+        "--allow-module",
+        action="append",
+        default=[],
+        metavar="PREFIX",
+        help="with --deployment: also allow callables from modules under PREFIX (repeatable)",
+    )
+    parser.add_argument(
+        "--deploy-key-file",
+        type=Path,
+        metavar="FILE",
+        help="with --deployment: run only versions signed with this key"
+        " (default: $PONOS_DEPLOY_KEY)",
     )
     parser.add_argument("--redis-url", help="Redis URL (else $REDIS_URL, redis.url, embedded)")
     parser.add_argument(
@@ -97,18 +112,24 @@ def run(args: argparse.Namespace) -> int:
     if (args.config is None) == (args.deployment is None):
         print("ponos-topology run: give either CONFIG or --deployment NAME", file=sys.stderr)
         return EXIT_USAGE
-    if args.handlers_dir is not None and args.deployment is None:
-        print("ponos-topology run: --handlers-dir goes with --deployment", file=sys.stderr)
-        return EXIT_USAGE
+    for flag, value in (
+        ("--handlers-dir", args.handlers_dir),
+        ("--allow-module", args.allow_module),
+        ("--deploy-key-file", args.deploy_key_file),
+    ):
+        if value and args.deployment is None:
+            print(f"ponos-topology run: {flag} goes with --deployment", file=sys.stderr)
+            return EXIT_USAGE
     if args.deployment is not None:
-        from topology.runtime.connect import resolve_url
+        from topology.cli._connection import deployment_url_missing
+        from topology.runtime.signing import DeployKeyError, load_key
 
-        if resolve_url(args.redis_url, None) is None:
-            print(
-                "ponos-topology run: --deployment needs a Redis URL (--redis-url or $REDIS_URL): "
-                "the embedded server belongs to a config file's folder",
-                file=sys.stderr,
-            )
+        try:
+            args.deploy_key = load_key(args.deploy_key_file)
+        except DeployKeyError as exc:
+            print(f"ponos-topology run: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        if deployment_url_missing(args.redis_url, "ponos-topology run --deployment"):
             return EXIT_USAGE
     topology: Any = None
     if args.config is not None:
@@ -220,8 +241,18 @@ async def _follow_deployment(args: argparse.Namespace, signals: _Signals, state:
         Topology.empty(args.deployment), cli_url=args.redis_url, owner=True
     ) as connected:
         follower = DeploymentFollower(
-            connected.client, args.deployment, handlers_dir=args.handlers_dir or Path.cwd()
+            connected.client,
+            args.deployment,
+            handlers_dir=args.handlers_dir or Path.cwd(),
+            allow_modules=tuple(args.allow_module),
+            key=args.deploy_key,
         )
+        if args.deploy_key is None:
+            log.warning(
+                "deployment %s: versions are unsigned and not verified (no $PONOS_DEPLOY_KEY"
+                " or --deploy-key-file): whoever can write to this Redis chooses the config",
+                args.deployment,
+            )
         try:
             topology = await follower.first(signals.stop)
             if topology is None:
@@ -267,7 +298,11 @@ async def _serve(
             "config": str(topology.path),
             "actors": len(runtime.actors()),
             "handled": runtime.handled(),
-            **({"deployment_version": follower.version} if follower is not None else {}),
+            **(
+                {"deployment_version": follower.version, "deployment_rejected": follower.rejected}
+                if follower is not None
+                else {}
+            ),
         }
     )
     with contextlib.suppress(asyncio.TimeoutError):

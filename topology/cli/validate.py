@@ -21,7 +21,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         description=__doc__.splitlines()[0],
     )
     parser.add_argument("config", metavar="CONFIG", help="topology YAML file")
-    parser.add_argument("--strict", action="store_true", help="treat warnings as errors")
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="treat warnings as errors; also warn about handlers from the standard library",
+    )
     parser.set_defaults(func=run)
     return parser
 
@@ -31,10 +35,13 @@ def _plural(count: int, word: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from topology.callables import Origins
     from topology.cli import EXIT_OK, EXIT_USAGE
     from topology.config import check
 
-    topology, problems = check(args.config, strict=args.strict)
+    # --strict also flags what a deployment would refuse: handlers from the standard library.
+    origins = Origins(warn_stdlib=True) if args.strict else None
+    topology, problems = check(args.config, strict=args.strict, origins=origins)
     for problem in problems:
         print(problem, file=sys.stderr)
     if topology is None:

@@ -7,6 +7,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
+from topology.callables import Origins
 from topology.config._problems import ConfigError, Problem, format_path
 from topology.config._schema import schema_errors
 from topology.config._semantic import build_model, semantic_problems
@@ -41,8 +42,12 @@ def check_text(
     env: Mapping[str, str] | None = None,
     strict: bool = False,
     import_callables: bool = True,
+    origins: Origins | None = None,
 ) -> tuple[Topology | None, tuple[Problem, ...]]:
-    """Like :func:`check` for text already read; ``path`` names it and locates handlers."""
+    """Like :func:`check` for text already read; ``path`` names it and locates handlers.
+
+    ``origins`` restricts the modules callables may come from (a deployment's rule).
+    """
     file = str(path)
     real = None if file == _NO_FILE else Path(file).resolve()
     doc, raws = parse(text, os.environ if env is None else env)
@@ -51,7 +56,11 @@ def check_text(
         if isinstance(doc.data, dict):
             base_dir = real.parent if real is not None else None
             had_errors = any(raw.severity == "error" for raw in raws)
-            raws.extend(semantic_problems(doc, base_dir, import_callables, had_errors=had_errors))
+            raws.extend(
+                semantic_problems(
+                    doc, base_dir, import_callables, had_errors=had_errors, origins=origins
+                )
+            )
     problems = _problems(file, raws, strict)
     if any(p.is_error for p in problems):
         return None, problems
@@ -64,6 +73,7 @@ def check(
     env: Mapping[str, str] | None = None,
     strict: bool = False,
     import_callables: bool = True,
+    origins: Origins | None = None,
 ) -> tuple[Topology | None, tuple[Problem, ...]]:
     """Validate the config at ``path``: the model (None if any error) and every problem.
 
@@ -76,7 +86,14 @@ def check(
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         return None, (Problem(file, 1, 1, "(file)", f"cannot read: {reason}"),)
-    return check_text(text, path=file, env=env, strict=strict, import_callables=import_callables)
+    return check_text(
+        text,
+        path=file,
+        env=env,
+        strict=strict,
+        import_callables=import_callables,
+        origins=origins,
+    )
 
 
 def _raise_or_log(topology: Topology | None, problems: tuple[Problem, ...]) -> Topology:

@@ -16,7 +16,7 @@ from difflib import get_close_matches
 from pathlib import Path
 from typing import Any
 
-from topology.callables import REF_PATTERN, CallableImportError, import_callable
+from topology.callables import REF_PATTERN, CallableImportError, Origins, import_callable
 from topology.config._problems import NodePath
 from topology.config._yaml import Document, Raw
 from topology.config.durations import parse_duration
@@ -91,9 +91,15 @@ def _unknown_stream(name: str, streams: list[str], what: str = "stream") -> str:
 
 class _Checker:
     def __init__(
-        self, doc: Document, base_dir: Path | None, import_callables: bool, had_errors: bool
+        self,
+        doc: Document,
+        base_dir: Path | None,
+        import_callables: bool,
+        had_errors: bool,
+        origins: Origins | None = None,
     ) -> None:
         self.had_errors = had_errors
+        self.origins = origins or Origins()
         self.doc = doc
         self.data = _map(doc.data)
         self.base_dir = base_dir
@@ -119,13 +125,17 @@ class _Checker:
             return
         if ref not in self.imported:
             try:
-                import_callable(ref, self.base_dir)
+                import_callable(ref, self.base_dir, origins=self.origins)
                 self.imported[ref] = None
             except CallableImportError as exc:
                 self.imported[ref] = str(exc)
         message = self.imported[ref]
         if message is not None:
             self.add(path, message)
+            return
+        warning = self.origins.warning(ref.split(":", 1)[0])
+        if warning is not None:
+            self.add(path, warning, warning=True)
 
     def start(self, path: NodePath, value: Any) -> None:
         text = _str(value)
@@ -341,10 +351,18 @@ def _cycle_from(graph: dict[Any, list[Any]], start: Any, component: set[Any]) ->
 
 
 def semantic_problems(
-    doc: Document, base_dir: Path | None, import_callables: bool, *, had_errors: bool = False
+    doc: Document,
+    base_dir: Path | None,
+    import_callables: bool,
+    *,
+    had_errors: bool = False,
+    origins: Origins | None = None,
 ) -> list[Raw]:
-    """Problems beyond the schema; ``had_errors`` (earlier errors) mutes usage warnings."""
-    return _Checker(doc, base_dir, import_callables, had_errors).run()
+    """Problems beyond the schema; ``had_errors`` (earlier errors) mutes usage warnings.
+
+    ``origins`` restricts where callables may come from (a deployment's rule).
+    """
+    return _Checker(doc, base_dir, import_callables, had_errors, origins).run()
 
 
 def _seconds(value: Any, default: float) -> float:
