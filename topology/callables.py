@@ -75,7 +75,8 @@ class Origins:
         if self.folder is not None:
             object.__setattr__(self, "folder", Path(self.folder).resolve())
 
-    def _allowed_prefix(self, module_name: str) -> bool:
+    def allowed_by_prefix(self, module_name: str) -> bool:
+        """True when the operator allowed ``module_name`` by name (``--allow-module``)."""
         return any(module_name == p or module_name.startswith(p + ".") for p in self.allow)
 
     def _outside(self, module_name: str) -> str:
@@ -87,7 +88,7 @@ class Origins:
 
     def refuse_module(self, module_name: str) -> str | None:
         """Why ``module_name`` may not be imported here, or None; decided without importing it."""
-        if self.folder is None or self._allowed_prefix(module_name):
+        if self.folder is None or self.allowed_by_prefix(module_name):
             return None
         try:
             spec = PathFinder.find_spec(module_name.split(".", 1)[0], [str(self.folder)])
@@ -99,23 +100,27 @@ class Origins:
                 return None
         return self._outside(module_name)
 
-    def refuse_loaded(self, module: ModuleType) -> str | None:
-        """Why an imported module is not the operator's (a name that resolved elsewhere)."""
-        if self.folder is None or self._allowed_prefix(module.__name__):
+    def refuse_loaded(self, module: ModuleType, name: str | None = None) -> str | None:
+        """Why an imported module is not the operator's (a name that resolved elsewhere).
+
+        ``name`` is the one the config used (``os.path`` is ``posixpath`` once loaded).
+        """
+        if self.folder is None or self.allowed_by_prefix(name or module.__name__):
             return None
         spec = getattr(module, "__spec__", None)
         places: list[str | None] = list(getattr(spec, "submodule_search_locations", None) or ())
         if all(_under(p, self.folder) for p in places or [getattr(module, "__file__", None)]):
             return None
-        return self._outside(module.__name__)
+        return self._outside(name or module.__name__)
 
-    def refuse_step(self, walked: str, part: str, value: Any) -> str | None:
+    def refuse_step(self, walked: str, part: str, value: Any, *, allowed: bool) -> str | None:
         """Why the attribute walk may not reach ``walked`` (its last step ``part``, ``value``).
 
         ``handlers:os.system`` starts in the operator's module and walks into
         another one; dunder attributes reach interpreter internals; a function
         or class merely imported into a handler module (``from os import
-        system``) is not the operator's code either.
+        system``) is not the operator's code either — unless the walk started in
+        a module the operator ``allowed`` by name: what it exposes is trusted.
         """
         if self.folder is None:
             return None
@@ -123,6 +128,8 @@ class Origins:
             return f"{walked!r}: a deployment may not name dunder attributes"
         if isinstance(value, ModuleType):
             return f"{walked!r} is the module {value.__name__!r}, reached through another module"
+        if allowed:
+            return None
         if inspect.isfunction(value) or inspect.isbuiltin(value) or inspect.isclass(value):
             home = getattr(value, "__module__", None)
             loaded = sys.modules.get(home) if isinstance(home, str) else None
@@ -247,7 +254,7 @@ def import_callable(
         raise CallableImportError(
             f"cannot import module {module_name!r}: {type(exc).__name__}: {exc}"
         ) from None
-    refusal = origins.refuse_loaded(module)
+    refusal = origins.refuse_loaded(module, module_name)
     if refusal is not None:
         raise CallableImportError(refusal)
     target = _walk(module, module_name, attr_path, origins)
@@ -262,6 +269,7 @@ def _walk(module: ModuleType, module_name: str, attr_path: str, origins: Origins
     """``module``'s attribute ``attr_path`` (dotted), each step checked by ``origins``."""
     target: Any = module
     walked = module_name
+    allowed = origins.allowed_by_prefix(module_name)
     for part in attr_path.split("."):
         try:
             target = getattr(target, part)
@@ -275,7 +283,7 @@ def _walk(module: ModuleType, module_name: str, attr_path: str, origins: Origins
                 f"cannot get {part!r} from {walked!r}: {type(exc).__name__}: {exc}"
             ) from None
         walked = f"{walked}:{part}" if walked == module_name else f"{walked}.{part}"
-        refusal = origins.refuse_step(walked, part, target)
+        refusal = origins.refuse_step(walked, part, target, allowed=allowed)
         if refusal is not None:
             raise CallableImportError(refusal)
     return target
