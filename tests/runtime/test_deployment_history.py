@@ -147,3 +147,16 @@ async def test_the_last_versions_are_kept_and_older_ones_deleted(
     assert oldest is not None and oldest.text == f"{text}# 3\n"
     current = await read_published(r, "hist5")
     assert current is not None and current.version == total
+
+
+async def test_a_version_published_before_versions_were_kept_is_listed(
+    tmp_path: Path, r: aioredis.Redis
+) -> None:
+    text = write_config(tmp_path, "hist6").read_text()
+    fields = {"version": 7, "text": text, "sha256": sha256_of(text), "source": "dep.yaml"}
+    await r.hset(EngineKeys("hist6").config(), mapping=fields)
+    listed = await history(r, "hist6")
+    assert [(v.version, v.sha256, v.source) for v in listed] == [(7, sha256_of(text), "dep.yaml")]
+    version, changed = await publish(r, "hist6", text + "# next\n", source="dep.yaml")
+    assert (version, changed) == (8, True)
+    assert [v.version for v in await history(r, "hist6")] == [8]

@@ -206,6 +206,7 @@ def test_signed_apply_runs_an_unsigned_apply_is_refused_and_status_shows_it(
         write_config(tmp_path / "pub", name, streams="a, b")
         unsigned = cli("apply", str(config), "--redis-url", redis_url)
         assert unsigned.returncode == 0 and "version 2" in unsigned.stdout
+        assert "version 1 was signed and version 2 is not" in unsigned.stderr
         worker.wait_log(f"deployment {name} version 2 refused: it is unsigned")
         refused = [line for line in worker.lines if "version 2 refused" in line]
         assert len(refused) == 1 and " ERROR " in refused[0]
@@ -257,3 +258,20 @@ def test_a_key_file_that_cannot_be_read_is_a_usage_error(tmp_path: Path, redis_u
     for result in (applied, worker):
         assert result.returncode == 2
         assert "cannot read the deploy key file" in result.stderr
+
+
+def test_apply_warns_about_standard_library_callables_a_worker_would_refuse(
+    tmp_path: Path, redis_url: str
+) -> None:
+    config = write_config(tmp_path, "sec7")
+    config.write_text(config.read_text().replace("dep_handlers:forward", "json:dumps"))
+    warned = cli("apply", str(config), "--redis-url", redis_url)
+    assert warned.returncode == 0, warned.stderr
+    assert (
+        f"{config}:13:14: sinks.fwd.handler: warning: module 'json' is from the standard library"
+        in warned.stderr
+    )
+    write_config(tmp_path, "sec7", streams="a, b")
+    config.write_text(config.read_text().replace("dep_handlers:forward", "json:dumps"))
+    strict = cli("apply", str(config), "--strict", "--redis-url", redis_url)
+    assert strict.returncode == 2 and "standard library" in strict.stderr

@@ -59,6 +59,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    from topology.callables import Origins
     from topology.cli import EXIT_OK, EXIT_USAGE
     from topology.cli._connection import run_command
     from topology.config import check_text
@@ -77,7 +78,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"ponos-topology apply: {exc}", file=sys.stderr)
         return EXIT_USAGE
     # The text validated is the text published: no second read that could see another save.
-    topology, problems = check_text(text, path=args.config, strict=args.strict)
+    # Workers refuse standard-library callables unless allowed: say so before publishing.
+    topology, problems = check_text(
+        text, path=args.config, strict=args.strict, origins=Origins(warn_stdlib=True)
+    )
     for problem in problems:
         print(problem, file=sys.stderr)
     if topology is None:
@@ -85,13 +89,20 @@ def run(args: argparse.Namespace) -> int:
 
     async def main() -> int:
         from topology.runtime.connect import open_redis
-        from topology.runtime.deployment import publish, sha256_of
+        from topology.runtime.deployment import publish, read_published, sha256_of
 
         async with open_redis(topology, cli_url=args.redis_url, data_dir=args.data_dir) as ctd:
             if args.dry_run:
                 return await _dry_run(ctd.client, topology, text)
+            before = await read_published(ctd.client, topology.name)
             version, changed = await publish(
                 ctd.client, topology.name, text, source=path.name, key=key
+            )
+        if changed and key is None and before is not None and before.signature:
+            print(
+                f"ponos-topology apply: warning: version {before.version} was signed and version"
+                f" {version} is not: workers with a deploy key will refuse it",
+                file=sys.stderr,
             )
         digest = sha256_of(text)[:12]
         signed = ", signed" if key is not None else ""

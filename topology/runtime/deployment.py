@@ -115,8 +115,9 @@ def _unchanged(current: Published | None, text: str, key: DeployKey | None) -> b
     """True when publishing ``text`` would change nothing a worker can see."""
     if current is None or current.sha256 != sha256_of(text):
         return False
-    # Same text: a new version only to sign what is unsigned (or signed with another key).
-    return current.verified_by(key) if key is not None else not current.signature
+    # Same text: a new version only to sign what is unsigned (or signed with another key);
+    # without a key, never an unsigned copy of a signed version (keyed workers would refuse it).
+    return current.verified_by(key) if key is not None else True
 
 
 async def publish(
@@ -205,7 +206,12 @@ async def history(client: Any, deployment: str) -> list[Published]:
             continue
         fields = dict(zip(names, values, strict=True))
         found.append(_published(deployment, {**fields, "text": b""}))
-    return [entry for entry in found if entry is not None]
+    kept = [entry for entry in found if entry is not None]
+    if not kept or kept[-1].version != newest:  # published before versions were kept
+        current = await read_published(client, deployment)
+        if current is not None:
+            kept.append(current)
+    return kept
 
 
 class DeploymentFollower:
