@@ -10,18 +10,15 @@ part, are refused.
 
 from __future__ import annotations
 
-import os
 import re
 import shlex
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
 
-from tests.runtime.test_deployment import Worker
+from tests.runtime.test_deployment import Worker, cli
 from topology.server import ServerProcess
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -72,17 +69,6 @@ def _url(server: ServerProcess, user: str) -> str:
     return f"redis://{user}:{password}@127.0.0.1:{server.port}/0"
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "PONOS_DEPLOY_KEY")}
-    return subprocess.run(
-        [sys.executable, "-m", "topology.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-    )
-
-
 def _denied(admin: redis.Redis) -> list[str]:
     return [str(entry) for entry in admin.execute_command("ACL", "LOG")]
 
@@ -94,13 +80,13 @@ def test_the_example_pipeline_and_a_deployment_run_as_the_readme_acl_users(
     worker_url, deployer_url = _url(acl_server, "ponos-worker"), _url(acl_server, "ponos-deployer")
     try:
         config = str(ROOT / "configs" / "pipeline.yaml")
-        ran = _cli("run", config, "--redis-url", worker_url, "--stop-when-idle", "1", "--quiet")
+        ran = cli("run", config, "--redis-url", worker_url, "--stop-when-idle", "1", "--quiet")
         assert ran.returncode == 0, ran.stderr
         assert HANDLED in ran.stdout
         assert "NOPERM" not in ran.stderr and _denied(admin) == []
 
         admin.flushall()  # the generator source ran to its end: start the deployment afresh
-        applied = _cli("apply", config, "--redis-url", deployer_url)
+        applied = cli("apply", config, "--redis-url", deployer_url)
         assert applied.returncode == 0, applied.stderr
         worker = Worker(worker_url, "orders", ROOT / "configs", "--stop-when-idle", "1")
         try:
@@ -109,7 +95,7 @@ def test_the_example_pipeline_and_a_deployment_run_as_the_readme_acl_users(
             worker.stop()
         assert HANDLED in worker.out, worker.text()
         assert "NOPERM" not in worker.text() and _denied(admin) == []
-        listed = _cli("history", "orders", "--redis-url", deployer_url)
+        listed = cli("history", "orders", "--redis-url", deployer_url)
         assert listed.returncode == 0 and "pipeline.yaml" in listed.stdout, listed.stderr
     finally:
         admin.close()

@@ -19,9 +19,11 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from topology.config.model import Topology
+    from topology.runtime.signing import DeployKey
 
 __all__ = [
     "add_connection_args",
+    "deploy_key",
     "deployment_url_missing",
     "known_stream",
     "load_config",
@@ -78,6 +80,22 @@ def deployment_url_missing(cli_url: str | None, prog: str) -> bool:
         file=sys.stderr,
     )
     return True
+
+
+def deploy_key(key_file: Path | None, prog: str) -> DeployKey | None:
+    """The deploy key (``--deploy-key-file``, else ``$PONOS_DEPLOY_KEY``), or None.
+
+    A key that was asked for but cannot be used is a usage error (exit 2): going
+    on unsigned would publish, or run, what the operator meant to be signed.
+    """
+    from topology.cli import EXIT_USAGE
+    from topology.runtime.signing import DeployKeyError, load_key
+
+    try:
+        return load_key(key_file)
+    except DeployKeyError as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE) from None
 
 
 def known_stream(topology: Topology, name: str, prog: str) -> bool:

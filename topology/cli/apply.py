@@ -61,9 +61,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from topology.callables import Origins
     from topology.cli import EXIT_OK, EXIT_USAGE
-    from topology.cli._connection import run_command
+    from topology.cli._connection import deploy_key, run_command
     from topology.config import check_text
-    from topology.runtime.signing import DeployKeyError, load_key
 
     path = Path(args.config)
     try:
@@ -72,11 +71,7 @@ def run(args: argparse.Namespace) -> int:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         print(f"{args.config}:1:1: (file): cannot read: {reason}", file=sys.stderr)
         return EXIT_USAGE
-    try:
-        key = load_key(args.deploy_key_file)
-    except DeployKeyError as exc:
-        print(f"ponos-topology apply: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    key = deploy_key(args.deploy_key_file, "ponos-topology apply")
     # The text validated is the text published: no second read that could see another save.
     # Workers refuse standard-library callables unless allowed: say so before publishing.
     topology, problems = check_text(

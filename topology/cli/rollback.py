@@ -61,18 +61,13 @@ def _refusal(target: Any, current: Any, key: Any) -> str | None:
 
 def run(args: argparse.Namespace) -> int:
     from topology.cli import EXIT_OK, EXIT_USAGE
-    from topology.cli._connection import deployment_url_missing, run_command
-    from topology.runtime.signing import DeployKeyError, load_key
+    from topology.cli._connection import deploy_key, deployment_url_missing, run_command
 
     prog = "ponos-topology rollback"
     if args.to is not None and args.to < 1:
         print(f"{prog}: --to must be a version number >= 1", file=sys.stderr)
         return EXIT_USAGE
-    try:
-        key = load_key(args.deploy_key_file)
-    except DeployKeyError as exc:
-        print(f"{prog}: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    key = deploy_key(args.deploy_key_file, prog)
     if deployment_url_missing(args.redis_url, prog):
         return EXIT_USAGE
 

@@ -121,14 +121,9 @@ def run(args: argparse.Namespace) -> int:
             print(f"ponos-topology run: {flag} goes with --deployment", file=sys.stderr)
             return EXIT_USAGE
     if args.deployment is not None:
-        from topology.cli._connection import deployment_url_missing
-        from topology.runtime.signing import DeployKeyError, load_key
+        from topology.cli._connection import deploy_key, deployment_url_missing
 
-        try:
-            args.deploy_key = load_key(args.deploy_key_file)
-        except DeployKeyError as exc:
-            print(f"ponos-topology run: {exc}", file=sys.stderr)
-            return EXIT_USAGE
+        args.deploy_key = deploy_key(args.deploy_key_file, "ponos-topology run")
         if deployment_url_missing(args.redis_url, "ponos-topology run --deployment"):
             return EXIT_USAGE
     topology: Any = None
