@@ -275,3 +275,44 @@ def test_apply_warns_about_standard_library_callables_a_worker_would_refuse(
     config.write_text(config.read_text().replace("dep_handlers:forward", "json:dumps"))
     strict = cli("apply", str(config), "--strict", "--redis-url", redis_url)
     assert strict.returncode == 2 and "standard library" in strict.stderr
+
+
+HOSTILE_SOURCE = "sources:\n  boom:\n    handler: os:getpid\n    stream: a\ndefaults:"
+
+
+def test_a_worker_refuses_a_stdlib_source_unless_the_operator_allows_its_module(
+    tmp_path: Path, redis_url: str
+) -> None:
+    client = redis.Redis.from_url(redis_url)
+    config = write_config(tmp_path / "pub", "sec8")
+    handlers = tmp_path / "worker"
+    write_config(handlers, "unused")
+    assert cli("apply", str(config), "--redis-url", redis_url).returncode == 0
+    strict = Worker(redis_url, "sec8", handlers)
+    try:
+        strict.wait_log("generation 1 running")
+        config.write_text(config.read_text().replace("defaults:", HOSTILE_SOURCE))
+        assert cli("apply", str(config), "--redis-url", redis_url).returncode == 0
+        strict.wait_log("version 2 is invalid here; version 1 keeps running")
+        located = [line for line in strict.lines if "sources.boom.handler" in line]
+        assert len(located) == 1 and " ERROR " in located[0]
+        assert "dep.yaml:6:14: sources.boom.handler: module 'os' is outside" in located[0]
+        wait_until(
+            lambda: (
+                (heartbeat(client, "sec8").get("deployment_rejected") or {}).get("version") == 2
+            ),
+            10,
+            "heartbeat shows version 2 rejected",
+        )
+        status = cli("status", str(config), "--redis-url", redis_url)
+        assert "(v2 rejected: invalid here: sources.boom.handler: module 'os'" in status.stdout
+    finally:
+        assert strict.stop() == 0
+    # The operator's explicit choice: the same version runs (and the source is called).
+    allowing = Worker(redis_url, "sec8", handlers, "--allow-module", "os")
+    try:
+        allowing.wait_log("source 'boom' returned a int")
+        assert "outside the handlers folder" not in allowing.text()
+    finally:
+        allowing.stop()
+        client.close()
