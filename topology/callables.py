@@ -133,7 +133,13 @@ class Origins:
         if inspect.isfunction(value) or inspect.isbuiltin(value) or inspect.isclass(value):
             home = getattr(value, "__module__", None)
             loaded = sys.modules.get(home) if isinstance(home, str) else None
-            if loaded is None or self.refuse_loaded(loaded) is not None:
+            # Found directly in the folder (not merely somewhere below it, as the
+            # standard library is below "/"), and loaded from there.
+            if (
+                loaded is None
+                or self.refuse_module(loaded.__name__) is not None
+                or self.refuse_loaded(loaded) is not None
+            ):
                 return (
                     f"{walked!r} is defined in module {home!r}, outside the handlers"
                     f" folder {self.folder} (allow it with --allow-module {home})"

@@ -181,3 +181,15 @@ def test_a_handler_module_own_functions_classes_and_instances_pass(
     origins = Origins(folder=handlers)
     assert import_callable("ptest_own:H.run", handlers, origins=origins)(None) == "static"
     assert import_callable("ptest_own:tagged", handlers, origins=origins)(None) == "partial"
+
+
+def test_a_library_below_the_handlers_folder_is_not_one_of_its_modules(
+    tmp_path: Path, clean_modules: None
+) -> None:
+    # As the standard library is below "/": a file below the folder, imported through
+    # another sys.path entry, is not a handler module of the folder.
+    handlers = _module(tmp_path / "app", "ptest_wide", "from ptest_lib import f\n")
+    vendor = _module(handlers / "vendor", "ptest_lib", "def f(e):\n    return 'lib'\n")
+    sys.path.insert(0, str(vendor))
+    with pytest.raises(CallableImportError, match="is defined in module 'ptest_lib', outside"):
+        import_callable("ptest_wide:f", handlers, origins=Origins(folder=handlers))
