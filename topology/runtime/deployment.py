@@ -2,7 +2,7 @@
 
 ``ponos-topology apply CONFIG`` stores the config's YAML text in the hash
 :meth:`EngineKeys.config` of the deployment its ``name`` names, with a version
-number, the source file name, a sha256 of the text and the server time, and
+number, the source file name, a sha256 of the text, its signature and the server time, and
 announces the version on :meth:`EngineKeys.config_channel` — all in one Lua
 script, so a worker never sees the text of one version with the number of
 another, and a version is announced only once it can be read.
@@ -18,6 +18,15 @@ was reconnecting is lost for good.
 The text is published as written: ``${VAR}`` substitutions resolve on each
 worker, in its own environment, as if it had read the file itself, and no
 secret the publisher's environment holds ends up in Redis.
+
+Redis is not trusted to say what runs: whoever can write to it can write a
+config. The follower resolves callables only to the operator's modules
+(:class:`topology.callables.Origins`), and, given a deploy key, runs only
+versions signed with it (:mod:`topology.runtime.signing`). The signature covers
+the version number, so ``publish`` picks the number, signs, and the script
+only checks it is still the next one. Each version is also kept under
+:meth:`EngineKeys.config_version` (the last :data:`HISTORY`) for ``history``
+and ``rollback``, which publishes an old text again as a new version.
 """
 
 from __future__ import annotations
