@@ -194,9 +194,22 @@ def test_signed_apply_runs_an_unsigned_apply_is_refused_and_status_shows_it(
     write_config(handlers, "unused")
     key_file = tmp_path / "deploy.key"
     key_file.write_text(SECRET + "\n")
+    key_file.chmod(0o644)
+    loose = cli(
+        "apply",
+        str(config),
+        "--dry-run",
+        "--redis-url",
+        redis_url,
+        "--deploy-key-file",
+        str(key_file),
+    )
+    assert loose.returncode == 0 and "readable by other users" in loose.stderr
+    key_file.chmod(0o600)
     signed = cli("apply", str(config), "--redis-url", redis_url, "--deploy-key-file", str(key_file))
     assert signed.returncode == 0, signed.stderr
     assert signed.stdout.startswith(f"applied {name} version 1 (sha256 ")
+    assert "readable by other users" not in signed.stderr
     assert "signed)" in signed.stdout
     worker = Worker(redis_url, name, handlers, key=SECRET)
     try:

@@ -92,10 +92,17 @@ def deploy_key(key_file: Path | None, prog: str) -> DeployKey | None:
     from topology.runtime.signing import DeployKeyError, load_key
 
     try:
-        return load_key(key_file)
+        key = load_key(key_file)
     except DeployKeyError as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
         raise SystemExit(EXIT_USAGE) from None
+    if key_file is not None and Path(key_file).stat().st_mode & 0o077:
+        print(
+            f"{prog}: warning: the deploy key file {key_file} is readable by other users"
+            f" (chmod 600 {key_file})",
+            file=sys.stderr,
+        )
+    return key
 
 
 def known_stream(topology: Topology, name: str, prog: str) -> bool:
