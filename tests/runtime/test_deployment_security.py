@@ -329,3 +329,36 @@ def test_a_worker_refuses_a_stdlib_source_unless_the_operator_allows_its_module(
     finally:
         allowing.stop()
         client.close()
+
+
+def test_a_waiting_worker_shows_the_version_it_refused_before_any_ran(
+    tmp_path: Path, redis_url: str
+) -> None:
+    name = "sec9"
+    client = redis.Redis.from_url(redis_url)
+    config = write_config(tmp_path, name)
+    worker = Worker(redis_url, name, tmp_path, key=SECRET)
+    try:
+        worker.wait_log("waiting for a config")
+        assert cli("apply", str(config), "--redis-url", redis_url).returncode == 0  # unsigned
+        worker.wait_log(f"deployment {name} version 1 refused: it is unsigned")
+        wait_until(
+            lambda: (heartbeat(client, name).get("deployment_rejected") or {}).get("version") == 1,
+            10,
+            "the waiting worker's heartbeat shows version 1 rejected",
+        )
+        status = cli("status", str(config), "--redis-url", redis_url)
+        assert "generation 0  config v0  (v1 rejected: it is unsigned" in status.stdout
+        write_config(tmp_path, name, streams="a, b")
+        assert cli("apply", str(config), "--redis-url", redis_url, key=SECRET).returncode == 0
+        worker.wait_log("generation 1 running")
+        wait_until(
+            lambda: heartbeat(client, name).get("deployment_version") == 2,
+            10,
+            "heartbeat shows version 2 running",
+        )
+        assert heartbeat(client, name)["deployment_rejected"] is None
+        assert len(client.hkeys(EngineKeys(name).workers())) == 1  # one entry, waiting then serving
+    finally:
+        assert worker.stop() == 0
+        client.close()

@@ -226,10 +226,12 @@ async def _follow_deployment(args: argparse.Namespace, signals: _Signals, state:
     """``run --deployment``: wait for a published config, then serve it like a file's."""
     from dataclasses import replace
 
+    from topology import __version__
     from topology.cli import EXIT_OK
     from topology.config.model import Topology
     from topology.runtime.connect import open_redis
     from topology.runtime.deployment import DeploymentFollower
+    from topology.runtime.workers import WorkerRegistry, new_worker_id
     from topology.streams import Connection
 
     async with open_redis(
@@ -248,6 +250,16 @@ async def _follow_deployment(args: argparse.Namespace, signals: _Signals, state:
                 " or --deploy-key-file): whoever can write to this Redis chooses the config",
                 args.deployment,
             )
+        # Registered while waiting, so `status` shows a version it refused before any ran.
+        registry = WorkerRegistry(connected.client, args.deployment, new_worker_id())
+        registry.start(
+            lambda: {
+                "version": __version__,
+                "generation": 0,
+                "deployment_version": follower.version,
+                "deployment_rejected": follower.rejected,
+            }
+        )
         try:
             topology = await follower.first(signals.stop)
             if topology is None:
@@ -256,8 +268,11 @@ async def _follow_deployment(args: argparse.Namespace, signals: _Signals, state:
                 connected = replace(
                     connected, conn=Connection(connected.client, prefix=topology.redis.prefix)
                 )
-            return await _serve(args, topology, connected, signals, state, follower)
+            return await _serve(args, topology, connected, signals, state, follower, registry)
         finally:
+            await (
+                registry.stop()
+            )  # _serve stopped it if it ran: removing the entry twice is harmless
             await follower.stop()
 
 
@@ -268,6 +283,7 @@ async def _serve(
     signals: _Signals,
     state: _RunState,
     follower: Any = None,
+    registry: Any = None,
 ) -> int:
     from topology import __version__
     from topology.cli import EXIT_FAILURE, EXIT_OK
@@ -275,7 +291,9 @@ async def _serve(
     from topology.runtime.supervisor import ApplyError, Runtime
     from topology.runtime.workers import WorkerRegistry, new_worker_id
 
-    worker_id = new_worker_id()
+    # A deployment worker is registered while it waits for a valid version.
+    registry = registry or WorkerRegistry(connected.client, topology.name, new_worker_id())
+    worker_id = registry.worker_id
     where = "embedded server" if connected.server is not None else connected.url_redacted
     log.info("ponos-topology %s: %s on %s, worker %s", __version__, topology.name, where, worker_id)
     runtime = Runtime(
@@ -285,7 +303,6 @@ async def _serve(
         base_dir=topology.base_dir,
         drain_timeout=args.drain_timeout,
     )
-    registry = WorkerRegistry(connected.client, topology.name, worker_id)
     registry.start(
         lambda: {
             "version": __version__,

@@ -333,6 +333,12 @@ class DeploymentFollower:
             log.warning("%s: %s", where, problem)
         return topology
 
+    def _running(self, published: Published) -> None:
+        """``published`` runs here now; a refusal of an older version is history."""
+        self.version, self.sha256 = published.version, published.sha256
+        if self.rejected is not None and self.rejected["version"] < self.version:
+            self.rejected = None
+
     def _keeps(self) -> str:
         if self.version:
             return f"version {self.version} keeps running"
@@ -416,7 +422,7 @@ class DeploymentFollower:
                 found = None
             if found is not None:
                 published, topology = found
-                self.version, self.sha256 = published.version, published.sha256
+                self._running(published)
                 log.info(
                     "deployment %s version %d (%s, sha256 %s)",
                     self.deployment,
@@ -495,9 +501,7 @@ class DeploymentFollower:
                     "deployment %s: apply failed unexpectedly; %s", self.deployment, self._keeps()
                 )
                 continue
-            self.version, self.sha256 = published.version, published.sha256
-            if self.rejected is not None and self.rejected["version"] < self.version:
-                self.rejected = None
+            self._running(published)
             log.info("deployment %s: running version %d", self.deployment, self.version)
 
     async def stop(self) -> None:
