@@ -240,9 +240,7 @@ def test_python_dash_m_topology_is_the_command_line(config: Path) -> None:
     assert proc.stdout == "ok: 2 streams, 2 sinks, 2 actors\n"
 
 
-def test_run_log_format_json_prints_the_final_summary_as_json(
-    config: Path, redis_url: str
-) -> None:
+def test_run_log_format_json_prints_the_final_summary_as_json(config: Path, redis_url: str) -> None:
     proc = _process(
         "topology.cli", "run", str(config), "--no-watch", "--redis-url", redis_url,
         "--log-format", "json", "--stop-when-idle", "0.2",
