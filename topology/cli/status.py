@@ -1,8 +1,12 @@
 """``ponos-topology status CONFIG``: what the deployment's Redis says about it now.
 
-Per sink and stream: the consumer group's consumers, pending (delivered, not
+Per sink and stream: the consumer group's consumers — live (read within the
+sink's ack grace, or two blocking reads) apart from dead ones (a crashed
+worker's, whose pending events wait to be claimed) — pending (delivered, not
 acked) and lag (entries not yet delivered: ``XINFO GROUPS`` ``lag``, Redis >= 7;
-``?`` when the server cannot tell), and the length of its dead-letter stream.
+``?`` when the server cannot tell), and the dead letters *this* sink wrote
+(their ``sink`` field; several sinks may share one dead-letter stream, which is
+read once, in pages).
 Per source: ended, failed, or which worker holds its lease. Per worker: id,
 version, generation and the age of its last heartbeat. The Redis URL is shown
 with its password masked, and the whole output is redacted once more before it
@@ -42,7 +46,18 @@ def _get(info: dict[Any, Any], key: str) -> Any:
     return _s(info.get(key, info.get(key.encode())))
 
 
-async def _group_info(client: Any, key: str, group: str) -> dict[str, Any]:
+#: Entries per XRANGE while counting dead letters per sink.
+_DEAD_PAGE = 1000
+
+
+def _live_after_ms(ack_grace: float) -> int:
+    """Idle time past which a consumer counts as dead: it has not even tried to read."""
+    from topology.runtime.actor import READ_BLOCK
+
+    return int(max(ack_grace, 2 * READ_BLOCK) * 1000)
+
+
+async def _group_info(client: Any, key: str, group: str, live_ms: int) -> dict[str, Any]:
     from redis.exceptions import ResponseError
 
     out: dict[str, Any] = {"exists": True, "length": await client.xlen(key), "group": False}
@@ -67,10 +82,25 @@ async def _group_info(client: Any, key: str, group: str) -> dict[str, Any]:
                 "name": _get(c, "name"),
                 "pending": int(_get(c, "pending") or 0),
                 "idle_ms": int(_get(c, "idle") or 0),
+                "live": int(_get(c, "idle") or 0) <= live_ms,
             }
             for c in consumers
         ]
     return out
+
+
+async def _dead_letters_by_sink(client: Any, key: str) -> dict[str, int]:
+    """Entries of a dead-letter stream per the ``sink`` that wrote them ("" when none did)."""
+    counts: dict[str, int] = {}
+    lower = "-"
+    while True:
+        entries = await client.xrange(key, min=lower, max="+", count=_DEAD_PAGE)
+        for _, fields in entries:
+            sink = _s(fields.get(b"sink", fields.get("sink", b"")))
+            counts[sink] = counts.get(sink, 0) + 1
+        if len(entries) < _DEAD_PAGE:
+            return counts
+        lower = f"({_s(entries[-1][0])}"
 
 
 async def collect(client: Any, conn: Any, topology: Any, url_redacted: str) -> dict[str, Any]:
@@ -80,15 +110,23 @@ async def collect(client: Any, conn: Any, topology: Any, url_redacted: str) -> d
 
     keys = EngineKeys(topology.name)
     sinks: dict[str, Any] = {}
+    dead_counts: dict[str, dict[str, int]] = {}  # per dead-letter stream, read once
     for name, sink in sorted(topology.sinks.items()):
+        live_ms = _live_after_ms(sink.ack_grace)
         streams = {
-            s: await _group_info(client, conn.stream_key(s), name) for s in sink.stream_names
+            s: await _group_info(client, conn.stream_key(s), name, live_ms)
+            for s in sink.stream_names
         }
         dead = None
         if sink.dead_letter:
+            if sink.dead_letter not in dead_counts:
+                dlq_key = conn.stream_key(sink.dead_letter)
+                dead_counts[sink.dead_letter] = await _dead_letters_by_sink(client, dlq_key)
+            per_sink = dead_counts[sink.dead_letter]
             dead = {
                 "stream": sink.dead_letter,
-                "length": await client.xlen(conn.stream_key(sink.dead_letter)),
+                "count": per_sink.get(name, 0),
+                "length": sum(per_sink.values()),
             }
         sinks[name] = {
             "streams": streams,
@@ -122,13 +160,32 @@ def _lag(value: Any) -> str:
     return "?" if value is None else str(value)
 
 
+def _group_lines(stream: str, info: dict[str, Any]) -> list[str]:
+    live = sum(1 for c in info["consumers"] if c["live"])
+    lines = [
+        f"    {stream}: consumers {live} live, {len(info['consumers']) - live} dead"
+        f"  pending {info['pending']}  lag {_lag(info['lag'])}  length {info['length']}"
+        f"  last delivered {info['last_delivered_id']}"
+    ]
+    lines.extend(
+        f"      dead consumer {c['name']}: pending {c['pending']}, idle {c['idle_ms'] / 1000:.0f}s"
+        for c in info["consumers"]
+        if not c["live"]
+    )
+    return lines
+
+
 def format_text(data: dict[str, Any]) -> str:
     lines = [f"deployment {data['deployment']} on {data['redis']}", "sinks:"]
     if not data["sinks"]:
         lines.append("  (none)")
     for name, sink in data["sinks"].items():
         dead = sink["dead_letter"]
-        dead_text = f"  dead letters {dead['length']} ({dead['stream']})" if dead else ""
+        dead_text = (
+            f"  dead letters {dead['count']} (of {dead['length']} in {dead['stream']})"
+            if dead
+            else ""
+        )
         lines.append(f"  {name}  pending {sink['pending']}{dead_text}")
         for stream, info in sink["streams"].items():
             if not info["exists"]:
@@ -136,11 +193,7 @@ def format_text(data: dict[str, Any]) -> str:
             elif not info["group"]:
                 lines.append(f"    {stream}: length {info['length']}, no consumer group yet")
             else:
-                lines.append(
-                    f"    {stream}: consumers {len(info['consumers'])}  pending {info['pending']}"
-                    f"  lag {_lag(info['lag'])}  length {info['length']}"
-                    f"  last delivered {info['last_delivered_id']}"
-                )
+                lines.extend(_group_lines(stream, info))
     if data["sources"]:
         lines.append("sources:")
         lines.extend(f"  {name}  {src['state']}" for name, src in data["sources"].items())
