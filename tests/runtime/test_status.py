@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +10,7 @@ import pytest
 import redis
 
 from tests.helpers import wait_until
+from tests.runtime.test_run_cli import start_run
 from topology.cli import main, status
 
 CONFIG = """\
@@ -158,25 +157,9 @@ def test_status_counts_dead_letters_per_sink_and_parts_live_from_dead_consumers(
         for i in range(6):  # sa: 3 odd events dead-lettered
             client.xadd("pulse:stream:a", {"n": "e", "p": str(i)})
         client.xadd("pulse:stream:b", {"n": "e", "p": "1"})  # sb: 1
-        done = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "topology.cli",
-                "run",
-                str(config),
-                "--redis-url",
-                redis_url,
-                "--stop-when-idle",
-                "0.5",
-                "--quiet",
-                "--no-watch",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert done.returncode == 0, done.stderr
+        proc = start_run(config, redis_url, "--stop-when-idle", "0.5")
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
         # A crashed worker's consumer: events delivered to it, then silence.
         client.xadd("pulse:stream:a", {"n": "e", "p": "10"})
         client.xreadgroup("sa", "gone-1-dead", {"pulse:stream:a": ">"}, count=1)
