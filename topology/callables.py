@@ -13,19 +13,26 @@ rather than silently handing back the other folder's functions.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib
 import importlib.util
 import os
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from difflib import get_close_matches
 from importlib.machinery import PathFinder
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-__all__ = ["REF_PATTERN", "CallableImportError", "import_callable"]
+__all__ = [
+    "REF_PATTERN",
+    "CallableImportError",
+    "code_fingerprints",
+    "import_callable",
+    "module_file",
+]
 
 #: What a reference looks like; the JSON Schema carries the same pattern.
 _DOTTED = r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*"
@@ -152,3 +159,27 @@ def import_callable(ref: str, base_dir: Path | None, *, reload: bool = False) ->
             f"{ref!r} is not callable (it is of type {type(target).__name__})"
         )
     return target
+
+
+def module_file(module_name: str) -> Path | None:
+    """The source file of an imported module (None when not imported or not from a file)."""
+    module = sys.modules.get(module_name)
+    origin = getattr(module, "__file__", None)
+    return Path(origin).absolute() if isinstance(origin, str) else None
+
+
+def code_fingerprints(refs: Iterable[str]) -> dict[str, str]:
+    """sha256 of the file of each already imported module that ``refs`` name.
+
+    Only the named module's own file: a helper module it imports is not
+    followed (editing one needs a change of the named module, or a restart).
+    """
+    out: dict[str, str] = {}
+    for ref in refs:
+        name = ref.split(":", 1)[0]
+        path = module_file(name)
+        if name in out or path is None:
+            continue
+        with contextlib.suppress(OSError):
+            out[name] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return out

@@ -4,6 +4,7 @@ invalid files, edited handler code."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import time
 from collections.abc import AsyncIterator
@@ -130,5 +131,58 @@ async def test_the_hup_event_reloads_and_edited_handler_code_is_picked_up(
         await wait_for(lambda: runtime.handled().get("fwd") == 2)
         names = [f[b"n"] for _, f in await r.xrange("pulse:stream:out")]
         assert names == [b"v1", b"v2"]
+    finally:
+        await reloader.stop()
+
+
+async def test_sighup_after_an_edit_of_the_handler_module_alone_restarts_the_sink_on_new_code(
+    setup: tuple[Runtime, Path], r: aioredis.Redis, tmp_path: Path
+) -> None:
+    runtime, config = setup
+    hup = asyncio.Event()
+    reloader = Reloader(config, runtime, hup=hup, watch=False)
+    reloader.start()
+    try:
+        await add(r, "in", 1)
+        await wait_for(lambda: runtime.handled().get("fwd") == 1)
+        before = runtime.actors("fwd")
+        (tmp_path / "hot_handlers.py").write_text(HANDLERS.format(version=2) + "\n# v2\n")
+        hup.set()  # the config file is unchanged
+        assert await reloader.wait_finished(1, 10) == "applied"
+        assert runtime.generation == 2 and runtime.actors("fwd") != before  # restarted
+        await add(r, "in", 1)
+        await wait_for(lambda: runtime.handled().get("fwd") == 2)
+        names = [f[b"n"] for _, f in await r.xrange("pulse:stream:out")]
+        assert names == [b"v1", b"v2"]
+        hup.set()  # nothing changed since: no restart
+        assert await reloader.wait_finished(2, 10) == "unchanged"
+    finally:
+        await reloader.stop()
+
+
+async def test_a_watched_handler_module_edit_reloads_it_and_other_files_are_ignored(
+    setup: tuple[Runtime, Path], r: aioredis.Redis, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    runtime, config = setup
+    reloader = Reloader(config, runtime, watch=True, quiet_ms=50)
+    reloader.start()
+    try:
+        await asyncio.wait_for(reloader.armed.wait(), 5)
+        log_file = tmp_path / "run.log"  # `run > run.log` beside the config
+        for i in range(5):
+            with log_file.open("a") as out:
+                out.write(f"line {i}\n")
+            (tmp_path / "notes.txt").write_text(str(i))
+        (tmp_path / "hot_handlers.py").write_text(HANDLERS.format(version=2) + "\n# v2\n")
+        # The first reload attempt is the module edit: the other writes woke nothing.
+        assert await reloader.wait_finished(1, 10) == "applied"
+        assert reloader.reloads == 1 and runtime.generation == 2
+        await add(r, "in", 1)
+        await wait_for(lambda: runtime.handled().get("fwd") == 1)
+        assert [f[b"n"] for _, f in await r.xrange("pulse:stream:out")] == [b"v2"]
+        assert "reload (handler code changed: hot_handlers.py)" in caplog.text
+        assert "plan: sink fwd: handler code changed (hot_handlers) (restart)" in caplog.text
+        assert "change detected" not in caplog.text  # watchfiles' own lines are not printed
     finally:
         await reloader.stop()

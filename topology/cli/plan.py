@@ -5,6 +5,8 @@ The lines are those the hot reload logs when it applies the same plan
 sink starts or stops reading, sinks added, removed or rescaled, fields that
 restart a sink's actors, and changes a reload cannot apply. Exit 0 whatever
 the plan (``no changes`` when there are none); 2 when either config is invalid.
+Handler modules are imported and compared by content: "handler code changed"
+when the files differ (the configs in two folders, or a module edited since).
 """
 
 from __future__ import annotations

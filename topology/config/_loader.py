@@ -5,8 +5,10 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 
+from topology.callables import code_fingerprints
 from topology.config._problems import ConfigError, Problem, format_path
 from topology.config._schema import schema_errors
 from topology.config._semantic import build_model, semantic_problems
@@ -55,7 +57,10 @@ def check_text(
     problems = _problems(file, raws, strict)
     if any(p.is_error for p in problems):
         return None, problems
-    return build_model(doc.data, real), problems
+    model = build_model(doc.data, real)
+    if import_callables:  # the handlers were just imported: fingerprint their files
+        model = replace(model, code=code_fingerprints(model.handler_refs()))
+    return model, problems
 
 
 def check(
