@@ -111,33 +111,11 @@ async def test_an_invalid_file_changes_nothing_and_the_next_valid_one_applies(
     assert runtime.generation == 2 and runtime.actors() == actors  # no restart either
 
 
+@pytest.mark.parametrize("config_edited", [True, False], ids=["with-config-edit", "code-only"])
 async def test_the_hup_event_reloads_and_edited_handler_code_is_picked_up(
-    setup: tuple[Runtime, Path], r: aioredis.Redis, tmp_path: Path
+    setup: tuple[Runtime, Path], r: aioredis.Redis, tmp_path: Path, config_edited: bool
 ) -> None:
-    runtime, config = setup
-    hup = asyncio.Event()
-    reloader = Reloader(config, runtime, hup=hup, watch=False)
-    reloader.start()
-    try:
-        await add(r, "in", 1)
-        await wait_for(lambda: runtime.handled().get("fwd") == 1)
-        (tmp_path / "hot_handlers.py").write_text(HANDLERS.format(version=2) + "\n# v2\n")
-        (tmp_path / "hot.yaml").write_text(
-            config.read_text().replace("outputs: [out]", "outputs: [out]\n    batch: 100")
-        )
-        hup.set()
-        await wait_for(lambda: runtime.generation == 2)
-        await add(r, "in", 1)
-        await wait_for(lambda: runtime.handled().get("fwd") == 2)
-        names = [f[b"n"] for _, f in await r.xrange("pulse:stream:out")]
-        assert names == [b"v1", b"v2"]
-    finally:
-        await reloader.stop()
-
-
-async def test_sighup_after_an_edit_of_the_handler_module_alone_restarts_the_sink_on_new_code(
-    setup: tuple[Runtime, Path], r: aioredis.Redis, tmp_path: Path
-) -> None:
+    """With the config unchanged too: the module's new content alone restarts the sink."""
     runtime, config = setup
     hup = asyncio.Event()
     reloader = Reloader(config, runtime, hup=hup, watch=False)
@@ -147,7 +125,11 @@ async def test_sighup_after_an_edit_of_the_handler_module_alone_restarts_the_sin
         await wait_for(lambda: runtime.handled().get("fwd") == 1)
         before = runtime.actors("fwd")
         (tmp_path / "hot_handlers.py").write_text(HANDLERS.format(version=2) + "\n# v2\n")
-        hup.set()  # the config file is unchanged
+        if config_edited:
+            (tmp_path / "hot.yaml").write_text(
+                config.read_text().replace("outputs: [out]", "outputs: [out]\n    batch: 100")
+            )
+        hup.set()
         assert await reloader.wait_finished(1, 10) == "applied"
         assert runtime.generation == 2 and runtime.actors("fwd") != before  # restarted
         await add(r, "in", 1)
