@@ -470,7 +470,9 @@ class Actor:
                 self._settle_sent(loop)
             else:
                 assert self.committer is not None
+                started = time.perf_counter()
                 outcomes = self.handler.run_blocking(events, loop)
+                self.metrics.observe_handler(self.spec.name, time.perf_counter() - started)
                 entries, failed = _split_outcomes(events, outcomes)
                 handled = len(entries)
                 self._settle_sent(loop)  # the previous chunk's reply, before anything else
@@ -504,10 +506,12 @@ class Actor:
             return
         assert self.committer is not None
         try:
+            started = time.perf_counter()
             try:
                 conflicts = self.committer.finish_commit_blocking()
             except RETRYABLE_ERRORS:  # fenced: running the whole commit again is safe
                 conflicts = self._blocking_retries(self.committer.commit_blocking, sent.entries)
+            self.metrics.observe_commit(self.spec.name, time.perf_counter() - started)
             self._committed(sent.entries, conflicts, sent.handled)
         except Exception:
             log.exception(
@@ -698,7 +702,9 @@ class Actor:
         self._commit_tail = mine
         try:
             async with self._handle_lock:
+                started = time.perf_counter()
                 outcomes = await self.handler.run(events)
+                self.metrics.observe_handler(self.spec.name, time.perf_counter() - started)
             entries, failed = _split_outcomes(events, outcomes)
             handled = len(entries)
             if failed:
@@ -706,7 +712,9 @@ class Actor:
             if previous is not None and not previous.done():
                 await asyncio.wait((previous,))  # not cancelled if we are
             if entries:
+                started = time.perf_counter()
                 conflicts = await self._with_retries(self.committer.commit, entries)
+                self.metrics.observe_commit(self.spec.name, time.perf_counter() - started)
                 self._committed(entries, conflicts, handled)
         finally:
             if not mine.done():
@@ -746,6 +754,7 @@ class Actor:
             if not failure.retryable or attempts >= spec.retry.max_attempts:
                 dead.append(self._dead_letter(event, failure, attempts))
             # else: stopping; the event stays pending and continues from its count
+        self.metrics.add_retries(spec.name, len(retries))
         return dead, retries
 
     def _dead_letter(self, event: Event, failure: Failure, attempts: int) -> Entry:
