@@ -16,6 +16,7 @@ import pytest
 import redis
 
 from tests.helpers import wait_until
+from tests.runtime.test_reload_done_when import write_renamed
 from topology.runtime.keys import EngineKeys
 
 CONFIG = """
@@ -134,7 +135,7 @@ def test_run_logging_into_the_config_folder_does_not_wake_the_watcher(
         for i in range(50):  # the worker's own lines land in the folder too
             client.xadd("pulse:stream:in", {"n": "e", "p": str(i)})
         wait_until(lambda: client.xlen("pulse:stream:out") == 50, 30, "the events handled")
-        config.write_text(CONFIG.format(streams="in, more"))
+        write_renamed(config, CONFIG.format(streams="in, more"))  # one whole change
         wait_until(lambda: "generation 2 running" in log_path.read_text(), 30, "the reload")
         text = log_path.read_text()
         assert text.count("reload (") == 1 and "reload (file changed)" in text

@@ -156,7 +156,10 @@ async def test_a_watched_handler_module_edit_reloads_it_and_other_files_are_igno
             with log_file.open("a") as out:
                 out.write(f"line {i}\n")
             (tmp_path / "notes.txt").write_text(str(i))
-        (tmp_path / "hot_handlers.py").write_text(HANDLERS.format(version=2) + "\n# v2\n")
+        # Saved the way editors do (write aside, rename over): one whole change.
+        module = tmp_path / "hot_handlers.py"
+        module.with_suffix(".tmp").write_text(HANDLERS.format(version=2) + "\n# v2\n")
+        os.replace(module.with_suffix(".tmp"), module)
         # The first reload attempt is the module edit: the other writes woke nothing.
         assert await reloader.wait_finished(1, 10) == "applied"
         assert reloader.reloads == 1 and runtime.generation == 2
