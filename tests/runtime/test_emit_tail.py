@@ -149,6 +149,7 @@ def test_tail_shows_a_dead_letters_extra_fields_in_text_and_json(
         "attempts": "3",
         "error_type": "ValueError",
         "error": "bad amount: -1",
+        "empty": "",
     }
     sync_r.xadd("pulse:stream:orders-dlq", {"n": "created", "p": '{"id":1}', **extra})
     url = ("--redis-url", redis_url)
@@ -156,8 +157,8 @@ def test_tail_shows_a_dead_letters_extra_fields_in_text_and_json(
     line = out.strip()
     assert line.split(" | ")[0].split(" ", 1)[1] == '- created {"id":1}'
     assert line.split(" | ")[1] == (
-        'origin_stream=orders origin_id=1-0 sink=enrich attempts=3 error_type=ValueError '
-        'error="bad amount: -1"'
+        "origin_stream=orders origin_id=1-0 sink=enrich attempts=3 error_type=ValueError "
+        'error="bad amount: -1" empty=""'
     )
     _, out, _ = _cli(capsys, "tail", str(config), "orders-dlq", "--format", "json", *url)
     got = json.loads(out)
@@ -207,6 +208,28 @@ def test_tail_follow_prints_new_events_as_they_come(
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_tail_n_with_follow_prints_the_last_n_then_new_events(
+    config: Path, redis_url: str, sync_r: redis.Redis
+) -> None:
+    for i in range(5):
+        sync_r.xadd("pulse:stream:orders", {"n": f"old{i}", "p": "x"})
+    argv = ["tail", str(config), "orders", "-n", "2", "-F", "--redis-url", redis_url]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "topology.cli", *argv],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        assert [proc.stdout.readline().split()[2] for _ in range(2)] == ["old3", "old4"]
+        sync_r.xadd("pulse:stream:orders", {"n": "new", "p": "y"})
+        assert proc.stdout.readline().split()[2] == "new"  # and it keeps following
+        assert proc.poll() is None
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
 
 
 def test_emit_file_with_a_bad_line_adds_nothing(

@@ -5,11 +5,12 @@ it is printable UTF-8, JSON-quoted when it holds control characters (one event
 stays one line), ``b'...'`` when it is not UTF-8. An event's extra entry fields
 (those beside pulse's name, payload and topic: a dead letter's
 ``origin_stream``, ``origin_id``, ``sink``, ``attempts``, ``error_type`` and
-``error``) follow as `` | key=value ...``, a value JSON-quoted when it holds a
-space or a control character. ``--format json`` prints one object per line:
-``stream``, ``id``, ``name``, ``topic``, ``payload`` (text, or base64 with
-``"encoding": "base64"``) and ``fields`` (the extra fields, when there are any)
-— lines that ``emit --file`` takes back (it ignores ``fields``).
+``error``) follow as `` | key=value ...``, a value JSON-quoted when it is empty
+or holds a space, a quote, ``|``, ``=`` or a control character. ``--format json``
+prints one object per line: ``stream``, ``id``, ``name``, ``topic``, ``payload``
+(text, or base64 with ``"encoding": "base64"``) and ``fields`` (the extra
+fields, when there are any) — lines that ``emit --file`` takes back (it
+ignores ``fields``).
 
 ``-n N`` alone shows the last N events (those of ``--topic`` when given), like
 Unix ``tail``; with ``--follow`` it then waits for new ones. ``--from`` sets
@@ -97,8 +98,14 @@ def _text(raw: bytes) -> str:
 
 
 def _field_value(raw: bytes) -> str:
-    text = _text(raw)
-    return json.dumps(text, ensure_ascii=False) if " " in text and text[0] != '"' else text
+    """A field value that cannot be mistaken for the next ``key=value``: quoted when needed."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return repr(raw)
+    if text and text.isprintable() and not any(c in text for c in ' "|='):
+        return text
+    return json.dumps(text, ensure_ascii=False)
 
 
 def format_text(event: Any) -> str:
