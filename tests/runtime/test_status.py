@@ -82,7 +82,12 @@ def test_status_shows_pending_lag_dead_letters_and_workers(
     assert orders["pending"] == 3 and orders["lag"] == 2 and orders["length"] == 5
     assert [c["name"] for c in orders["consumers"]] == ["host-1-abc"]
     assert orders["consumers"][0]["live"] is True  # it just read
-    assert enrich["dead_letter"] == {"stream": "orders-dlq", "count": 1, "length": 2}
+    assert enrich["dead_letter"] == {
+        "stream": "orders-dlq",
+        "count": 1,
+        "length": 2,
+        "counted": 2,
+    }
     assert data["sinks"]["dlq"]["streams"]["orders-dlq"]["group"] is False
     assert data["sources"]["gen"]["state"] == "running on host-1-abc"
     worker = data["workers"]["host-1-abc"]
@@ -165,8 +170,9 @@ def test_status_counts_dead_letters_per_sink_and_parts_live_from_dead_consumers(
         client.xreadgroup("sa", "gone-1-dead", {"pulse:stream:a": ">"}, count=1)
         assert main(["status", str(config), "--format", "json", "--redis-url", redis_url]) == 0
         data = json.loads(capsys.readouterr().out)
-        assert data["sinks"]["sa"]["dead_letter"] == {"stream": "dlq", "count": 3, "length": 4}
-        assert data["sinks"]["sb"]["dead_letter"] == {"stream": "dlq", "count": 1, "length": 4}
+        assert data["sinks"]["sa"]["dead_letter"]["count"] == 3
+        assert data["sinks"]["sb"]["dead_letter"]["count"] == 1
+        assert data["sinks"]["sb"]["dead_letter"]["length"] == 4
         consumers = data["sinks"]["sa"]["streams"]["a"]["consumers"]
         assert any(c["name"] == "gone-1-dead" and c["live"] for c in consumers)
         # Past the live window (the sink's ack grace, at least two blocking reads;
@@ -184,3 +190,20 @@ def test_status_counts_dead_letters_per_sink_and_parts_live_from_dead_consumers(
         assert "dead consumer gone-1-dead: pending 1" in text
     finally:
         client.close()
+
+
+def test_status_counts_dead_letters_of_a_long_stream_from_its_newest_entries(
+    config: Path,
+    redis_url: str,
+    busy: redis.Redis,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(status, "DEAD_SCAN_LIMIT", 3)
+    for _ in range(3):  # newer than the fixture's two
+        busy.xadd("pulse:stream:orders-dlq", {"n": "dead", "p": "", "sink": "enrich"})
+    assert main(["status", str(config), "--format", "json", "--redis-url", redis_url]) == 0
+    dead = json.loads(capsys.readouterr().out)["sinks"]["enrich"]["dead_letter"]
+    assert dead == {"stream": "orders-dlq", "count": 3, "length": 5, "counted": 3}
+    assert main(["status", str(config), "--redis-url", redis_url]) == 0
+    assert "dead letters 3+ (of 5 in orders-dlq)" in capsys.readouterr().out

@@ -6,7 +6,8 @@ worker's, whose pending events wait to be claimed) — pending (delivered, not
 acked) and lag (entries not yet delivered: ``XINFO GROUPS`` ``lag``, Redis >= 7;
 ``?`` when the server cannot tell), and the dead letters *this* sink wrote
 (their ``sink`` field; several sinks may share one dead-letter stream, which is
-read once, in pages).
+read once, in pages, newest first, at most ``DEAD_SCAN_LIMIT`` entries: past
+that a sink's count is of the newest ones, shown as ``N+``).
 Per source: ended, failed, or which worker holds its lease. Per worker: id,
 version, generation and the age of its last heartbeat. The Redis URL is shown
 with its password masked, and the whole output is redacted once more before it
@@ -46,8 +47,10 @@ def _get(info: dict[Any, Any], key: str) -> Any:
     return _s(info.get(key, info.get(key.encode())))
 
 
-#: Entries per XRANGE while counting dead letters per sink.
+#: Entries per XREVRANGE while counting dead letters per sink, and the most read:
+#: past it the counts are of the newest entries only (``status`` stays quick).
 _DEAD_PAGE = 1000
+DEAD_SCAN_LIMIT = 100_000
 
 
 def _live_after_ms(ack_grace: float) -> int:
@@ -89,18 +92,23 @@ async def _group_info(client: Any, key: str, group: str, live_ms: int) -> dict[s
     return out
 
 
-async def _dead_letters_by_sink(client: Any, key: str) -> dict[str, int]:
-    """Entries of a dead-letter stream per the ``sink`` that wrote them ("" when none did)."""
+async def _dead_letters_by_sink(client: Any, key: str) -> tuple[dict[str, int], int]:
+    """Entries of a dead-letter stream per the ``sink`` that wrote them ("" when none did),
+    over its newest ``DEAD_SCAN_LIMIT`` entries; and the stream's length."""
     counts: dict[str, int] = {}
-    lower = "-"
-    while True:
-        entries = await client.xrange(key, min=lower, max="+", count=_DEAD_PAGE)
+    upper, read = "+", 0
+    while read < DEAD_SCAN_LIMIT:
+        page = min(_DEAD_PAGE, DEAD_SCAN_LIMIT - read)
+        entries = await client.xrevrange(key, max=upper, min="-", count=page)
         for _, fields in entries:
             sink = _s(fields.get(b"sink", fields.get("sink", b"")))
             counts[sink] = counts.get(sink, 0) + 1
-        if len(entries) < _DEAD_PAGE:
-            return counts
-        lower = f"({_s(entries[-1][0])}"
+        read += len(entries)
+        if len(entries) < page:
+            break
+        upper = f"({_s(entries[-1][0])}"
+    length = await client.xlen(key) if read >= DEAD_SCAN_LIMIT else read
+    return counts, int(length)
 
 
 async def collect(client: Any, conn: Any, topology: Any, url_redacted: str) -> dict[str, Any]:
@@ -110,7 +118,7 @@ async def collect(client: Any, conn: Any, topology: Any, url_redacted: str) -> d
 
     keys = EngineKeys(topology.name)
     sinks: dict[str, Any] = {}
-    dead_counts: dict[str, dict[str, int]] = {}  # per dead-letter stream, read once
+    dead_counts: dict[str, tuple[dict[str, int], int]] = {}  # per dead-letter stream, read once
     for name, sink in sorted(topology.sinks.items()):
         live_ms = _live_after_ms(sink.ack_grace)
         streams = {
@@ -122,11 +130,12 @@ async def collect(client: Any, conn: Any, topology: Any, url_redacted: str) -> d
             if sink.dead_letter not in dead_counts:
                 dlq_key = conn.stream_key(sink.dead_letter)
                 dead_counts[sink.dead_letter] = await _dead_letters_by_sink(client, dlq_key)
-            per_sink = dead_counts[sink.dead_letter]
+            per_sink, length = dead_counts[sink.dead_letter]
             dead = {
                 "stream": sink.dead_letter,
                 "count": per_sink.get(name, 0),
-                "length": sum(per_sink.values()),
+                "length": length,
+                "counted": sum(per_sink.values()),  # < length: the newest ones only
             }
         sinks[name] = {
             "streams": streams,
@@ -182,7 +191,9 @@ def format_text(data: dict[str, Any]) -> str:
     for name, sink in data["sinks"].items():
         dead = sink["dead_letter"]
         dead_text = (
-            f"  dead letters {dead['count']} (of {dead['length']} in {dead['stream']})"
+            f"  dead letters {dead['count']}"
+            + ("+" if dead["counted"] < dead["length"] else "")
+            + f" (of {dead['length']} in {dead['stream']})"
             if dead
             else ""
         )
