@@ -118,7 +118,8 @@ class _Replay:
             self.result.skip("not an event (no name field)")
             return None
         if self.error_type is not None and fields.get("error_type") != self.error_type:
-            return None  # filtered out: not counted
+            self.result.skip(f"error_type is not {self.error_type}")
+            return None
         target = self.to or fields.get("origin_stream")
         if not target:
             self.result.skip("no origin_stream (give --to)")
