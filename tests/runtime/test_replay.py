@@ -106,7 +106,7 @@ def test_replay_moves_dead_letters_to_their_origin_with_a_count(
 
     code, out, _ = cli(capsys, "replay", config, "orders-dlq", "--filter-error", "KeyError", *url)
     assert code == 0 and out.splitlines()[:2] == [
-        "replayed 1 dead letters from orders-dlq: orders 1",
+        "replayed 1 dead letter from orders-dlq: orders 1",
         "left 5: error_type is not KeyError",
     ]
     assert payloads(sync_r, "orders") == [1]
@@ -205,7 +205,7 @@ def test_on_a_cluster_a_target_in_another_slot_is_refused_and_a_shared_tag_repla
         config = write_config(tagged, prefix="{rp}")
         dead_letter(client, 2, prefix="{rp}")
         code, out, _ = cli(capsys, "replay", str(config), "orders-dlq", "--redis-url", cluster_url)
-        assert code == 0 and out.startswith("replayed 1 dead letters from orders-dlq: orders 1")
+        assert code == 0 and out.startswith("replayed 1 dead letter from orders-dlq: orders 1")
         assert payloads(client, "orders", prefix="{rp}") == [2]
     finally:
         client.close()

@@ -48,7 +48,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 def format_result(result: Any, dead_letter: str, dry_run: bool) -> list[str]:
     verb = "would replay" if dry_run else "replayed"
     per = ", ".join(f"{stream} {count}" for stream, count in sorted(result.moved.items()))
-    lines = [f"{verb} {result.total} dead letters from {dead_letter}" + (f": {per}" if per else "")]
+    noun = "dead letter" if result.total == 1 else "dead letters"
+    lines = [f"{verb} {result.total} {noun} from {dead_letter}" + (f": {per}" if per else "")]
     lines += [f"left {count}: {reason}" for reason, count in sorted(result.skipped.items())]
     lines += [f"refused {stream}: {why}" for stream, why in sorted(result.refused.items())]
     return lines
