@@ -31,6 +31,8 @@ COMMANDS = (
     "apply",
     "history",
     "rollback",
+    "replay",
+    "init",
 )
 
 #: The end of each command's ``--help``: what people type, in one place.
@@ -74,6 +76,13 @@ EXAMPLES = {
     "rollback": """\
   ponos-topology rollback orders                        # re-publish the previous version
   ponos-topology rollback orders --to 3 --redis-url redis://db:6379/0""",
+    "replay": """\
+  ponos-topology replay topology.yaml orders-dlq --dry-run   # what would move back
+  ponos-topology replay topology.yaml orders-dlq --filter-error HandlerTimeout
+  ponos-topology replay topology.yaml orders-dlq --to orders-retry""",
+    "init": """\
+  ponos-topology init my-topology && cd my-topology
+  ponos-topology init . --name orders --force""",
 }
 
 
