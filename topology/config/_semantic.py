@@ -9,6 +9,7 @@ can), which is why every access below checks the type it reads.
 
 from __future__ import annotations
 
+import inspect
 import re
 from collections.abc import Iterator
 from datetime import datetime
@@ -30,6 +31,7 @@ from topology.config.model import (
     RetryPolicy,
     SinkSpec,
     SourceSpec,
+    StateSpec,
     StreamRef,
     StreamSpec,
     Topology,
@@ -127,6 +129,45 @@ class _Checker:
         if message is not None:
             self.add(path, message)
 
+    def callable_arity(self, path: NodePath, value: Any, args: int, call: str) -> None:
+        """An error at ``path`` when the callable there cannot be called with ``args``
+        positional arguments (the runtime would fail on every event otherwise)."""
+        ref = _str(value)
+        if ref is None or self.imported.get(ref, "not imported") is not None:
+            return  # not imported, or the import error is already reported
+        try:
+            signature = inspect.signature(import_callable(ref, self.base_dir))
+        except (CallableImportError, TypeError, ValueError):  # builtins may have none
+            return
+        try:
+            signature.bind(*([None] * args))
+        except TypeError as exc:
+            self.add(path, f"{ref} is called as {call}: {exc}")
+
+    def state(self, base: NodePath, sink: dict[str, Any]) -> None:
+        """``state`` needs a ``key``; both change how the handler is called."""
+        if "state" not in sink:
+            if "key" in sink:
+                self.add(
+                    (*base, "key"),
+                    "key without state: ignored (add state: {} to keep state per key)",
+                    key=True,
+                    warning=True,
+                )
+            return
+        if "key" not in sink:
+            self.add(
+                (*base, "state"),
+                "state needs a key: a payload field, a dotted path (customer.id) or "
+                "module:function (Event -> str)",
+                key=True,
+            )
+        key = _str(sink.get("key"))
+        if key is not None and re.match(REF_PATTERN, key):
+            self.callable_ref((*base, "key"), key)
+            self.callable_arity((*base, "key"), key, 1, "key(event)")
+        self.callable_arity((*base, "handler"), sink.get("handler"), 2, "handler(event, state)")
+
     def start(self, path: NodePath, value: Any) -> None:
         text = _str(value)
         if text is not None and re.fullmatch(r"oldest|newest|after:.*|at:.*", text, re.S):
@@ -183,6 +224,7 @@ class _Checker:
             )
         self.callable_ref((*base, "handler"), sink.get("handler"))
         self.callable_ref((*base, "matcher"), sink.get("matcher"))
+        self.state(base, sink)
         self.start((*base, "start"), sink.get("start"))
         pattern = _str(sink.get("topic_pattern"))
         if pattern is not None:
@@ -360,6 +402,11 @@ def _retry(base: RetryPolicy, raw: Any) -> RetryPolicy:
     )
 
 
+def _state(raw: Any) -> StateSpec:
+    ttl = _map(raw).get("ttl")
+    return StateSpec(ttl=parse_duration(ttl) if isinstance(ttl, str) else None)
+
+
 def build_model(data: dict[str, Any], path: Path | None) -> Topology:
     """The model of a document that passed every check (so types are right here)."""
     defaults = _map(data.get("defaults"))
@@ -402,6 +449,8 @@ def build_model(data: dict[str, Any], path: Path | None) -> Topology:
             batch=spec.get("batch", defaults.get("batch", DEFAULT_BATCH)),
             retry=_retry(default_retry, spec.get("retry")),
             dead_letter=spec.get("dead_letter"),
+            key=spec.get("key"),
+            state=_state(spec.get("state")) if "state" in spec else None,
         )
     return Topology(
         name=data["name"],
