@@ -3,6 +3,7 @@
 Per sink and stream: the consumer group's consumers, pending (delivered, not
 acked) and lag (entries not yet delivered: ``XINFO GROUPS`` ``lag``, Redis >= 7;
 ``?`` when the server cannot tell), and the length of its dead-letter stream.
+A stateful sink also shows its number of state keys (a ``SCAN``).
 Per source: ended, failed, or which worker holds its lease. Per worker: id,
 version, generation and the age of its last heartbeat. The Redis URL is shown
 with its password masked, and the whole output is redacted once more before it
@@ -76,6 +77,7 @@ async def _group_info(client: Any, key: str, group: str) -> dict[str, Any]:
 async def collect(client: Any, conn: Any, topology: Any, url_redacted: str) -> dict[str, Any]:
     """Everything ``status`` shows, as plain data (the JSON output)."""
     from topology.runtime.keys import EngineKeys
+    from topology.runtime.state import count_states, state_layout
     from topology.runtime.workers import read_workers
 
     keys = EngineKeys(topology.name)
@@ -95,6 +97,9 @@ async def collect(client: Any, conn: Any, topology: Any, url_redacted: str) -> d
             "pending": sum(s.get("pending", 0) for s in streams.values()),
             "dead_letter": dead,
         }
+        if sink.state is not None:
+            layout = state_layout(topology.name, sink, conn.stream_key)
+            sinks[name]["state_keys"] = await count_states(client, layout)
     sources: dict[str, Any] = {}
     for name in sorted(topology.sources):
         state = {_s(k): _s(v) for k, v in (await client.hgetall(keys.source_state(name))).items()}
@@ -129,7 +134,8 @@ def format_text(data: dict[str, Any]) -> str:
     for name, sink in data["sinks"].items():
         dead = sink["dead_letter"]
         dead_text = f"  dead letters {dead['length']} ({dead['stream']})" if dead else ""
-        lines.append(f"  {name}  pending {sink['pending']}{dead_text}")
+        state = f"  state keys {sink['state_keys']}" if "state_keys" in sink else ""
+        lines.append(f"  {name}  pending {sink['pending']}{dead_text}{state}")
         for stream, info in sink["streams"].items():
             if not info["exists"]:
                 lines.append(f"    {stream}: no such stream yet")

@@ -31,7 +31,7 @@ import asyncio
 import inspect
 import json
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -39,7 +39,7 @@ from typing import Any, NamedTuple
 from topology.callables import REF_PATTERN, import_callable
 from topology.config.model import SinkSpec
 from topology.runtime.handlers import ContractError, Failure, Outcome, route_result
-from topology.runtime.keys import EngineKeys, shared_hash_tag
+from topology.runtime.keys import EngineKeys, glob_escape, shared_hash_tag
 from topology.streams import Event
 
 __all__ = [
@@ -51,11 +51,13 @@ __all__ = [
     "StateLayout",
     "apply_batch",
     "apply_batch_async",
+    "count_states",
     "dump_state",
     "event_keys",
     "key_function",
     "load_state",
     "read_states",
+    "scan_states",
     "state_args",
     "state_layout",
 ]
@@ -188,6 +190,38 @@ async def read_states(redis: Any, names: Iterable[str]) -> dict[str, KeyState]:
         pipe.hmget(name, "v", "s")
     replies = await pipe.execute()
     return {name: _stored(name, reply) for name, reply in zip(names, replies, strict=True)}
+
+
+async def scan_states(
+    redis: Any, layout: StateLayout, *, count: int = 500
+) -> AsyncIterator[list[tuple[str, KeyState]]]:
+    """Every state key of a sink with its state, a batch at a time (``SCAN``, never ``KEYS``).
+
+    A key changed during the scan may show its old or its new state; one added
+    or deleted during it may be missed (``SCAN``'s own guarantee).
+    """
+    names: list[str] = []
+    async for raw in redis.scan_iter(match=glob_escape(layout.prefix) + "*", count=count):
+        names.append(raw.decode("utf-8") if isinstance(raw, bytes) else raw)
+        if len(names) >= count:
+            yield await _named(redis, layout, names)
+            names = []
+    if names:
+        yield await _named(redis, layout, names)
+
+
+async def count_states(redis: Any, layout: StateLayout, *, count: int = 1000) -> int:
+    """How many state keys a sink has (a ``SCAN``: proportional to the keyspace)."""
+    n = 0
+    async for _ in redis.scan_iter(match=glob_escape(layout.prefix) + "*", count=count):
+        n += 1
+    return n
+
+
+async def _named(redis: Any, layout: StateLayout, names: list[str]) -> list[tuple[str, KeyState]]:
+    stored = await read_states(redis, names)
+    start = len(layout.prefix)
+    return [(name[start:], ks) for name, ks in stored.items() if ks.version]
 
 
 # -- applying the handler ---------------------------------------------------------------
