@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +33,7 @@ from topology.runtime.state import (
 )
 from topology.streams import Event
 
-LAYOUT = StateLayout("ponos:{t}:state:t:s:", None)
+LAYOUT = StateLayout("ponos:{t}:state:t:s:", "ponos:{t}:state-versions:t:s", None)
 
 
 def ev(payload: Any, i: int = 1) -> Event:
@@ -181,8 +183,8 @@ def test_a_state_left_empty_deletes_the_key_and_an_untouched_one_is_only_checked
     applied = _apply(clear, [ev({"user": "a", "i": 1}), ev({"user": "b", "i": 2}, 2)], stored)
     assert applied.states["a"].text is None and applied.states["a"].changed
     assert not applied.states["b"].changed
-    keys, args = state_args(applied.states.values(), 5000)
-    assert keys == [LAYOUT.name("a"), LAYOUT.name("b")]
+    keys, args = state_args(applied.states.values(), replace(LAYOUT, ttl_ms=5000))
+    assert keys == [LAYOUT.versions, LAYOUT.name("a"), LAYOUT.name("b")]
     assert args == [2, 5000, 3, "d", "", 3, "k", ""]
 
 
@@ -202,7 +204,7 @@ async def test_async_handlers_keep_stream_order_per_key() -> None:
 
 
 async def _commit(r: aioredis.Redis, states: list[KeyState], ttl_ms: int | None) -> list[int]:
-    keys, args = state_args(states, ttl_ms)
+    keys, args = state_args(states, replace(LAYOUT, ttl_ms=ttl_ms))
     return [int(i) for i in await r.register_script(STATE_SCRIPT)(keys=keys, args=args)]
 
 
@@ -210,13 +212,19 @@ def changed(name: str, version: int, text: str | None) -> KeyState:
     return KeyState(name, version, text, changed=True)
 
 
-async def test_versions_are_checked_and_bumped(r: aioredis.Redis) -> None:
+async def version(r: aioredis.Redis, name: str) -> int:
+    return (await read_states(r, [name]))[name].version
+
+
+async def test_versions_are_checked_and_each_write_takes_the_next_one(r: aioredis.Redis) -> None:
     assert await _commit(r, [changed("k1", 0, '{"n":1}')], None) == []
     stored = await read_states(r, ["k1", "k2"])
     assert (stored["k1"].version, stored["k1"].text) == (1, '{"n":1}')
     assert (stored["k2"].version, stored["k2"].text) == (0, None)
+    assert await _commit(r, [changed("k2", 0, '{"n":1}'), changed("k3", 0, '{"n":1}')], None) == []
+    assert [await version(r, k) for k in ("k2", "k3")] == [2, 2]  # one commit, one version
     assert await _commit(r, [changed("k1", 1, '{"n":2}')], None) == []
-    assert (await read_states(r, ["k1"]))["k1"].version == 2
+    assert await version(r, "k1") == 3
 
 
 async def test_a_moved_version_is_a_conflict_and_nothing_of_that_key_is_written(
@@ -229,11 +237,23 @@ async def test_a_moved_version_is_a_conflict_and_nothing_of_that_key_is_written(
     assert moved == [0]
     stored = await read_states(r, ["k1", "k3"])
     assert (stored["k1"].version, stored["k1"].text) == (1, '{"n":1}')
-    assert stored["k3"].version == 1
+    assert stored["k3"].version == 2
     # A key only read (unchanged) is checked too: what the handler emitted depended on it.
     assert await _commit(r, [KeyState("k2", 0, '{"n":1}')], None) == [0]
     assert await _commit(r, [KeyState("k2", 1, '{"n":1}')], None) == []
-    assert (await read_states(r, ["k2"]))["k2"].version == 1  # a check writes nothing
+    assert await version(r, "k2") == 1  # a check writes nothing
+
+
+async def test_a_key_deleted_and_written_again_never_gets_an_old_version_back(
+    r: aioredis.Redis,
+) -> None:
+    await _commit(r, [changed("k1", 0, '{"n":1}')], None)
+    await _commit(r, [changed("k1", 1, '{"n":2}')], None)  # a slow reader holds version 2
+    await _commit(r, [changed("k1", 2, None)], None)  # deleted
+    await _commit(r, [changed("k1", 0, '{"n":1}')], None)  # and written again, from {}
+    await _commit(r, [changed("k1", 3, '{"n":2}')], None)
+    assert await version(r, "k1") == 4
+    assert await _commit(r, [changed("k1", 2, '{"n":3}')], None) == [0]
 
 
 async def test_a_ttl_is_set_at_each_change_and_dropped_when_the_ttl_is(r: aioredis.Redis) -> None:
@@ -250,8 +270,10 @@ async def test_a_key_expired_by_its_ttl_reads_as_new(r: aioredis.Redis) -> None:
         return not await r.exists("k1")
 
     await wait_for(expired, what="k1 expired")
-    assert (await read_states(r, ["k1"]))["k1"].version == 0
+    assert await version(r, "k1") == 0
     assert await _commit(r, [changed("k1", 1, '{"n":2}')], None) == [0]  # read before expiry
+    assert await _commit(r, [changed("k1", 0, '{"n":1}')], None) == []
+    assert await version(r, "k1") == 2
 
 
 async def test_an_empty_state_deletes_the_key(r: aioredis.Redis) -> None:
@@ -260,8 +282,11 @@ async def test_an_empty_state_deletes_the_key(r: aioredis.Redis) -> None:
     assert not await r.exists("k1")
 
 
-async def test_a_key_that_is_not_a_state_hash_fails_before_any_write(r: aioredis.Redis) -> None:
-    await r.set("k2", "x")
-    with pytest.raises(aioredis.ResponseError, match="WRONGTYPE k2 is not a state hash"):
+@pytest.mark.parametrize("bad", ["k2", LAYOUT.versions])
+async def test_a_key_of_another_type_fails_before_any_write(r: aioredis.Redis, bad: str) -> None:
+    await r.set(LAYOUT.versions, 7)
+    await r.delete(bad)
+    await r.lpush(bad, "x")
+    with pytest.raises(aioredis.ResponseError, match=f"WRONGTYPE {re.escape(bad)} is not"):
         await _commit(r, [changed("k1", 0, '{"n":1}'), changed("k2", 0, '{"n":1}')], None)
     assert not await r.exists("k1")

@@ -53,7 +53,7 @@ def _seed(client: redis.Redis, config: Path, sink: str, states: dict[str, dict])
     topology = load(config)
     layout = state_layout("st", topology.sinks[sink], StreamKeys("pulse").stream)
     rows = [KeyState(layout.name(k), 0, json.dumps(v), changed=True) for k, v in states.items()]
-    keys, args = state_args(rows, layout.ttl_ms)
+    keys, args = state_args(rows, layout)
     assert client.register_script(STATE_SCRIPT)(keys=keys, args=args) == []
 
 

@@ -36,11 +36,11 @@ async def test_state_keys_share_the_slot_of_tagged_streams_and_commit_in_one_scr
     layout = state_layout("dep", _sink("{orders}in", "{orders}more"), conn.stream_key)
     names = [layout.name(f"user-{i}") for i in range(20)]
     slot = cluster.keyslot(conn.stream_key("{orders}in"))
-    assert {cluster.keyslot(n) for n in names} == {slot}
+    assert {cluster.keyslot(n) for n in [*names, layout.versions]} == {slot}
     # The deployment's own slot is another one: placement really follows the streams.
     assert cluster.keyslot("ponos:{dep}:x") != slot
     states = [KeyState(n, 0, f'{{"i":{i}}}', changed=True) for i, n in enumerate(names)]
-    keys, args = state_args(states, layout.ttl_ms)
+    keys, args = state_args(states, layout)
     # All in one script (a CROSSSLOT error otherwise), with a stream of the flow beside them.
     script = STATE_SCRIPT.replace(
         "return moved", "redis.call('XADD', KEYS[#KEYS], '*', 'n', 'x')\nreturn moved"
@@ -62,7 +62,7 @@ async def test_untagged_streams_keep_a_sinks_state_in_one_slot_still(
     layout = state_layout("dep", _sink("orders", "refunds"), conn.stream_key)
     names = [layout.name(f"user-{i}") for i in range(20)]
     assert {cluster.keyslot(n) for n in names} == {cluster.keyslot("ponos:{dep}:x")}
-    keys, args = state_args([KeyState(n, 0, '{"n":1}', changed=True) for n in names], None)
+    keys, args = state_args([KeyState(n, 0, '{"n":1}', changed=True) for n in names], layout)
     assert list(await cluster.register_script(STATE_SCRIPT)(keys=keys, args=args)) == []
     moved = await cluster.register_script(STATE_SCRIPT)(keys=keys, args=args)
     assert sorted(int(i) for i in moved) == list(range(20))  # read at 0, now at 1

@@ -91,10 +91,18 @@ class EngineKeys:
         is atomic with the outputs and the acks; without one it is the
         deployment's slot.
         """
-        # The deployment is named after the tag too: the tag only places the key.
-        slot = self.deployment if tag is None else tag
-        return f"{ROOT}:{{{slot}}}:state:{self.deployment}:{_escape_sink(sink)}:"
+        # The deployment is named after the slot too: a tag only places the key.
+        return f"{self._state_head(tag)}:state:{self.deployment}:{_escape_sink(sink)}:"
 
     def state(self, sink: str, key: str, tag: str | None = None) -> str:
         """Hash of one state key of ``sink``: ``v`` (version, absent = 0), ``s`` (JSON object)."""
         return self.state_prefix(sink, tag) + key
+
+    def state_versions(self, sink: str, tag: str | None = None) -> str:
+        """Counter of ``sink``'s state commits, in its state's slot: each write takes the next
+        value as the key's version, so a key deleted (or expired) and written again never
+        gets back a version a slow reader still holds."""
+        return f"{self._state_head(tag)}:state-versions:{self.deployment}:{_escape_sink(sink)}"
+
+    def _state_head(self, tag: str | None) -> str:
+        return f"{ROOT}:{{{self.deployment if tag is None else tag}}}"

@@ -3,7 +3,10 @@
 A sink with ``key`` and ``state`` calls ``handler(event, state)``. ``state`` is
 the event's key's JSON object, kept in Redis as one hash per key (see
 :meth:`EngineKeys.state`): ``v`` a version, ``s`` the JSON. A key never written
-reads as version 0 and ``{}``.
+reads as version 0 and ``{}``. Versions come from one counter per sink (see
+:meth:`EngineKeys.state_versions`), not per key: a key deleted or expired and
+then written again gets a version it never had, so a reader holding the old
+one cannot mistake the new state for the one it read.
 
 The flow for a batch: compute each event's key (:func:`event_keys`), read the
 distinct keys in one round trip (:func:`read_states`), apply the handler event
@@ -138,9 +141,10 @@ def event_keys(events: Sequence[Event], key_of: Callable[[Event], str]) -> list[
 
 @dataclass(frozen=True, slots=True)
 class StateLayout:
-    """Where one sink's state lives and how long it is kept."""
+    """Where one sink's state lives (its keys, its version counter) and how long it is kept."""
 
     prefix: str
+    versions: str
     ttl_ms: int | None
 
     def name(self, key: str) -> str:
@@ -157,8 +161,10 @@ def state_layout(deployment: str, sink: SinkSpec, stream_key: Callable[[str], st
     """
     tag = shared_hash_tag(stream_key(name) for name in sink.stream_names)
     ttl = sink.state.ttl if sink.state is not None else None
+    keys = EngineKeys(deployment)
     return StateLayout(
-        EngineKeys(deployment).state_prefix(sink.name, tag),
+        keys.state_prefix(sink.name, tag),
+        keys.state_versions(sink.name, tag),
         None if ttl is None else max(1, int(ttl * 1000)),
     )
 
@@ -365,18 +371,21 @@ async def apply_batch_async(
 #: ``state_args(kbase, a)`` reads, from ARGV[a]: the number of state keys n, the
 #: ttl in ms (or ""), then per key: the version read, an op (``k`` keep: check
 #: only; ``s`` set to the JSON that follows; ``d`` delete) and the JSON (or "").
-#: The state keys are KEYS[kbase + 1 .. kbase + n]. It returns the parsed section
-#: and the next ARGV index. ``state_check(st, blocked)`` marks ``blocked[k]`` for
-#: every key whose version moved and returns an error text for a key that is not
-#: a state hash — it writes nothing, so it runs before the script's first write.
-#: ``state_write(st, blocked)`` writes every key not blocked: version + 1 and
-#: the JSON, then ``PEXPIRE`` (ttl) or ``PERSIST`` (no ttl: one set before is
-#: dropped); or ``DEL``. A script that skips a key's events for another reason
-#: (an event claimed by another consumer) blocks that key too before writing.
+#: KEYS[kbase + 1] is the sink's version counter, KEYS[kbase + 2 .. kbase + n + 1]
+#: the state keys. It returns the parsed section and the next ARGV index.
+#: ``state_check(st, blocked)`` marks ``blocked[k]`` for every key whose version
+#: moved and returns an error text for a key that is not a state hash (or a
+#: counter that is not one) — it writes nothing, so it runs before the script's
+#: first write, and nothing after it can fail. ``state_write(st, blocked)`` writes
+#: every key not blocked: the counter's next value as its version and the JSON,
+#: then ``PEXPIRE`` (ttl) or ``PERSIST`` (no ttl: one set before is dropped); or
+#: ``DEL``. A script that skips a key's events for another reason (an event
+#: claimed by another consumer) blocks that key too before writing.
 STATE_LUA = r"""
 local function state_args(kbase, a)
   local n = tonumber(ARGV[a])
-  local st = {n = n, kbase = kbase, ttl = ARGV[a + 1], expect = {}, op = {}, json = {}}
+  local st = {n = n, kbase = kbase + 1, seq = KEYS[kbase + 1], ttl = ARGV[a + 1],
+              expect = {}, op = {}, json = {}}
   a = a + 2
   for k = 1, n do
     st.expect[k] = ARGV[a]; st.op[k] = ARGV[a + 1]; st.json[k] = ARGV[a + 2]
@@ -385,6 +394,10 @@ local function state_args(kbase, a)
   return st, a
 end
 local function state_check(st, blocked)
+  local seq = redis.pcall('GET', st.seq)
+  if (type(seq) == 'table' and seq.err) or (seq and not tonumber(seq)) then
+    return 'WRONGTYPE ' .. st.seq .. ' is not a version counter'
+  end
   for k = 1, st.n do
     local key = KEYS[st.kbase + k]
     local v = redis.pcall('HGET', key, 'v')
@@ -396,6 +409,7 @@ local function state_check(st, blocked)
   return nil
 end
 local function state_write(st, blocked)
+  local version = nil
   for k = 1, st.n do
     local op = st.op[k]
     if not blocked[k] and op ~= 'k' then
@@ -403,7 +417,8 @@ local function state_write(st, blocked)
       if op == 'd' then
         redis.call('DEL', key)
       else
-        redis.call('HSET', key, 'v', tonumber(st.expect[k]) + 1, 's', st.json[k])
+        if version == nil then version = redis.call('INCR', st.seq) end
+        redis.call('HSET', key, 'v', version, 's', st.json[k])
         if st.ttl ~= '' then
           redis.call('PEXPIRE', key, st.ttl)
         else
@@ -415,11 +430,11 @@ local function state_write(st, blocked)
 end
 """
 
-#: The state section on its own: KEYS = the state keys, ARGV = the section (see
-#: :data:`STATE_LUA`). Returns the 0-based indexes of the keys whose version moved
-#: (nothing of theirs written). For a commit that cannot hold the state in its
-#: script (streams in another cluster slot): the states still commit together,
-#: checked, but not atomically with the outputs and the acks.
+#: The state section on its own: KEYS = the version counter then the state keys,
+#: ARGV = the section (see :data:`STATE_LUA`). Returns the 0-based indexes of the
+#: keys whose version moved (nothing of theirs written). For a commit that cannot
+#: hold the state in its script (streams in another cluster slot): the states
+#: still commit together, checked, but not atomically with the outputs and acks.
 STATE_SCRIPT = (
     STATE_LUA
     + r"""
@@ -437,9 +452,9 @@ return moved
 )
 
 
-def state_args(states: Iterable[KeyState], ttl_ms: int | None) -> tuple[list[str], list[Any]]:
+def state_args(states: Iterable[KeyState], layout: StateLayout) -> tuple[list[str], list[Any]]:
     """KEYS and ARGV of the state section for ``states`` (in that order)."""
-    keys: list[str] = []
+    keys: list[str] = [layout.versions]
     args: list[Any] = []
     for ks in states:
         keys.append(ks.name)
@@ -449,4 +464,5 @@ def state_args(states: Iterable[KeyState], ttl_ms: int | None) -> tuple[list[str
             args += [ks.version, "d", ""]
         else:
             args += [ks.version, "s", ks.text]
-    return keys, [len(keys), "" if ttl_ms is None else ttl_ms, *args]
+    ttl = "" if layout.ttl_ms is None else layout.ttl_ms
+    return keys, [len(keys) - 1, ttl, *args]
