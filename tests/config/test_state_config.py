@@ -131,3 +131,11 @@ def test_state_is_a_mapping_with_only_ttl(folder: Path) -> None:
     )
     assert topology is None
     assert any("sinks.s.state" in p and "size" in p for p in problems), problems
+
+
+def test_a_handler_taking_state_needs_state(folder: Path) -> None:
+    topology, problems = _check(folder, "    handler: st_handlers:count\n")
+    assert topology is None
+    assert any(
+        "sinks.s.handler: st_handlers:count is called as handler(event)" in p for p in problems
+    ), problems

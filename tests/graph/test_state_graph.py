@@ -47,3 +47,14 @@ def test_json_carries_the_mark_and_the_state_spec() -> None:
     assert (
         nodes["sink:enrich"]["stateful"] is False and nodes["sink:enrich"]["spec"]["state"] is None
     )
+
+
+def test_plan_shows_key_and_state_changes_as_a_config_writes_them() -> None:
+    from topology.plan import diff
+
+    old = replace_sink(orders(), "report", key="customer.id", state=StateSpec(ttl=3600))
+    new = replace_sink(orders(), "report", key="customer", state=StateSpec())
+    lines = diff(old, new).describe()
+    assert "sink report: key customer.id -> customer (restart)" in lines
+    assert "sink report: state {ttl: 1h} -> {} (restart)" in lines
+    assert "sink report: state {} -> none (restart)" in diff(new, orders()).describe()

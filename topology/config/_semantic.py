@@ -147,6 +147,7 @@ class _Checker:
     def state(self, base: NodePath, sink: dict[str, Any]) -> None:
         """``state`` needs a ``key``; both change how the handler is called."""
         if "state" not in sink:
+            self.callable_arity((*base, "handler"), sink.get("handler"), 1, "handler(event)")
             if "key" in sink:
                 self.add(
                     (*base, "key"),
