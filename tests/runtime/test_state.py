@@ -19,12 +19,12 @@ from topology.config.model import SinkSpec, StateSpec, StreamRef
 from topology.runtime.handlers import Failure
 from topology.runtime.keys import EngineKeys, hash_tag, shared_hash_tag
 from topology.runtime.state import (
-    STATE_SCRIPT,
     KeyState,
     StateContractError,
     StateLayout,
     apply_batch,
     apply_batch_async,
+    commit_states,
     event_keys,
     key_function,
     read_states,
@@ -204,8 +204,7 @@ async def test_async_handlers_keep_stream_order_per_key() -> None:
 
 
 async def _commit(r: aioredis.Redis, states: list[KeyState], ttl_ms: int | None) -> list[int]:
-    keys, args = state_args(states, replace(LAYOUT, ttl_ms=ttl_ms))
-    return [int(i) for i in await r.register_script(STATE_SCRIPT)(keys=keys, args=args)]
+    return await commit_states(r, states, replace(LAYOUT, ttl_ms=ttl_ms))
 
 
 def changed(name: str, version: int, text: str | None) -> KeyState:
@@ -274,6 +273,11 @@ async def test_a_key_expired_by_its_ttl_reads_as_new(r: aioredis.Redis) -> None:
     assert await _commit(r, [changed("k1", 1, '{"n":2}')], None) == [0]  # read before expiry
     assert await _commit(r, [changed("k1", 0, '{"n":1}')], None) == []
     assert await version(r, "k1") == 2
+
+
+async def test_nothing_to_commit_sends_nothing(r: aioredis.Redis) -> None:
+    assert await _commit(r, [], None) == []
+    assert await r.dbsize() == 0
 
 
 async def test_an_empty_state_deletes_the_key(r: aioredis.Redis) -> None:

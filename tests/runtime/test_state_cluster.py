@@ -9,7 +9,16 @@ import pytest
 from redis.asyncio.cluster import RedisCluster
 
 from topology.config.model import SinkSpec, StateSpec, StreamRef
-from topology.runtime.state import STATE_SCRIPT, KeyState, read_states, state_args, state_layout
+from topology.runtime.state import (
+    STATE_SCRIPT,
+    KeyState,
+    commit_states,
+    count_states,
+    read_states,
+    scan_states,
+    state_args,
+    state_layout,
+)
 from topology.server import ServerCluster
 from topology.streams import Connection
 
@@ -66,3 +75,19 @@ async def test_untagged_streams_keep_a_sinks_state_in_one_slot_still(
     assert list(await cluster.register_script(STATE_SCRIPT)(keys=keys, args=args)) == []
     moved = await cluster.register_script(STATE_SCRIPT)(keys=keys, args=args)
     assert sorted(int(i) for i in moved) == list(range(20))  # read at 0, now at 1
+
+
+async def test_a_sinks_keys_are_scanned_and_counted_across_the_cluster(
+    cluster: RedisCluster,
+) -> None:
+    conn = Connection(cluster)
+    layout = state_layout("dep", _sink("orders"), conn.stream_key)
+    other = state_layout("dep", SinkSpec("x", (), "h:f", key="k", state=StateSpec()), str)
+    states = [KeyState(layout.name(f"u{i}"), 0, f'{{"i":{i}}}', changed=True) for i in range(30)]
+    assert await commit_states(cluster, states, layout) == []
+    await commit_states(cluster, [KeyState(other.name("u1"), 0, "{}", changed=True)], other)
+    assert await count_states(cluster, layout) == 30
+    found = {
+        key: ks.text async for batch in scan_states(cluster, layout, count=7) for key, ks in batch
+    }
+    assert found == {f"u{i}": f'{{"i":{i}}}' for i in range(30)}

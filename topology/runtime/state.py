@@ -54,6 +54,7 @@ __all__ = [
     "StateLayout",
     "apply_batch",
     "apply_batch_async",
+    "commit_states",
     "count_states",
     "dump_state",
     "event_keys",
@@ -466,3 +467,15 @@ def state_args(states: Iterable[KeyState], layout: StateLayout) -> tuple[list[st
             args += [ks.version, "s", ks.text]
     ttl = "" if layout.ttl_ms is None else layout.ttl_ms
     return keys, [len(keys) - 1, ttl, *args]
+
+
+async def commit_states(redis: Any, states: Iterable[KeyState], layout: StateLayout) -> list[int]:
+    """Run :data:`STATE_SCRIPT` for ``states``: the 0-based indexes of those whose version moved.
+
+    The state step of a commit that cannot carry it in its own script (its streams
+    are in other cluster slots); a commit on one slot runs :data:`STATE_LUA` inside.
+    """
+    keys, args = state_args(states, layout)
+    if len(keys) == 1:
+        return []
+    return [int(i) for i in await redis.register_script(STATE_SCRIPT)(keys=keys, args=args)]
