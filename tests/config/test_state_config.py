@@ -139,3 +139,12 @@ def test_a_handler_taking_state_needs_state(folder: Path) -> None:
     assert any(
         "sinks.s.handler: st_handlers:count is called as handler(event)" in p for p in problems
     ), problems
+
+
+@pytest.mark.parametrize("key", ["customer..id", ".id", "customer."])
+def test_a_key_path_with_an_empty_field_is_a_located_error(folder: Path, key: str) -> None:
+    topology, problems = _check(
+        folder, f"    handler: st_handlers:count\n    key: '{key}'\n    state: {{}}\n"
+    )
+    assert topology is None
+    assert any(f":11:10: sinks.s.key: invalid key path {key!r}" in p for p in problems), problems

@@ -167,6 +167,11 @@ class _Checker:
         if key is not None and re.match(REF_PATTERN, key):
             self.callable_ref((*base, "key"), key)
             self.callable_arity((*base, "key"), key, 1, "key(event)")
+        elif key and "" in key.split("."):
+            self.add(
+                (*base, "key"),
+                f"invalid key path {key!r}: field names joined by single dots (customer.id)",
+            )
         self.callable_arity((*base, "handler"), sink.get("handler"), 2, "handler(event, state)")
 
     def start(self, path: NodePath, value: Any) -> None:
