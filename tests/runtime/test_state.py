@@ -154,11 +154,12 @@ def test_a_failing_handler_changes_no_state() -> None:
     assert json.loads(applied.states["a"].text or "") == {"n": 2}
 
 
-def test_a_state_that_is_not_json_is_a_contract_error_and_changes_nothing() -> None:
+@pytest.mark.parametrize("value", [object(), float("nan"), {1, 2}])
+def test_a_state_that_is_not_json_is_a_contract_error_and_changes_nothing(value: Any) -> None:
     def bad(event: Event, state: dict[str, Any]) -> None:
         state["n"] = state.get("n", 0) + 1
         if event.json()["i"] == 2:
-            state["when"] = object()
+            state["when"] = value
 
     applied = _apply(bad, [ev({"user": "a", "i": i}, i) for i in (1, 2, 3)])
     failure = applied.outcomes[1]

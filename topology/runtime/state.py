@@ -234,6 +234,11 @@ async def _named(redis: Any, layout: StateLayout, names: list[str]) -> list[tupl
 # -- applying the handler ---------------------------------------------------------------
 
 
+#: One encoder for every state: ``json.dumps`` with options builds a new one per call,
+#: a good part of what keyed state costs per event. ``allow_nan=False``: NaN is not JSON.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
 def load_state(text: str | None) -> dict[str, Any]:
     """A fresh dict of a stored state: the handler's copy, so a failure changes nothing."""
     return json.loads(text) if text else {}
@@ -246,7 +251,7 @@ def dump_state(state: Any) -> str | None:
     if not state:
         return None
     try:
-        return json.dumps(state, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        return _ENCODER.encode(state)
     except (TypeError, ValueError) as exc:
         raise StateContractError(f"the state is not JSON-serialisable: {exc}") from None
 
