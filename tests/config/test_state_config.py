@@ -100,7 +100,10 @@ def test_a_key_function_must_take_the_event(folder: Path) -> None:
         folder, "    handler: st_handlers:count\n    key: st_handlers:two\n    state: {}\n"
     )
     assert topology is None
-    assert any("sinks.s.key: st_handlers:two is called as key(event)" in p for p in problems)
+    assert any(
+        "sinks.s.key: st_handlers:two(event, other) cannot be called as key(event)" in p
+        for p in problems
+    )
 
 
 def test_a_stateful_handler_must_take_event_and_state(folder: Path) -> None:
@@ -109,7 +112,8 @@ def test_a_stateful_handler_must_take_event_and_state(folder: Path) -> None:
     )
     assert topology is None
     assert any(
-        ":10:14: sinks.s.handler: st_handlers:forward is called as handler(event, state)" in p
+        ":10:14: sinks.s.handler: st_handlers:forward(event) cannot be called as "
+        "handler(event, state)" in p
         for p in problems
     ), problems
 
@@ -137,7 +141,8 @@ def test_a_handler_taking_state_needs_state(folder: Path) -> None:
     topology, problems = _check(folder, "    handler: st_handlers:count\n")
     assert topology is None
     assert any(
-        "sinks.s.handler: st_handlers:count is called as handler(event)" in p for p in problems
+        "sinks.s.handler: st_handlers:count(event, state) cannot be called as handler(event)" in p
+        for p in problems
     ), problems
 
 

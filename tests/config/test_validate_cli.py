@@ -46,10 +46,10 @@ def test_warnings_go_to_stderr_and_strict_makes_them_fatal(
     assert main(["validate", path]) == 0
     out, err = capsys.readouterr()
     assert out == "ok: 5 streams, 2 sinks, 2 actors\n"
-    assert len(err.splitlines()) == 4 and all(": warning: " in line for line in err.splitlines())
+    assert len(err.splitlines()) == 3 and all(": warning: " in line for line in err.splitlines())
     assert main(["validate", "--strict", path]) == 2
     out, err = capsys.readouterr()
-    assert out == "" and len(err.splitlines()) == 4 and ": warning: " not in err
+    assert out == "" and len(err.splitlines()) == 3 and ": warning: " not in err
 
 
 def test_missing_file_exits_2(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

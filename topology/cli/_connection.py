@@ -1,8 +1,9 @@
 """What every command that talks to Redis shares: its flags, config loading, exit codes.
 
 ``run``, ``emit``, ``tail`` and ``status`` all take ``--redis-url`` and
-``--data-dir``, exit 2 on an invalid config (printing the located problems) and
-exit 1 when Redis cannot be reached (a one-line message, password masked).
+``--data-dir``, exit 2 on an invalid config (printing the located problems) or
+an unusable Redis URL, and exit 1 when Redis cannot be reached (a one-line
+message, password masked).
 """
 
 from __future__ import annotations
@@ -104,14 +105,17 @@ def run_command(main: Callable[[], Awaitable[int]], prog: str) -> int:
     """Run ``main`` in a fresh event loop; Redis being unreachable is exit 1, said plainly."""
     from redis.exceptions import RedisError
 
-    from topology.cli import EXIT_FAILURE
-    from topology.runtime.connect import RedisUnavailableError, redact_text
+    from topology.cli import EXIT_FAILURE, EXIT_USAGE
+    from topology.runtime.connect import RedisUnavailableError, RedisUrlError, redact_text
     from topology.runtime.logs import setup_logging
 
     # Warnings only, but through the redacting handler (never Python's bare fallback).
     setup_logging("text", level=logging.WARNING)
     try:
         return asyncio.run(_until_terminated(main))
+    except RedisUrlError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except RedisUnavailableError as exc:
         print(f"{prog}: error: {redact_text(str(exc))}", file=sys.stderr)
         return EXIT_FAILURE

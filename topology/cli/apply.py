@@ -37,14 +37,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from topology.cli import EXIT_OK, EXIT_USAGE
     from topology.cli._connection import run_command
-    from topology.config import check_text
+    from topology.config import check_text, read
 
     path = Path(args.config)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        print(f"{args.config}:1:1: (file): cannot read: {reason}", file=sys.stderr)
+    text, problem = read(path)  # the config's size limit, before anything is parsed
+    if text is None:
+        print(problem, file=sys.stderr)
         return EXIT_USAGE
     # The text validated is the text published: no second read that could see another save.
     topology, problems = check_text(text, path=args.config, strict=args.strict)

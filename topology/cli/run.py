@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -67,16 +68,27 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--stop-when-idle",
-        type=float,
+        type=_seconds,
         metavar="SECONDS",
         help="exit 0 once idle that long, all sources ended and nothing pending",
     )
-    parser.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port")
-    parser.add_argument("--log-format", choices=("text", "json"), default="text")
+    parser.add_argument(
+        "--metrics-port",
+        type=_port,
+        metavar="PORT",
+        help="serve Prometheus /metrics on this port (1-65535)",
+    )
+    parser.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default="text",
+        help="log lines on stderr, and the final summary on stdout, as text or as one JSON "
+        "object per line (default: text)",
+    )
     parser.add_argument("--quiet", action="store_true", help="drop the periodic summary lines")
     parser.add_argument(
         "--drain-timeout",
-        type=float,
+        type=_seconds,
         default=30.0,
         metavar="SECONDS",
         help="on stop, how long in-flight batches may take to finish (default 30)",
@@ -85,15 +97,34 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     return parser
 
 
+def _port(text: str) -> int:
+    """A TCP port to listen on; anything else is a usage error (argparse: exit 2)."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is from 1 to 65535, not {port}")
+    return port
+
+
+def _seconds(text: str) -> float:
+    """A duration in seconds, zero or more (a negative timeout means nothing)."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not seconds >= 0 or seconds == float("inf"):  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be a number of seconds >= 0, not {text}")
+    return seconds
+
+
 def run(args: argparse.Namespace) -> int:
     from topology.cli import EXIT_FAILURE, EXIT_USAGE
     from topology.config import check
     from topology.runtime.logs import setup_logging
 
     setup_logging(args.log_format, quiet=args.quiet)
-    if args.stop_when_idle is not None and args.stop_when_idle < 0:
-        print("ponos-topology run: --stop-when-idle must be >= 0", file=sys.stderr)
-        return EXIT_USAGE
     if (args.config is None) == (args.deployment is None):
         print("ponos-topology run: give either CONFIG or --deployment NAME", file=sys.stderr)
         return EXIT_USAGE
@@ -179,8 +210,8 @@ class _Signals:
 
 
 async def _main(args: argparse.Namespace, topology: Any, state: _RunState) -> int:
-    from topology.cli import EXIT_FAILURE, EXIT_OK
-    from topology.runtime.connect import RedisUnavailableError, open_redis
+    from topology.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
+    from topology.runtime.connect import RedisUnavailableError, RedisUrlError, open_redis
 
     loop = asyncio.get_running_loop()
     main = asyncio.current_task()
@@ -196,7 +227,7 @@ async def _main(args: argparse.Namespace, topology: Any, state: _RunState) -> in
             return await _serve(args, topology, connected, signals, state)
     except RedisUnavailableError as exc:
         print(f"ponos-topology run: {exc}", file=sys.stderr)
-        return EXIT_FAILURE
+        return EXIT_USAGE if isinstance(exc, RedisUrlError) else EXIT_FAILURE
     except asyncio.CancelledError:
         if signals.hard:
             raise _HardStop() from None
@@ -245,11 +276,12 @@ async def _serve(
 ) -> int:
     from topology import __version__
     from topology.cli import EXIT_FAILURE, EXIT_OK
-    from topology.runtime.logs import SUMMARY_LOGGER
+    from topology.runtime.logs import SUMMARY_LOGGER, bind_fields
     from topology.runtime.supervisor import ApplyError, Runtime
     from topology.runtime.workers import WorkerRegistry, new_worker_id
 
     worker_id = new_worker_id()
+    bind_fields(worker=worker_id)  # every line of this process, actors' included
     where = "embedded server" if connected.server is not None else connected.url_redacted
     log.info("ponos-topology %s: %s on %s, worker %s", __version__, topology.name, where, worker_id)
     runtime = Runtime(
@@ -273,7 +305,13 @@ async def _serve(
     with contextlib.suppress(asyncio.TimeoutError):
         await asyncio.wait_for(registry.wait_registered(), 5.0)
     if args.metrics_port is not None:
-        runtime.metrics.serve(args.metrics_port)
+        try:
+            runtime.metrics.serve(args.metrics_port)
+        except OSError as exc:  # in use, or not ours to bind
+            log.error("cannot serve metrics on port %d: %s", args.metrics_port, exc.strerror or exc)
+            await runtime.close()
+            await registry.stop()
+            return EXIT_FAILURE
         log.info("metrics on :%d/metrics", args.metrics_port)
     started = time.monotonic()
     watcher: Any = None
@@ -303,8 +341,14 @@ async def _serve(
         await registry.stop()
     handled = runtime.handled()
     elapsed = time.monotonic() - started
-    parts = ", ".join(f"{name} {handled.get(name, 0)}" for name in runtime.topology.sinks)
-    print(f"handled: {parts or 'nothing'} in {elapsed:.1f}s", flush=True)
+    counts = {name: handled.get(name, 0) for name in runtime.topology.sinks}
+    parts = ", ".join(f"{name} {count}" for name, count in counts.items())
+    summary = f"handled: {parts or 'nothing'} in {elapsed:.1f}s"
+    if args.log_format == "json":  # a log collector reads stdout too: one object per line
+        summary = json.dumps(
+            {"msg": summary, "handled": counts, "seconds": round(elapsed, 3)}, ensure_ascii=False
+        )
+    print(summary, flush=True)
     log.info("stopped")
     return EXIT_OK
 

@@ -33,7 +33,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("config", metavar="CONFIG", help="topology YAML file")
     parser.add_argument("sink", metavar="SINK", help="a sink of the config with state")
     parser.add_argument("key", metavar="KEY", nargs="?", help="one state key (default: all)")
-    parser.add_argument("--format", choices=("text", "json"), default="text")
+    parser.add_argument(
+        "--format",
+        choices=("text", "json"),
+        default="text",
+        help="text: one '<key> <state>' line per key (default); json: one object {key: state}",
+    )
     add_connection_args(parser)
     parser.set_defaults(func=run)
     return parser
