@@ -70,3 +70,27 @@ def test_console_script_never_prints_a_traceback(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert proc.stderr.startswith(f"{bad}:2:8: (root): invalid YAML")
+
+
+STDLIB_HANDLER = """\
+version: 1
+name: std
+streams:
+  a: {}
+sinks:
+  s:
+    streams: [a]
+    handler: json:dumps
+"""
+
+
+def test_strict_flags_a_handler_from_the_standard_library(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    path = tmp_path / "std.yaml"
+    path.write_text(STDLIB_HANDLER)
+    assert main(["validate", str(path)]) == 0  # a file the user wrote: today's rule
+    assert "standard library" not in capsys.readouterr().err
+    assert main(["validate", "--strict", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"{path}:8:14: sinks.s.handler: module 'json' is from the standard library" in err

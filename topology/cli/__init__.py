@@ -20,7 +20,19 @@ EXIT_FAILURE = 1
 EXIT_USAGE = 2
 
 #: Command modules, in the order ``--help`` lists them.
-COMMANDS = ("run", "validate", "graph", "plan", "emit", "tail", "status", "state", "apply")
+COMMANDS = (
+    "run",
+    "validate",
+    "graph",
+    "plan",
+    "emit",
+    "tail",
+    "status",
+    "state",
+    "apply",
+    "history",
+    "rollback",
+)
 
 #: The end of each command's ``--help``: what people type, in one place.
 EXAMPLES = {
@@ -58,7 +70,15 @@ EXAMPLES = {
   ponos-topology state topology.yaml totals --format json > totals.json""",
     "apply": """\
   ponos-topology apply topology.yaml --redis-url redis://db:6379/0
-  ponos-topology run --deployment orders --redis-url redis://db:6379/0   # on each worker""",
+  ponos-topology run --deployment orders --redis-url redis://db:6379/0   # on each worker
+  ponos-topology apply topology.yaml --dry-run          # the plan against the current version
+  PONOS_DEPLOY_KEY=... ponos-topology apply topology.yaml   # a signed version""",
+    "history": """\
+  ponos-topology history orders --redis-url redis://db:6379/0
+  ponos-topology history orders --format json""",
+    "rollback": """\
+  ponos-topology rollback orders                        # re-publish the previous version
+  ponos-topology rollback orders --to 3 --redis-url redis://db:6379/0""",
 }
 
 

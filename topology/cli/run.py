@@ -57,7 +57,22 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--handlers-dir",
         type=Path,
         metavar="DIR",
-        help="with --deployment: where the config's handler modules import from (default: .)",
+        help="with --deployment: where the config's handler modules import from (default: .);"
+        " callables of a deployment resolve only to modules under it",
+    )
+    parser.add_argument(
+        "--allow-module",
+        action="append",
+        default=[],
+        metavar="PREFIX",
+        help="with --deployment: also allow callables from modules under PREFIX (repeatable)",
+    )
+    parser.add_argument(
+        "--deploy-key-file",
+        type=Path,
+        metavar="FILE",
+        help="with --deployment: run only versions signed with this key"
+        " (default: $PONOS_DEPLOY_KEY)",
     )
     parser.add_argument("--redis-url", help="Redis URL (else $REDIS_URL, redis.url, embedded)")
     parser.add_argument(
@@ -128,18 +143,19 @@ def run(args: argparse.Namespace) -> int:
     if (args.config is None) == (args.deployment is None):
         print("ponos-topology run: give either CONFIG or --deployment NAME", file=sys.stderr)
         return EXIT_USAGE
-    if args.handlers_dir is not None and args.deployment is None:
-        print("ponos-topology run: --handlers-dir goes with --deployment", file=sys.stderr)
-        return EXIT_USAGE
+    for flag, value in (
+        ("--handlers-dir", args.handlers_dir),
+        ("--allow-module", args.allow_module),
+        ("--deploy-key-file", args.deploy_key_file),
+    ):
+        if value and args.deployment is None:
+            print(f"ponos-topology run: {flag} goes with --deployment", file=sys.stderr)
+            return EXIT_USAGE
     if args.deployment is not None:
-        from topology.runtime.connect import resolve_url
+        from topology.cli._connection import deploy_key, deployment_url_missing
 
-        if resolve_url(args.redis_url, None) is None:
-            print(
-                "ponos-topology run: --deployment needs a Redis URL (--redis-url or $REDIS_URL): "
-                "the embedded server belongs to a config file's folder",
-                file=sys.stderr,
-            )
+        args.deploy_key = deploy_key(args.deploy_key_file, "ponos-topology run")
+        if deployment_url_missing(args.redis_url, "ponos-topology run --deployment"):
             return EXIT_USAGE
     topology: Any = None
     if args.config is not None:
@@ -241,17 +257,39 @@ async def _follow_deployment(args: argparse.Namespace, signals: _Signals, state:
     """``run --deployment``: wait for a published config, then serve it like a file's."""
     from dataclasses import replace
 
+    from topology import __version__
     from topology.cli import EXIT_OK
     from topology.config.model import Topology
     from topology.runtime.connect import open_redis
     from topology.runtime.deployment import DeploymentFollower
+    from topology.runtime.workers import WorkerRegistry, new_worker_id
     from topology.streams import Connection
 
     async with open_redis(
         Topology.empty(args.deployment), cli_url=args.redis_url, owner=True
     ) as connected:
         follower = DeploymentFollower(
-            connected.client, args.deployment, handlers_dir=args.handlers_dir or Path.cwd()
+            connected.client,
+            args.deployment,
+            handlers_dir=args.handlers_dir or Path.cwd(),
+            allow_modules=tuple(args.allow_module),
+            key=args.deploy_key,
+        )
+        if args.deploy_key is None:
+            log.warning(
+                "deployment %s: versions are unsigned and not verified (no $PONOS_DEPLOY_KEY"
+                " or --deploy-key-file): whoever can write to this Redis chooses the config",
+                args.deployment,
+            )
+        # Registered while waiting, so `status` shows a version it refused before any ran.
+        registry = WorkerRegistry(connected.client, args.deployment, new_worker_id())
+        registry.start(
+            lambda: {
+                "version": __version__,
+                "generation": 0,
+                "deployment_version": follower.version,
+                "deployment_rejected": follower.rejected,
+            }
         )
         try:
             topology = await follower.first(signals.stop)
@@ -261,8 +299,11 @@ async def _follow_deployment(args: argparse.Namespace, signals: _Signals, state:
                 connected = replace(
                     connected, conn=Connection(connected.client, prefix=topology.redis.prefix)
                 )
-            return await _serve(args, topology, connected, signals, state, follower)
+            return await _serve(args, topology, connected, signals, state, follower, registry)
         finally:
+            await (
+                registry.stop()
+            )  # _serve stopped it if it ran: removing the entry twice is harmless
             await follower.stop()
 
 
@@ -273,6 +314,7 @@ async def _serve(
     signals: _Signals,
     state: _RunState,
     follower: Any = None,
+    registry: Any = None,
 ) -> int:
     from topology import __version__
     from topology.cli import EXIT_FAILURE, EXIT_OK
@@ -280,7 +322,9 @@ async def _serve(
     from topology.runtime.supervisor import ApplyError, Runtime
     from topology.runtime.workers import WorkerRegistry, new_worker_id
 
-    worker_id = new_worker_id()
+    # A deployment worker is registered while it waits for a valid version.
+    registry = registry or WorkerRegistry(connected.client, topology.name, new_worker_id())
+    worker_id = registry.worker_id
     bind_fields(worker=worker_id)  # every line of this process, actors' included
     where = "embedded server" if connected.server is not None else connected.url_redacted
     log.info("ponos-topology %s: %s on %s, worker %s", __version__, topology.name, where, worker_id)
@@ -291,7 +335,6 @@ async def _serve(
         base_dir=topology.base_dir,
         drain_timeout=args.drain_timeout,
     )
-    registry = WorkerRegistry(connected.client, topology.name, worker_id)
     registry.start(
         lambda: {
             "version": __version__,
@@ -299,7 +342,11 @@ async def _serve(
             "config": str(topology.path),
             "actors": len(runtime.actors()),
             "handled": runtime.handled(),
-            **({"deployment_version": follower.version} if follower is not None else {}),
+            **(
+                {"deployment_version": follower.version, "deployment_rejected": follower.rejected}
+                if follower is not None
+                else {}
+            ),
         }
     )
     with contextlib.suppress(asyncio.TimeoutError):

@@ -25,7 +25,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         description=__doc__.splitlines()[0],
     )
     parser.add_argument("config", metavar="CONFIG", help="topology YAML file")
-    parser.add_argument("--strict", action="store_true", help="treat warnings as errors")
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="treat warnings as errors; also warn about handlers from the standard library",
+    )
     parser.add_argument(
         "--format",
         "-f",
@@ -54,10 +58,13 @@ def _plural(count: int, word: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from topology.callables import Origins
     from topology.cli import EXIT_OK, EXIT_USAGE
     from topology.config import check
 
-    topology, problems = check(args.config, strict=args.strict)
+    # --strict also flags what a deployment would refuse: handlers from the standard library.
+    origins = Origins(warn_stdlib=True) if args.strict else None
+    topology, problems = check(args.config, strict=args.strict, origins=origins)
     if args.format == "json":
         print(json.dumps([_as_json(p) for p in problems], indent=2, ensure_ascii=False))
         return EXIT_USAGE if topology is None else EXIT_OK

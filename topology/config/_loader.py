@@ -7,6 +7,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
+from topology.callables import Origins
 from topology.config._build import build_model
 from topology.config._problems import ConfigError, Problem, format_path
 from topology.config._schema import schema_errors
@@ -75,8 +76,12 @@ def check_text(
     env: Mapping[str, str] | None = None,
     strict: bool = False,
     import_callables: bool = True,
+    origins: Origins | None = None,
 ) -> tuple[Topology | None, tuple[Problem, ...]]:
-    """Like :func:`check` for text already read; ``path`` names it and locates handlers."""
+    """Like :func:`check` for text already read; ``path`` names it and locates handlers.
+
+    ``origins`` restricts the modules callables may come from (a deployment's rule).
+    """
     file = str(path)
     if len(text) > MAX_BYTES or len(text.encode("utf-8", "replace")) > MAX_BYTES:
         return None, (Problem(file, 1, 1, "(file)", _TOO_LARGE),)
@@ -87,7 +92,11 @@ def check_text(
         if isinstance(doc.data, dict):
             base_dir = real.parent if real is not None else None
             had_errors = any(raw.severity == "error" for raw in raws)
-            raws.extend(semantic_problems(doc, base_dir, import_callables, had_errors=had_errors))
+            raws.extend(
+                semantic_problems(
+                    doc, base_dir, import_callables, had_errors=had_errors, origins=origins
+                )
+            )
     topology = None
     if not any(raw.severity == "error" for raw in raws):
         topology = build_model(doc.data, real)
@@ -104,6 +113,7 @@ def check(
     env: Mapping[str, str] | None = None,
     strict: bool = False,
     import_callables: bool = True,
+    origins: Origins | None = None,
 ) -> tuple[Topology | None, tuple[Problem, ...]]:
     """Validate the config at ``path``: the model (None if any error) and every problem.
 
@@ -114,7 +124,14 @@ def check(
     if text is None:
         assert problem is not None
         return None, (problem,)
-    return check_text(text, path=path, env=env, strict=strict, import_callables=import_callables)
+    return check_text(
+        text,
+        path=path,
+        env=env,
+        strict=strict,
+        import_callables=import_callables,
+        origins=origins,
+    )
 
 
 def _raise_or_log(topology: Topology | None, problems: tuple[Problem, ...]) -> Topology:

@@ -20,7 +20,7 @@ from difflib import get_close_matches
 from pathlib import Path
 from typing import Any
 
-from topology.callables import REF_PATTERN, CallableImportError, import_callable
+from topology.callables import REF_PATTERN, CallableImportError, Origins, import_callable
 from topology.config._problems import NodePath
 from topology.config._raw import as_list, as_map, as_str, ref_name
 from topology.config._redis_url import redis_url_problem
@@ -72,9 +72,15 @@ def _signature_problem(fn: Callable[..., Any], ref: str, kind: str) -> str | Non
 
 class _Checker:
     def __init__(
-        self, doc: Document, base_dir: Path | None, import_callables: bool, had_errors: bool
+        self,
+        doc: Document,
+        base_dir: Path | None,
+        import_callables: bool,
+        had_errors: bool,
+        origins: Origins | None = None,
     ) -> None:
         self.had_errors = had_errors
+        self.origins = origins or Origins()
         self.doc = doc
         self.data = as_map(doc.data)
         self.base_dir = base_dir
@@ -103,13 +109,17 @@ class _Checker:
             # prints on stdout (graph -f json, validate --format json).
             try:
                 with contextlib.redirect_stdout(sys.stderr):
-                    self.imported[ref] = import_callable(ref, self.base_dir)
+                    self.imported[ref] = import_callable(ref, self.base_dir, origins=self.origins)
             except CallableImportError as exc:
                 self.imported[ref] = str(exc)
         found = self.imported[ref]
         message = found if isinstance(found, str) else _signature_problem(found, ref, kind)
         if message is not None:
             self.add(path, message)
+            return
+        warning = self.origins.warning(ref.split(":", 1)[0])
+        if warning is not None:
+            self.add(path, warning, warning=True)
 
     def start(self, path: NodePath, value: Any) -> None:
         text = as_str(value)
@@ -283,10 +293,18 @@ class _Checker:
 
 
 def semantic_problems(
-    doc: Document, base_dir: Path | None, import_callables: bool, *, had_errors: bool = False
+    doc: Document,
+    base_dir: Path | None,
+    import_callables: bool,
+    *,
+    had_errors: bool = False,
+    origins: Origins | None = None,
 ) -> list[Raw]:
-    """Problems beyond the schema; ``had_errors`` (earlier errors) mutes usage warnings."""
-    return _Checker(doc, base_dir, import_callables, had_errors).run()
+    """Problems beyond the schema; ``had_errors`` (earlier errors) mutes usage warnings.
+
+    ``origins`` restricts where callables may come from (a deployment's rule).
+    """
+    return _Checker(doc, base_dir, import_callables, had_errors, origins).run()
 
 
 def _closing_edge(topology: Topology, sink: str, stream: str) -> NodePath:
