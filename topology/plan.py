@@ -32,7 +32,15 @@ from typing import Any
 
 import networkx as nx
 
-from topology.config.model import RetryPolicy, SinkSpec, SourceSpec, StreamRef, StreamSpec, Topology
+from topology.config.model import (
+    RetryPolicy,
+    SinkSpec,
+    SourceSpec,
+    StateSpec,
+    StreamRef,
+    StreamSpec,
+    Topology,
+)
 from topology.graph import build, format_duration, nodes_of, read_edges
 
 __all__ = ["Plan", "SinkChange", "diff"]
@@ -160,6 +168,8 @@ def _show(value: object) -> str:
             f"{{max_attempts: {value.max_attempts}, backoff: {format_duration(value.backoff)}, "
             f"max_backoff: {format_duration(value.max_backoff)}}}"
         )
+    if isinstance(value, StateSpec):
+        return "{}" if value.ttl is None else f"{{ttl: {format_duration(value.ttl)}}}"
     if isinstance(value, tuple):
         return "[" + ", ".join(_show(v) for v in value) + "]"
     if isinstance(value, float):

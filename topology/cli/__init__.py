@@ -28,6 +28,7 @@ COMMANDS = (
     "emit",
     "tail",
     "status",
+    "state",
     "apply",
     "history",
     "rollback",
@@ -65,6 +66,10 @@ EXAMPLES = {
     "status": """\
   ponos-topology status topology.yaml
   ponos-topology status topology.yaml --format json --redis-url redis://db:6379/0""",
+    "state": """\
+  ponos-topology state topology.yaml totals              # every key of sink totals
+  ponos-topology state topology.yaml totals c42          # one key
+  ponos-topology state topology.yaml totals --format json > totals.json""",
     "apply": """\
   ponos-topology apply topology.yaml --redis-url redis://db:6379/0
   ponos-topology run --deployment orders --redis-url redis://db:6379/0   # on each worker

@@ -7,7 +7,8 @@ acked) and lag (entries not yet delivered: ``XINFO GROUPS`` ``lag``, Redis >= 7;
 ``?`` when the server cannot tell), and the dead letters *this* sink wrote
 (their ``sink`` field; several sinks may share one dead-letter stream, which is
 read once, in pages, newest first, at most ``DEAD_SCAN_LIMIT`` entries: past
-that a sink's count is of the newest ones, shown as ``N+``).
+that a sink's count is of the newest ones, shown as ``N+``). A stateful sink
+also shows its number of state keys (a ``SCAN``).
 Per source: ended, failed, or which worker holds its lease. Per worker: id,
 version, generation, the deployment version it runs (and the last one it
 rejected, with why) and the age of its last heartbeat. The Redis URL is shown
@@ -117,6 +118,7 @@ async def _dead_letters_by_sink(client: Any, key: str) -> tuple[dict[str, int], 
 async def collect(client: Any, conn: Any, topology: Any, url_redacted: str) -> dict[str, Any]:
     """Everything ``status`` shows, as plain data (the JSON output)."""
     from topology.runtime.keys import EngineKeys
+    from topology.runtime.state import count_states, state_layout
     from topology.runtime.workers import read_workers
 
     keys = EngineKeys(topology.name)
@@ -145,6 +147,9 @@ async def collect(client: Any, conn: Any, topology: Any, url_redacted: str) -> d
             "pending": sum(s.get("pending", 0) for s in streams.values()),
             "dead_letter": dead,
         }
+        if sink.state is not None:
+            layout = state_layout(topology.name, sink, conn.stream_key)
+            sinks[name]["state_keys"] = await count_states(client, layout)
     sources: dict[str, Any] = {}
     for name in sorted(topology.sources):
         state = {_s(k): _s(v) for k, v in (await client.hgetall(keys.source_state(name))).items()}
@@ -200,7 +205,8 @@ def format_text(data: dict[str, Any]) -> str:
             if dead
             else ""
         )
-        lines.append(f"  {name}  pending {sink['pending']}{dead_text}")
+        state = f"  state keys {sink['state_keys']}" if "state_keys" in sink else ""
+        lines.append(f"  {name}  pending {sink['pending']}{dead_text}{state}")
         for stream, info in sink["streams"].items():
             if not info["exists"]:
                 lines.append(f"    {stream}: no such stream yet")

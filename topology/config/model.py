@@ -22,6 +22,7 @@ __all__ = [
     "RetryPolicy",
     "SinkSpec",
     "SourceSpec",
+    "StateSpec",
     "StreamRef",
     "StreamSpec",
     "Topology",
@@ -86,6 +87,14 @@ class SourceSpec:
 
 
 @dataclass(frozen=True)
+class StateSpec:
+    """A sink's keyed state: one Redis key per state key, dropped ``ttl`` seconds after
+    its last change (None: kept until the handler empties it)."""
+
+    ttl: float | None = None
+
+
+@dataclass(frozen=True)
 class SinkSpec:
     name: str
     streams: tuple[StreamRef, ...]
@@ -100,6 +109,9 @@ class SinkSpec:
     batch: int = DEFAULT_BATCH
     retry: RetryPolicy = DEFAULT_RETRY
     dead_letter: str | None = None
+    #: The state key: a payload field or dotted path, or "module:attribute" (Event -> str).
+    key: str | None = None
+    state: StateSpec | None = None  # set: the handler is called as handler(event, state)
 
     @property
     def stream_names(self) -> tuple[str, ...]:
