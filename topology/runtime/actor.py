@@ -41,6 +41,7 @@ from topology.runtime.logs import bind_fields, event_fields
 from topology.runtime.metrics import Metrics
 from topology.runtime.pipeline import Chunk, InHand, Lane, LoopLane, Step, Steps, ThreadLane
 from topology.runtime.retry import TRIES_WHEN_STOPPING, FailurePlan, RedisRetry, RetryQueue
+from topology.runtime.state import StateWiring, event_keys, keyed_batch
 from topology.streams import Connection, Event, Sink, Stream, pause
 
 __all__ = ["Actor"]
@@ -51,6 +52,9 @@ log = logging.getLogger("topology.runtime")
 READ_BLOCK = 5.0
 #: Batches at least this large are read in two overlapping halves (see the module doc).
 PIPELINE_MIN_BATCH = 32
+#: A keyed chunk's events whose key keeps moving under them are handled again at
+#: most this many times in a row, then left pending (redelivered after the ack grace).
+STATE_CONFLICT_ROUNDS = 50
 
 
 class Actor:
@@ -67,8 +71,10 @@ class Actor:
         streams: Callable[[], Mapping[str, StreamSpec]],
         metrics: Metrics,
         matcher: Callable[[Event], bool] | None = None,
+        state: StateWiring | None = None,
     ) -> None:
         self.spec = spec
+        self.state = state
         self.index = index
         self.conn = conn
         self.handler = handler
@@ -183,7 +189,7 @@ class Actor:
         """The thread lane when the handler has a thread of its own and the committer a
         blocking side (a plain client), else the loop lane."""
         runner = self.handler.own_thread
-        if runner is not None and committer.can_block:
+        if runner is not None and committer.can_block and self.state is None:
             return ThreadLane(self, committer, self._in_hand, runner, asyncio.get_running_loop())
         return LoopLane(self, committer, self._in_hand, self.handler)
 
@@ -323,6 +329,9 @@ class Actor:
     def steps(self, chunk: Chunk) -> Steps:
         """Handle, count the failures, commit: each step yielded to the lane, which
         runs it (on the loop or on the handler thread) and sends back its result."""
+        if self.state is not None:
+            yield from self._keyed_steps(chunk, self.state)
+            return
         failed = chunk.take((yield Step.HANDLE, chunk.events))
         if failed:
             spec = self.spec
@@ -333,9 +342,50 @@ class Actor:
         if chunk.entries:
             self._committed(chunk, (yield Step.COMMIT, chunk.entries))
 
-    def _committed(self, chunk: Chunk, conflicts: list[int]) -> None:
-        """Count a commit: handler successes, and events claimed away meanwhile."""
-        handled = chunk.handled - sum(1 for i in conflicts if i < chunk.handled)
+    def _keyed_steps(self, chunk: Chunk, wiring: StateWiring) -> Steps:
+        """:meth:`steps` of a stateful sink: read the chunk's keys' states, handle, commit
+        with the states; events whose key's state moved meanwhile are handled again
+        from the current state (their first attempt's outputs were never written)."""
+        spec = self.spec
+        events = chunk.events
+        for _ in range(STATE_CONFLICT_ROUNDS):
+            keys = event_keys(events, wiring.key_of)
+            names = list(dict.fromkeys(wiring.layout.name(k) for k in keys if type(k) is str))
+            stored = (yield Step.READ_STATE, names) if names else {}
+            applied = yield Step.HANDLE, (events, keys, stored)
+            part = Chunk(events)
+            failed = part.take(applied.outcomes)
+            entry_keys: list[str | None] = [
+                applied.keys[i] for i, o in enumerate(applied.outcomes) if type(o) is list
+            ]
+            if failed:
+                self.metrics.add_failed(spec.name, len(failed))
+                counts = yield Step.COUNT, [event for event, _ in failed]
+                dead, retries = self._failures.plan(spec, failed, counts, stopping=self._stopping)
+                part.entries += dead
+                entry_keys += [None] * len(dead)
+                chunk.retries += retries
+            if not part.entries:
+                return
+            batch = keyed_batch(part.entries, entry_keys, applied, wiring.layout)
+            result = yield Step.COMMIT_KEYED, batch
+            self._committed(part, result.conflicts, len(result.moved))
+            if not result.moved:
+                return
+            events = [part.entries[i].event for i in result.moved]
+            self.metrics.add_state_conflicts(spec.name, len(events))
+        log.warning(
+            "sink %s: actor %s: the state of %d event(s)' keys kept changing before their "
+            "commit; they stay pending for redelivery",
+            spec.name,
+            self.name,
+            len(events),
+        )
+
+    def _committed(self, chunk: Chunk, conflicts: list[int], moved: int = 0) -> None:
+        """Count a commit: handler successes, and events claimed away meanwhile
+        (``moved``: successes not committed because their key's state moved)."""
+        handled = chunk.handled - moved - sum(1 for i in conflicts if i < chunk.handled)
         if handled:
             self.handled += handled
             self.metrics.add_handled(self.spec.name, handled)

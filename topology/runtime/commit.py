@@ -50,9 +50,10 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisClusterException, ResponseError
 
 from topology.config.model import StreamSpec
+from topology.runtime.state_lua import STATE_LUA, STATE_SCRIPT
 from topology.streams import Event, is_plain, packed_or_none
 
-__all__ = ["COMMIT_SCRIPT", "Add", "Committer", "Entry"]
+__all__ = ["COMMIT_SCRIPT", "Add", "CommitResult", "Committer", "Entry", "KeyedBatch"]
 
 log = logging.getLogger("topology.runtime")
 
@@ -81,7 +82,9 @@ def _is_cross_slot(exc: Exception) -> bool:
 #: input and output stream indexes and per entry (id, name, payload).
 #: Stream indexes are 1-based among the stream keys. Returns the 0-based indexes
 #: of the entries not owned by this consumer (conflicts), whose adds were skipped.
-COMMIT_SCRIPT = r"""
+COMMIT_SCRIPT = (
+    STATE_LUA
+    + r"""
 local group, consumer = ARGV[1], ARGV[2]
 local base = 0
 if ARGV[3] == '1' then base = 1 end
@@ -159,10 +162,33 @@ if shape == 'u' then
   if minids[oi] ~= '' and #ids > 0 then trim[oi] = true end
   nentries = 0  -- the general loop below has nothing left to do
 end
+-- Keyed ('k'): the general shape with each entry's state key index (0: none) after
+-- its id, and the state section first. A key is written only if its version is the
+-- one read and every event of it in the batch is still ours; otherwise its owned
+-- events are "moved" (nothing of theirs written, not acked: handled again).
+local keyed = shape == 'k'
+local st
+local blocked = {}
+local moved = {}
+if keyed then
+  st, a = state_args(base + nstreams, a)
+  local err = state_check(st, blocked)
+  if err then return redis.error_reply(err) end
+  local p = a
+  for e = 1, nentries do
+    local k = tonumber(ARGV[p + 2]); local nadds = tonumber(ARGV[p + 3])
+    if k > 0 and not owns(tonumber(ARGV[p]), ARGV[p + 1]) then blocked[k] = true end
+    p = p + 4
+    for j = 1, nadds do p = p + 2 + tonumber(ARGV[p + 1]) end
+  end
+end
 for e = 1, nentries do
-  local si = tonumber(ARGV[a]); local id = ARGV[a + 1]; local nadds = tonumber(ARGV[a + 2])
+  local si = tonumber(ARGV[a]); local id = ARGV[a + 1]; local k = 0
+  if keyed then k = tonumber(ARGV[a + 2]); a = a + 1 end
+  local nadds = tonumber(ARGV[a + 2])
   a = a + 3
-  if owns(si, id) then
+  local mine = owns(si, id)
+  if mine and (k == 0 or not blocked[k]) then
     for j = 1, nadds do
       local oi = tonumber(ARGV[a]); local nf = tonumber(ARGV[a + 1]); a = a + 2
       local okey = KEYS[oi + base]
@@ -189,7 +215,7 @@ for e = 1, nentries do
     if has_attempts then cleared[#cleared + 1] = names[si] .. '/' .. id end
   else
     for j = 1, nadds do a = a + 2 + tonumber(ARGV[a + 1]) end
-    conflicts[#conflicts + 1] = e - 1
+    if mine then moved[#moved + 1] = e - 1 else conflicts[#conflicts + 1] = e - 1 end
   end
 end
 for si, ids in pairs(acks) do
@@ -203,8 +229,13 @@ end
 for oi, _ in pairs(trim) do
   redis.call('XTRIM', KEYS[oi + base], 'MINID', '~', minids[oi])
 end
+if keyed then
+  state_write(st, blocked)
+  return {conflicts, moved}
+end
 return conflicts
 """
+)
 
 
 class Add(NamedTuple):
@@ -223,6 +254,29 @@ class Entry(NamedTuple):
 
     event: Event
     adds: Sequence[Add] = ()
+
+
+class KeyedBatch(NamedTuple):
+    """A stateful sink's batch: its entries and the state section the commit checks and writes.
+
+    ``keys`` and ``args`` are the section's KEYS (the version counter, then the
+    state keys) and ARGV, as :func:`topology.runtime.state.state_args` builds them;
+    ``index[i]`` is entry i's state key, 1-based among the state keys (0: none, e.g.
+    a dead letter, which changes no state).
+    """
+
+    entries: Sequence[Entry]
+    keys: list[str]
+    args: list[Any]
+    index: Sequence[int]
+
+
+class CommitResult(NamedTuple):
+    """What a keyed commit left out: entries claimed away (``conflicts``), and entries
+    still ours whose key's state moved since it was read (``moved``: handled again)."""
+
+    conflicts: list[int]
+    moved: list[int]
 
 
 def _pack(conn: Any, command: tuple[Any, ...]) -> bytes:
@@ -413,6 +467,10 @@ class CommitMode:
         """Commit ``entries``; the indexes of the conflicting ones."""
         raise NotImplementedError
 
+    async def commit_keyed(self, batch: KeyedBatch) -> CommitResult:
+        """Commit a stateful sink's batch with its states."""
+        raise NotImplementedError
+
 
 class ScriptCommit(CommitMode):
     """:data:`COMMIT_SCRIPT` with the attempts hash: all of a batch's effects at once."""
@@ -423,6 +481,10 @@ class ScriptCommit(CommitMode):
     async def commit(self, entries: Sequence[Entry]) -> list[int]:
         keys, args = self.committer.build(entries)
         return [int(i) for i in await self.committer.evalsha(keys, args) or ()]
+
+    async def commit_keyed(self, batch: KeyedBatch) -> CommitResult:
+        keys, args = self.committer.build(batch.entries, batch)
+        return keyed_result(await self.committer.evalsha(keys, args))
 
 
 class ScriptBesideAttempts(ScriptCommit):
@@ -440,6 +502,11 @@ class ScriptBesideAttempts(ScriptCommit):
         conflicts = await super().commit(entries)
         await self._clear_attempts(entries, conflicts)
         return conflicts
+
+    async def commit_keyed(self, batch: KeyedBatch) -> CommitResult:
+        result = await super().commit_keyed(batch)
+        await self._clear_attempts(batch.entries, result.conflicts + result.moved)
+        return result
 
     async def _clear_attempts(self, entries: Sequence[Entry], conflicts: list[int]) -> None:
         c = self.committer
@@ -463,22 +530,49 @@ class SplitCommit(CommitMode):
     name = SPLIT
 
     async def commit(self, entries: Sequence[Entry]) -> list[int]:
-        """The cross-slot fallback: ownership check, then adds, acks and counters pipelined.
+        owned = await self._owned(entries)
+        await self._write(entries, owned)
+        return [i for i, mine in enumerate(owned) if not mine]
 
-        Still fenced (an event claimed away writes nothing), but not atomic:
-        at-least-once on the output streams.
+    async def commit_keyed(self, batch: KeyedBatch) -> CommitResult:
+        """Ownership check, then the states (checked and written in their own script),
+        then the outputs and acks of the entries whose state was written.
+
+        A crash between the states and the acks applies those events again on
+        redelivery: keyed state is at-least-once in this mode.
         """
+        entries, index = batch.entries, batch.index
+        owned = await self._owned(entries)
+        blocked = {index[i] for i, mine in enumerate(owned) if not mine and index[i]}
+        args = list(batch.args)
+        for k in blocked:  # keep (check only): a key of an event claimed away is not written
+            args[2 + 3 * (k - 1) + 1] = "k"
+            args[2 + 3 * (k - 1) + 2] = ""
+        moved_keys = await self.committer.run_state_script(batch.keys, args)
+        blocked.update(k + 1 for k in moved_keys)
+        write = [mine and index[i] not in blocked for i, mine in enumerate(owned)]
+        await self._write(entries, write)
+        return CommitResult(
+            [i for i, mine in enumerate(owned) if not mine],
+            [i for i, mine in enumerate(owned) if mine and not write[i]],
+        )
+
+    async def _owned(self, entries: Sequence[Entry]) -> list[bool]:
         c = self.committer
-        redis = c.redis
-        key_of = c._stream_key
-        check = redis.pipeline(transaction=False)
+        check = c.redis.pipeline(transaction=False)
         for entry in entries:
             ev = entry.event
             check.xpending_range(
-                key_of(ev.stream_name), c.group, ev.id, ev.id, 1, consumername=c.consumer
+                c._stream_key(ev.stream_name), c.group, ev.id, ev.id, 1, consumername=c.consumer
             )
         replies = await check.execute(raise_on_error=False)  # NOGROUP -> not owned
-        owned = [isinstance(reply, list) and bool(reply) for reply in replies]
+        return [isinstance(reply, list) and bool(reply) for reply in replies]
+
+    async def _write(self, entries: Sequence[Entry], owned: Sequence[bool]) -> None:
+        """Adds, acks, attempt counters and trims of the entries marked in ``owned``."""
+        c = self.committer
+        redis = c.redis
+        key_of = c._stream_key
         specs = c._streams()
         pipe = redis.pipeline(transaction=False)
         acks: dict[str, list[str]] = {}
@@ -509,7 +603,12 @@ class SplitCommit(CommitMode):
             )
         if acks:
             await pipe.execute()
-        return [i for i, mine in enumerate(owned) if not mine]
+
+
+def keyed_result(reply: Any) -> CommitResult:
+    """The keyed script's reply ``{conflicts, moved}``."""
+    conflicts, moved = reply
+    return CommitResult([int(i) for i in conflicts or ()], [int(i) for i in moved or ()])
 
 
 _MODES: dict[str, type[CommitMode]] = {
@@ -553,6 +652,7 @@ class Committer:
         #: The blocking side (the actor's handler thread): plain clients of a known kind.
         self._blocking = BlockingLink.twin_of(redis) if plain else None
         self._sent_keys_args: tuple[list[str], list[Any]] | None = None
+        self._state_script: Any = None
 
     @property
     def mode(self) -> str:
@@ -568,8 +668,11 @@ class Committer:
         """True when :meth:`commit_blocking` can be used: a plain client of a known kind."""
         return self._blocking is not None
 
-    def build(self, entries: Sequence[Entry]) -> tuple[list[str], list[Any]]:
-        """KEYS and ARGV of the script for ``entries`` (separate for tests and for reuse)."""
+    def build(
+        self, entries: Sequence[Entry], keyed: KeyedBatch | None = None
+    ) -> tuple[list[str], list[Any]]:
+        """KEYS and ARGV of the script for ``entries`` (separate for tests and for reuse);
+        with ``keyed``, the keyed shape carrying its state section."""
         index: dict[str, int] = {}
         order: list[str] = []
 
@@ -580,9 +683,10 @@ class Committer:
                 i = index[stream] = len(order)
             return i
 
-        body = self._uniform_body(entries, idx)
-        if body is None:
-            body = self._general_body(entries, index, idx)
+        if keyed is not None:
+            body = self._keyed_body(keyed, index, idx)
+        else:
+            body = self._uniform_body(entries, idx) or self._general_body(entries, index, idx)
         specs = self._streams()
         head: list[Any] = [
             self.group,
@@ -603,6 +707,8 @@ class Committer:
         keys = [self._stream_key(name) for name in order]
         if self._mode.with_attempts:
             keys.insert(0, self.attempts_key)
+        if keyed is not None:
+            keys += keyed.keys
         return keys, head + body
 
     @staticmethod
@@ -646,6 +752,42 @@ class Committer:
                 append(len(fields))
                 extend(fields)
         return body
+
+    @staticmethod
+    def _keyed_body(
+        keyed: KeyedBatch, index: dict[str, int], idx: Callable[[str], int]
+    ) -> list[Any]:
+        body: list[Any] = [len(keyed.entries), "k", *keyed.args]
+        append, extend, known = body.append, body.extend, index.get
+        for (event, adds), k in zip(keyed.entries, keyed.index, strict=True):
+            extend((known(event.stream_name) or idx(event.stream_name), event.id, k, len(adds)))
+            for stream, fields in adds:
+                append(known(stream) or idx(stream))
+                append(len(fields))
+                extend(fields)
+        return body
+
+    async def commit_keyed(self, batch: KeyedBatch) -> CommitResult:
+        """:meth:`commit` for a stateful sink: the states checked and written with the
+        outputs and acks; entries whose key's state moved come back in ``moved``."""
+        if not batch.entries:
+            return CommitResult([], [])
+        while True:
+            try:
+                return await self._mode.commit_keyed(batch)
+            except (ResponseError, RedisClusterException) as exc:
+                if self.mode == SPLIT or not _is_cross_slot(exc):
+                    raise
+                self._downgrade(keyed=True)
+
+    async def run_state_script(self, keys: list[str], args: list[Any]) -> list[int]:
+        """The state section alone (:data:`STATE_SCRIPT`): 0-based indexes of the keys
+        whose version moved."""
+        if self._state_script is None:
+            self._state_script = self.redis.register_script(STATE_SCRIPT)
+        if len(keys) == 1:
+            return []
+        return [int(i) for i in await self._state_script(keys=keys, args=args) or ()]
 
     async def commit(self, entries: Sequence[Entry]) -> list[int]:
         """Commit ``entries`` in one round trip; returns indexes of conflicting entries."""
@@ -741,7 +883,7 @@ class Committer:
         if self._blocking is not None:
             self._blocking.close()
 
-    def _downgrade(self) -> None:
+    def _downgrade(self, *, keyed: bool = False) -> None:
         if self.mode == FULL:  # see ScriptBesideAttempts
             self.mode = NO_ATTEMPTS
             log.info(
@@ -758,3 +900,11 @@ class Committer:
             "'{orders}out', to keep exactly-once.",
             self.group,
         )
+        if keyed:
+            log.warning(
+                "sink %s: its keyed state is not in the Redis Cluster slot of its streams: "
+                "keyed state is at-least-once from now on (a crash between the state write "
+                "and the acks applies those events again). Give the sink's streams (and its "
+                "outputs) a common hash tag to keep exactly-once.",
+                self.group,
+            )

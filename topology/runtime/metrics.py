@@ -40,6 +40,12 @@ class Metrics:
             ["sink"],
             registry=r,
         )
+        self.state_conflicts = Counter(
+            "ponos_state_conflicts",
+            "Events handled again because their key's state changed before the commit",
+            ["sink"],
+            registry=r,
+        )
         self.reloads = Counter("ponos_reloads", "Plans applied, by result", ["result"], registry=r)
         self.generation = Gauge("ponos_generation", "Applied topology generation", registry=r)
         self.actors = Gauge("ponos_actors", "Running actors", ["sink"], registry=r)
@@ -76,6 +82,7 @@ class Metrics:
         self.failed: Tally[str] = Tally()
         self.dead: Tally[str] = Tally()
         self.conflicts: Tally[str] = Tally()
+        self.state_moved: Tally[str] = Tally()
         #: Actors count from their handler threads too (the direct path).
         self._lock = threading.Lock()
 
@@ -107,6 +114,12 @@ class Metrics:
             with self._lock:
                 self.conflicts[sink] += n
             self.commit_conflicts.labels(sink).inc(n)
+
+    def add_state_conflicts(self, sink: str, n: int) -> None:
+        if n:
+            with self._lock:
+                self.state_moved[sink] += n
+            self.state_conflicts.labels(sink).inc(n)
 
     def observe_handler(self, sink: str, seconds: float) -> None:
         self.handler_seconds.labels(sink).observe(seconds)

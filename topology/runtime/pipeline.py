@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import threading
 import time
@@ -30,6 +31,7 @@ from topology.runtime.commit import Committer, Entry
 from topology.runtime.handlers import Failure, HandlerRunner, Outcome, SyncRunner
 from topology.runtime.metrics import Metrics
 from topology.runtime.retry import ERROR_BACKOFF_FIRST, RedisRetry, Retry, RetryQueue
+from topology.runtime.state import read_states
 from topology.streams import Event, is_transient
 
 __all__ = ["Chunk", "InHand", "Lane", "LoopLane", "Step", "ThreadLane"]
@@ -43,6 +45,8 @@ class Step:
     HANDLE = "handle"  # events -> one outcome per event
     COUNT = "count"  # failed events -> their attempt counts (HINCRBY)
     COMMIT = "commit"  # entries -> indexes of the conflicting ones
+    READ_STATE = "read-state"  # state key names -> their stored states (keyed state)
+    COMMIT_KEYED = "commit-keyed"  # a KeyedBatch -> CommitResult (conflicts, moved)
 
 
 #: What :meth:`Actor.steps` yields: a step and its argument; sent: the step's result.
@@ -259,9 +263,15 @@ class LoopLane(Lane):
         if kind == Step.COUNT:
             return await retry.run(self.committer.count_attempts, arg)
         if previous is not None and not previous.done():
-            await asyncio.wait((previous,))  # commits in read order (not cancelled if we are)
+            # Commits in read order (not cancelled if we are); a keyed chunk reads its
+            # states only once the previous chunk committed, or keys the two share
+            # would conflict with themselves.
+            await asyncio.wait((previous,))
+        if kind == Step.READ_STATE:
+            return await retry.run(functools.partial(read_states, self.committer.redis), arg)
         started = time.perf_counter()
-        conflicts = await retry.run(self.committer.commit, arg)
+        commit = self.committer.commit_keyed if kind == Step.COMMIT_KEYED else self.committer.commit
+        conflicts = await retry.run(commit, arg)
         host.metrics.observe_commit(host.sink_name, time.perf_counter() - started)
         return conflicts
 

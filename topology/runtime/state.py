@@ -33,16 +33,28 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
+import logging
 import re
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from topology.callables import REF_PATTERN, import_callable
 from topology.config.model import SinkSpec
-from topology.runtime.handlers import ContractError, Failure, Outcome, route_result
+from topology.runtime.commit import Entry, KeyedBatch
+from topology.runtime.handlers import (
+    ContractError,
+    Failure,
+    HandlerRunner,
+    HandlerThread,
+    Outcome,
+    _is_async,
+    route_result,
+)
 from topology.runtime.keys import EngineKeys, glob_escape, shared_hash_tag
+from topology.runtime.state_lua import STATE_LUA, STATE_SCRIPT
 from topology.streams import Event
 
 __all__ = [
@@ -52,6 +64,8 @@ __all__ = [
     "KeyState",
     "StateContractError",
     "StateLayout",
+    "StateWiring",
+    "StatefulRunner",
     "apply_batch",
     "apply_batch_async",
     "commit_states",
@@ -59,12 +73,17 @@ __all__ = [
     "dump_state",
     "event_keys",
     "key_function",
+    "keyed_batch",
     "load_state",
+    "log_state_change",
     "read_states",
     "scan_states",
     "state_args",
     "state_layout",
 ]
+
+
+log = logging.getLogger("topology.runtime")
 
 
 class StateContractError(ContractError):
@@ -115,14 +134,20 @@ def _function_key(ref: str, fn: Callable[[Event], Any]) -> Callable[[Event], str
     return key
 
 
-def key_function(key: str, base_dir: Path | None) -> Callable[[Event], str]:
+def key_function(
+    key: str,
+    base_dir: Path | None,
+    load: Callable[[str], Callable[..., Any]] | None = None,
+) -> Callable[[Event], str]:
     """The sink's ``key`` as a function Event -> str raising :class:`StateContractError`.
 
-    ``module:function`` is imported (the config was validated, so it imports);
-    anything else is a field, or a dotted path of fields, of the JSON payload.
+    ``module:function`` is imported (the config was validated, so it imports) —
+    by ``load`` when given, so a reload imports the key's module afresh like the
+    handler's; anything else is a field, or a dotted path of fields, of the JSON payload.
     """
     if re.match(REF_PATTERN, key):
-        return _function_key(key, import_callable(key, base_dir))
+        fn = load(key) if load is not None else import_callable(key, base_dir)
+        return _function_key(key, fn)
     return _path_key(key)
 
 
@@ -373,90 +398,6 @@ async def apply_batch_async(
 
 # -- the commit's state section ---------------------------------------------------------
 
-#: The state section of a commit script: Lua functions a script defines and calls.
-#: ``state_args(kbase, a)`` reads, from ARGV[a]: the number of state keys n, the
-#: ttl in ms (or ""), then per key: the version read, an op (``k`` keep: check
-#: only; ``s`` set to the JSON that follows; ``d`` delete) and the JSON (or "").
-#: KEYS[kbase + 1] is the sink's version counter, KEYS[kbase + 2 .. kbase + n + 1]
-#: the state keys. It returns the parsed section and the next ARGV index.
-#: ``state_check(st, blocked)`` marks ``blocked[k]`` for every key whose version
-#: moved and returns an error text for a key that is not a state hash (or a
-#: counter that is not one) — it writes nothing, so it runs before the script's
-#: first write, and nothing after it can fail. ``state_write(st, blocked)`` writes
-#: every key not blocked: the counter's next value as its version and the JSON,
-#: then ``PEXPIRE`` (ttl) or ``PERSIST`` (no ttl: one set before is dropped); or
-#: ``DEL``. A script that skips a key's events for another reason (an event
-#: claimed by another consumer) blocks that key too before writing.
-STATE_LUA = r"""
-local function state_args(kbase, a)
-  local n = tonumber(ARGV[a])
-  local st = {n = n, kbase = kbase + 1, seq = KEYS[kbase + 1], ttl = ARGV[a + 1],
-              expect = {}, op = {}, json = {}}
-  a = a + 2
-  for k = 1, n do
-    st.expect[k] = ARGV[a]; st.op[k] = ARGV[a + 1]; st.json[k] = ARGV[a + 2]
-    a = a + 3
-  end
-  return st, a
-end
-local function state_check(st, blocked)
-  local seq = redis.pcall('GET', st.seq)
-  if (type(seq) == 'table' and seq.err) or (seq and not tonumber(seq)) then
-    return 'WRONGTYPE ' .. st.seq .. ' is not a version counter'
-  end
-  for k = 1, st.n do
-    local key = KEYS[st.kbase + k]
-    local v = redis.pcall('HGET', key, 'v')
-    if type(v) == 'table' and v.err then
-      return 'WRONGTYPE ' .. key .. ' is not a state hash'
-    end
-    if (v or '0') ~= st.expect[k] then blocked[k] = true end
-  end
-  return nil
-end
-local function state_write(st, blocked)
-  local version = nil
-  for k = 1, st.n do
-    local op = st.op[k]
-    if not blocked[k] and op ~= 'k' then
-      local key = KEYS[st.kbase + k]
-      if op == 'd' then
-        redis.call('DEL', key)
-      else
-        if version == nil then version = redis.call('INCR', st.seq) end
-        redis.call('HSET', key, 'v', version, 's', st.json[k])
-        if st.ttl ~= '' then
-          redis.call('PEXPIRE', key, st.ttl)
-        else
-          redis.call('PERSIST', key)
-        end
-      end
-    end
-  end
-end
-"""
-
-#: The state section on its own: KEYS = the version counter then the state keys,
-#: ARGV = the section (see :data:`STATE_LUA`). Returns the 0-based indexes of the
-#: keys whose version moved (nothing of theirs written). For a commit that cannot
-#: hold the state in its script (streams in another cluster slot): the states
-#: still commit together, checked, but not atomically with the outputs and acks.
-STATE_SCRIPT = (
-    STATE_LUA
-    + r"""
-local st = state_args(0, 1)
-local blocked = {}
-local err = state_check(st, blocked)
-if err then return redis.error_reply(err) end
-state_write(st, blocked)
-local moved = {}
-for k = 1, st.n do
-  if blocked[k] then moved[#moved + 1] = k - 1 end
-end
-return moved
-"""
-)
-
 
 def state_args(states: Iterable[KeyState], layout: StateLayout) -> tuple[list[str], list[Any]]:
     """KEYS and ARGV of the state section for ``states`` (in that order)."""
@@ -484,3 +425,93 @@ async def commit_states(redis: Any, states: Iterable[KeyState], layout: StateLay
     if len(keys) == 1:
         return []
     return [int(i) for i in await redis.register_script(STATE_SCRIPT)(keys=keys, args=args)]
+
+
+# -- wiring into the actor ------------------------------------------------------------------
+
+
+def keyed_batch(
+    entries: Sequence[Entry], keys: Sequence[str | None], applied: Applied, layout: StateLayout
+) -> KeyedBatch:
+    """The commit of ``entries`` (``keys[i]``: entry i's state key, None for a dead letter)
+    with the states of the keys they touch, in first-seen order."""
+    order: dict[str, int] = {}
+    index: list[int] = []
+    for key in keys:
+        if key is None:
+            index.append(0)
+            continue
+        k = order.get(key)
+        if k is None:
+            k = order[key] = len(order) + 1
+        index.append(k)
+    section_keys, section_args = state_args((applied.states[key] for key in order), layout)
+    return KeyedBatch(entries, section_keys, section_args, index)
+
+
+class StateWiring(NamedTuple):
+    """What an actor of a stateful sink needs beside its handler: its key and layout."""
+
+    key_of: Callable[[Event], str]
+    layout: StateLayout
+
+
+class StatefulRunner(HandlerRunner):
+    """A stateful sink's handler: ``handler(event, state)`` over a batch and its read states.
+
+    :meth:`run` takes ``(events, keys, stored)`` and returns an :class:`Applied`. A
+    sync handler runs the whole batch as one job on a thread of its own (or on
+    ``executor``); an async one on the loop, keys concurrently, a key's events in
+    order. An awaitable returned by a sync handler is a contract error (its state
+    would change after the batch was committed).
+    """
+
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        outputs: tuple[str, ...],
+        layout: StateLayout,
+        *,
+        executor: Executor | None = None,
+    ) -> None:
+        super().__init__(fn, outputs)
+        self.layout = layout
+        self.executor = executor
+        self._async = _is_async(fn)
+        self._thread = HandlerThread() if executor is None and not self._async else None
+
+    async def run(self, batch: Any) -> Any:
+        events, keys, stored = batch
+        if self._async:
+            return await apply_batch_async(self.fn, events, keys, stored, self.layout, self.outputs)
+        args = (self.fn, events, keys, stored, self.layout, self.outputs)
+        if self._thread is not None:
+            return await self._thread.submit(apply_batch, *args)
+        return await asyncio.get_running_loop().run_in_executor(self.executor, apply_batch, *args)
+
+
+def log_state_change(
+    deployment: str, old: SinkSpec | None, new: SinkSpec | None, stream_key: Callable[[str], str]
+) -> None:
+    """Say what a reload does to a sink's state: a reload never deletes nor migrates it."""
+    if old is None or old.state is None or old.key is None:
+        return
+    name = old.name
+    if new is None or new.state is None:
+        what = "removed" if new is None else "no longer stateful"
+        log.info("sink %s %s: its state keys are kept in Redis, not deleted", name, what)
+        return
+    if new.key != old.key:
+        log.warning(
+            "sink %s: key changed from %r to %r: state under the old keys is kept, not migrated",
+            name,
+            old.key,
+            new.key,
+        )
+    before = state_layout(deployment, old, stream_key).prefix
+    if state_layout(deployment, new, stream_key).prefix != before:
+        log.warning(
+            "sink %s: its input streams' hash tag changed, so its state moves to another "
+            "slot and starts afresh (the old keys are kept)",
+            name,
+        )

@@ -31,6 +31,13 @@ from topology.runtime.actor import Actor
 from topology.runtime.handlers import runner_for
 from topology.runtime.keys import EngineKeys
 from topology.runtime.metrics import Metrics
+from topology.runtime.state import (
+    StatefulRunner,
+    StateWiring,
+    key_function,
+    log_state_change,
+    state_layout,
+)
 from topology.streams import Connection
 
 __all__ = ["ApplyError", "Runtime"]
@@ -55,12 +62,19 @@ class ApplyError(RuntimeError):
 class _Prepared:
     """What starting a sink's actors needs, imported before anything changes."""
 
-    __slots__ = ("handler", "matcher", "spec")
+    __slots__ = ("handler", "matcher", "spec", "state")
 
-    def __init__(self, spec: SinkSpec, handler: Callable[..., Any], matcher: Any) -> None:
+    def __init__(
+        self,
+        spec: SinkSpec,
+        handler: Callable[..., Any],
+        matcher: Any,
+        state: StateWiring | None = None,
+    ) -> None:
         self.spec = spec
         self.handler = handler
         self.matcher = matcher
+        self.state = state
 
 
 class Runtime:
@@ -247,31 +261,39 @@ class Runtime:
             reloaded.add(module)
             return import_callable(ref, base_dir, reload=fresh)
 
+        for name in (*plan.sinks_removed, *names):
+            old = self.topology.sinks.get(name)
+            log_state_change(self.deployment, old, new.sinks.get(name), self.conn.stream_key)
         for name in names:
             spec = new.sinks[name]
-            if spec.state is not None:
-                # Run as a stateless sink, handler(event, state) would fail on every
-                # event and dead-letter it: refuse until the commit carries the state.
-                raise ApplyError(
-                    f"nothing changed: sink {name!r} has keyed state (key/state), which "
-                    "this version validates and inspects but cannot run yet"
-                )
             handler = load(spec.handler)
             matcher = load(spec.matcher) if spec.matcher else None
-            prepared[name] = _Prepared(spec, handler, matcher)
+            state = None
+            if spec.state is not None and spec.key is not None:
+                layout = state_layout(self.deployment, spec, self.conn.stream_key)
+                state = StateWiring(key_function(spec.key, base_dir, load), layout)
+            prepared[name] = _Prepared(spec, handler, matcher, state)
         return prepared
 
     def _new_actor(self, prepared: _Prepared, index: int, spec: SinkSpec | None = None) -> Actor:
         spec = spec or prepared.spec
+        state = prepared.state
+        pool = self._executor
+        handler = (
+            runner_for(prepared.handler, spec.outputs, executor=pool)
+            if state is None
+            else StatefulRunner(prepared.handler, spec.outputs, state.layout, executor=pool)
+        )
         return Actor(
             spec,
             index,
             conn=self.conn,
-            handler=runner_for(prepared.handler, spec.outputs, executor=self._executor),
+            handler=handler,
             attempts_key=self.keys.attempts(spec.name),
             streams=self.streams,
             metrics=self.metrics,
             matcher=prepared.matcher,
+            state=state,
         )
 
     async def _start_actors(
