@@ -3,6 +3,7 @@
     python tools/chaos.py                       # every scenario, full length
     python tools/chaos.py --short               # every scenario in about a minute (the test suite)
     python tools/chaos.py --scenario kill-workers --events 50000 --workers 3
+    python tools/chaos.py --short --stateful    # the same with keyed state in the middle sink
 
 The topology: ``in -> s1 -> mid -> s2 -> out -> s3 -> done``; ``s2`` raises for
 every event whose ``seq % 97 == 13`` (after its retries those go to ``dlq``),
@@ -28,6 +29,14 @@ streams are spread over slots (``spread``: at-least-once, duplicates allowed):
   ``kill -9``ed; its replica takes over; the old master comes back as a replica.
 - ``cluster-failover``: ``CLUSTER FAILOVER`` on that master's replica.
 - ``cluster-migrate``: the middle stream's slot moves to another master under load.
+
+``--stateful`` makes ``s2`` a keyed-state sink (``key: k``, ``state: {}``, the
+payload's ``k = seq % --state-keys``): it counts the events of each key and
+emits the count ``n`` with the event. Then, per key, the state's count must equal
+the key's events less its dead letters (a failing event changes no state) and the
+``n`` values that reach ``done`` must be exactly 1..count: no gap, no repeat
+(on ``spread`` cluster flows, at-least-once: repeats allowed, no gap, a count
+at least the events).
 
 For each scenario it prints events in, outputs, lost, duplicated, dead letters
 against expected, kills, server restarts and the recovery time (from the last
@@ -61,6 +70,7 @@ from redis.exceptions import RedisClusterException
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.proxy import TcpProxy
+from topology.runtime.keys import EngineKeys, hash_tag
 from topology.server import ServerCluster, ServerProcess
 
 HANDLERS = """
@@ -78,6 +88,16 @@ def check(event):
     if seq % FAIL_EVERY == FAIL_AT:
         raise ValueError(f"event {seq} is refused by design")
     return Emit("chaos", event.payload)
+
+
+def count(event, state):
+    data = event.json()
+    if data["seq"] % FAIL_EVERY == FAIL_AT:
+        state["n"] = -1  # must never land: a failing handler changes no state
+        raise ValueError(f"event {data['seq']} is refused by design")
+    state["n"] = state.get("n", 0) + 1
+    data["n"] = state["n"]
+    return Emit("chaos", data)
 """
 FAIL_EVERY, FAIL_AT = 97, 13
 
@@ -85,8 +105,9 @@ SINGLE = ("kill-workers", "redis-restarts", "stalled-connections")
 CLUSTER = ("cluster-master-kill", "cluster-failover", "cluster-migrate")
 
 
-def config_text(tag: str) -> str:
-    """The topology; ``tag`` prefixes every stream name (``{c}`` puts them in one slot)."""
+def config_text(tag: str, stateful: bool = False) -> str:
+    """The topology; ``tag`` prefixes every stream name (``{c}`` puts them in one slot);
+    ``stateful``: ``s2`` keeps a count per key."""
     names = {s: f"{tag}{s}" for s in ("in", "mid", "out", "done", "dlq")}
     streams = ", ".join(f'"{n}": {{}}' for n in names.values())
 
@@ -102,7 +123,14 @@ def config_text(tag: str) -> str:
         " retry: {max_attempts: 2, backoff: 10ms}}\n"
         f"streams: {{{streams}}}\nsinks:\n"
         + sink("s1", "in", "mid", "forward")
-        + sink("s2", "mid", "out", "check", f"    dead_letter: '{names['dlq']}'\n")
+        + sink(
+            "s2",
+            "mid",
+            "out",
+            "count" if stateful else "check",
+            f"    dead_letter: '{names['dlq']}'\n"
+            + ("    key: k\n    state: {}\n" if stateful else ""),
+        )
         + sink("s3", "out", "done", "forward")
     )
 
@@ -121,10 +149,14 @@ class Result:
     recovery: float | None = None
     exactly_once: bool = True
     note: str = ""
+    #: --stateful: keys whose count or emitted sequence 1..n is wrong.
+    state_errors: int = 0
 
     @property
     def ok(self) -> bool:
         if self.lost or self.recovery is None or self.dead < self.dead_expected:
+            return False
+        if self.state_errors:
             return False
         return not (self.exactly_once and (self.duplicated or self.dead != self.dead_expected))
 
@@ -225,7 +257,7 @@ class Run:
             due = started + seq / self.args.rate
             if due > time.monotonic():
                 time.sleep(due - time.monotonic())  # pacing the producer itself
-            payload = json.dumps({"seq": seq})
+            payload = json.dumps({"seq": seq, "k": seq % self.args.state_keys})
             try:
                 self.client.xadd(self.key("in"), {"n": "chaos", "p": payload}, id=f"{seq + 1}-1")
             except redis.ResponseError as exc:
@@ -260,7 +292,7 @@ class Run:
     def execute(self, faults: Callable[[Run, Workers, random.Random], int]) -> Result:
         (self.folder / "chaos_handlers.py").write_text(HANDLERS)
         config = self.folder / "chaos.yaml"
-        config.write_text(config_text(self.tag))
+        config.write_text(config_text(self.tag, self.args.stateful))
         workers = self.workers = Workers(config, self.url, self.args.workers, self.folder)
         expected_dead = sum(1 for s in range(self.args.events) if s % FAIL_EVERY == FAIL_AT)
         result = Result(self.name, self.args.events, dead_expected=expected_dead)
@@ -305,6 +337,40 @@ class Run:
         if any(n > 1 for n in dead.values()):
             result.note = f"{sum(n - 1 for n in dead.values())} dead letters repeated"
             result.duplicated += sum(n - 1 for n in dead.values())
+        if self.args.stateful:
+            result.state_errors = self._state_errors(result.exactly_once)
+            if result.state_errors:
+                result.note = (result.note + f" {result.state_errors} keys wrong").strip()
+
+    def _state_errors(self, exactly_once: bool) -> int:
+        """Keys whose state count or emitted counts 1..n are not what their events make."""
+        keys = self.args.state_keys
+        events: Counter[int] = Counter(
+            s % keys for s in range(self.args.events) if s % FAIL_EVERY != FAIL_AT
+        )
+        emitted: dict[int, list[int]] = {}
+        last = "-"
+        while True:
+            rows = self.client.xrange(self.key("done"), min=last, count=5000)
+            rows = rows[1:] if last != "-" else rows
+            if not rows:
+                break
+            for _, fields in rows:
+                data = json.loads(fields[b"p"])
+                emitted.setdefault(data["k"], []).append(data["n"])
+            last = rows[-1][0].decode()
+        head = EngineKeys("chaos").state_prefix("s2", hash_tag(self.key("mid")))
+        wrong = 0
+        for k in range(keys):
+            text = self.client.hget(head + str(k), "s")
+            count = json.loads(text)["n"] if text else 0
+            ns = sorted(emitted.get(k, []))
+            if exactly_once:
+                good = count == events[k] and ns == list(range(1, count + 1))
+            else:
+                good = count >= events[k] and sorted(set(ns)) == list(range(1, count + 1))
+            wrong += not good
+        return wrong
 
 
 def pace(run: Run, seconds: float) -> bool:
@@ -562,6 +628,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--outage", type=float, default=1.0, help="seconds a server stays down")
     parser.add_argument("--recovery-timeout", type=float, default=120.0)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--stateful", action="store_true", help="s2 keeps keyed state (a count per key)"
+    )
+    parser.add_argument("--state-keys", type=int, default=10, help="keys (--stateful)")
     parser.add_argument("--short", action="store_true", help="small figures: about a minute")
     args = parser.parse_args(argv)
     if args.short:
