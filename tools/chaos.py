@@ -35,8 +35,8 @@ payload's ``k = seq % --state-keys``): it counts the events of each key and
 emits the count ``n`` with the event. Then, per key, the state's count must equal
 the key's events less its dead letters (a failing event changes no state) and the
 ``n`` values that reach ``done`` must be exactly 1..count: no gap, no repeat
-(on ``spread`` cluster flows, at-least-once: repeats allowed, no gap, a count
-at least the events).
+(on ``spread`` cluster flows, at-least-once: a count at least the events, and
+the last ``n`` emitted equal to it).
 
 For each scenario it prints events in, outputs, lost, duplicated, dead letters
 against expected, kills, server restarts and the recovery time (from the last
@@ -367,8 +367,8 @@ class Run:
             ns = sorted(emitted.get(k, []))
             if exactly_once:
                 good = count == events[k] and ns == list(range(1, count + 1))
-            else:
-                good = count >= events[k] and sorted(set(ns)) == list(range(1, count + 1))
+            else:  # an event applied twice may skip a count: its first outputs never landed
+                good = count >= events[k] and bool(ns) and max(ns) == count
             wrong += not good
         return wrong
 

@@ -32,16 +32,17 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping
 
 from topology.config.model import SinkSpec, StreamSpec
 from topology.runtime.commit import Committer
-from topology.runtime.handlers import HandlerRunner
+from topology.runtime.handlers import Failure, HandlerRunner
 from topology.runtime.logs import bind_fields, event_fields
 from topology.runtime.metrics import Metrics
 from topology.runtime.pipeline import Chunk, InHand, Lane, LoopLane, Step, Steps, ThreadLane
 from topology.runtime.retry import TRIES_WHEN_STOPPING, FailurePlan, RedisRetry, RetryQueue
-from topology.runtime.state import StateWiring, event_keys, keyed_batch
+from topology.runtime.state import KnownStates, StateWiring, event_keys, keyed_batch
 from topology.streams import Connection, Event, Sink, Stream, pause
 
 __all__ = ["Actor"]
@@ -75,6 +76,9 @@ class Actor:
     ) -> None:
         self.spec = spec
         self.state = state
+        self._known = KnownStates()
+        #: State keys of the chunks in this actor's lane and not done yet.
+        self._in_flight: Counter[str] = Counter()
         self.index = index
         self.conn = conn
         self.handler = handler
@@ -346,12 +350,34 @@ class Actor:
         """:meth:`steps` of a stateful sink: read the chunk's keys' states, handle, commit
         with the states; events whose key's state moved meanwhile are handled again
         from the current state (their first attempt's outputs were never written)."""
+        keys = event_keys(chunk.events, wiring.key_of)
+        names = list(dict.fromkeys(wiring.layout.name(k) for k in keys if type(k) is str))
+        in_flight = self._in_flight
+        shared = any(name in in_flight for name in names)
+        in_flight.update(names)
+        try:
+            if shared:  # start from the earlier chunks' commits, not from before them
+                yield Step.AFTER_PREVIOUS, None
+            yield from self._keyed_rounds(chunk, wiring, keys, names)
+        finally:
+            in_flight.subtract(names)
+            for name in names:
+                if in_flight[name] <= 0:
+                    del in_flight[name]
+
+    def _keyed_rounds(
+        self, chunk: Chunk, wiring: StateWiring, keys: list[str | Failure], names: list[str]
+    ) -> Steps:
         spec = self.spec
         events = chunk.events
-        for _ in range(STATE_CONFLICT_ROUNDS):
-            keys = event_keys(events, wiring.key_of)
-            names = list(dict.fromkeys(wiring.layout.name(k) for k in keys if type(k) is str))
-            stored = (yield Step.READ_STATE, names) if names else {}
+        known = self._known
+        for round_ in range(STATE_CONFLICT_ROUNDS):
+            if round_:
+                keys = event_keys(events, wiring.key_of)
+                names = list(dict.fromkeys(wiring.layout.name(k) for k in keys if type(k) is str))
+            stored, misses = known.split(names)
+            if misses:
+                stored.update((yield Step.READ_STATE, misses))
             applied = yield Step.HANDLE, (events, keys, stored)
             part = Chunk(events)
             failed = part.take(applied.outcomes)
@@ -369,6 +395,7 @@ class Actor:
                 return
             batch = keyed_batch(part.entries, entry_keys, applied, wiring.layout)
             result = yield Step.COMMIT_KEYED, batch
+            known.committed(batch, applied, result.conflicts + result.moved, result.version)
             self._committed(part, result.conflicts, len(result.moved))
             if not result.moved:
                 return

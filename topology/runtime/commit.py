@@ -230,8 +230,7 @@ for oi, _ in pairs(trim) do
   redis.call('XTRIM', KEYS[oi + base], 'MINID', '~', minids[oi])
 end
 if keyed then
-  state_write(st, blocked)
-  return {conflicts, moved}
+  return {conflicts, moved, state_write(st, blocked)}
 end
 return conflicts
 """
@@ -273,10 +272,12 @@ class KeyedBatch(NamedTuple):
 
 class CommitResult(NamedTuple):
     """What a keyed commit left out: entries claimed away (``conflicts``), and entries
-    still ours whose key's state moved since it was read (``moved``: handled again)."""
+    still ours whose key's state moved since it was read (``moved``: handled again);
+    ``version``: the version the changed states got (0: none, or not known)."""
 
     conflicts: list[int]
     moved: list[int]
+    version: int = 0
 
 
 def _pack(conn: Any, command: tuple[Any, ...]) -> bytes:
@@ -606,9 +607,11 @@ class SplitCommit(CommitMode):
 
 
 def keyed_result(reply: Any) -> CommitResult:
-    """The keyed script's reply ``{conflicts, moved}``."""
-    conflicts, moved = reply
-    return CommitResult([int(i) for i in conflicts or ()], [int(i) for i in moved or ()])
+    """The keyed script's reply ``{conflicts, moved, version}``."""
+    conflicts, moved, version = reply
+    return CommitResult(
+        [int(i) for i in conflicts or ()], [int(i) for i in moved or ()], int(version)
+    )
 
 
 _MODES: dict[str, type[CommitMode]] = {

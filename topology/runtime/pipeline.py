@@ -45,6 +45,7 @@ class Step:
     HANDLE = "handle"  # events -> one outcome per event
     COUNT = "count"  # failed events -> their attempt counts (HINCRBY)
     COMMIT = "commit"  # entries -> indexes of the conflicting ones
+    AFTER_PREVIOUS = "after-previous"  # None -> None, once the previous chunk is done
     READ_STATE = "read-state"  # state key names -> their stored states (keyed state)
     COMMIT_KEYED = "commit-keyed"  # a KeyedBatch -> CommitResult (conflicts, moved)
 
@@ -262,13 +263,14 @@ class LoopLane(Lane):
         retry = host.redis_retry
         if kind == Step.COUNT:
             return await retry.run(self.committer.count_attempts, arg)
-        if previous is not None and not previous.done():
-            # Commits in read order (not cancelled if we are); a keyed chunk reads its
-            # states only once the previous chunk committed, or keys the two share
-            # would conflict with themselves.
-            await asyncio.wait((previous,))
         if kind == Step.READ_STATE:
             return await retry.run(functools.partial(read_states, self.committer.redis), arg)
+        if previous is not None and not previous.done():
+            # Commits in read order (not cancelled if we are); AFTER_PREVIOUS: a keyed
+            # chunk sharing keys with the chunks before it starts from their commits.
+            await asyncio.wait((previous,))
+        if kind == Step.AFTER_PREVIOUS:
+            return None
         started = time.perf_counter()
         commit = self.committer.commit_keyed if kind == Step.COMMIT_KEYED else self.committer.commit
         conflicts = await retry.run(commit, arg)

@@ -35,6 +35,7 @@ import inspect
 import json
 import logging
 import re
+import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -45,6 +46,7 @@ from topology.callables import REF_PATTERN, import_callable
 from topology.config.model import SinkSpec
 from topology.runtime.commit import Entry, KeyedBatch
 from topology.runtime.handlers import (
+    YIELD_MASK,
     ContractError,
     Failure,
     HandlerRunner,
@@ -62,6 +64,7 @@ __all__ = [
     "STATE_SCRIPT",
     "Applied",
     "KeyState",
+    "KnownStates",
     "StateContractError",
     "StateLayout",
     "StateWiring",
@@ -346,6 +349,8 @@ def apply_batch(
     """
     outcomes, plain, states = _prepare(keys, stored, layout)
     for i, event in enumerate(events):
+        if i & YIELD_MASK == YIELD_MASK:
+            time.sleep(0)  # let the event loop's thread take the GIL: see YIELD_EVERY
         key = plain[i]
         if key is None:
             continue
@@ -515,3 +520,60 @@ def log_state_change(
             "slot and starts afresh (the old keys are kept)",
             name,
         )
+
+
+class KnownStates:
+    """The states this actor last committed, per Redis key: its next chunks start from
+    them instead of reading Redis, which saves a round trip per chunk for hot keys.
+
+    An entry goes stale when another actor changes the key, or it expires: the commit's
+    version check catches that like any conflict, and the key is read again.
+    """
+
+    def __init__(self, limit: int = 10_000) -> None:
+        self.limit = limit
+        self._known: dict[str, KeyState] = {}
+
+    def split(self, names: Iterable[str]) -> tuple[dict[str, KeyState], list[str]]:
+        """The states known for ``names``, and the names to read from Redis."""
+        known, misses = {}, []
+        get = self._known.get
+        for name in names:
+            ks = get(name)
+            if ks is None:
+                misses.append(name)
+            else:
+                known[name] = ks
+        return known, misses
+
+    def forget(self, names: Iterable[str]) -> None:
+        for name in names:
+            self._known.pop(name, None)
+
+    def committed(
+        self, batch: KeyedBatch, applied: Applied, left_out: Iterable[int], version: int
+    ) -> None:
+        """Learn what a commit wrote: every key with an entry committed (a key whose
+        entries were all left out was blocked: forgotten, to be read again)."""
+        skip = set(left_out)
+        written = {k for i, k in enumerate(batch.index) if k and i not in skip}
+        known = self._known
+        if len(known) > self.limit:
+            known.clear()
+        for k, ks in enumerate(applied.states[key] for key in _section_keys(batch, applied)):
+            if k + 1 not in written:
+                known.pop(ks.name, None)
+            elif not ks.changed:
+                known[ks.name] = KeyState(ks.name, ks.version, ks.text)
+            elif ks.text is None:  # deleted: absent reads as version 0
+                known[ks.name] = KeyState(ks.name, 0, None)
+            elif version:
+                known[ks.name] = KeyState(ks.name, version, ks.text)
+            else:  # the version is not known (the cluster fallback): read it next time
+                known.pop(ks.name, None)
+
+
+def _section_keys(batch: KeyedBatch, applied: Applied) -> list[str]:
+    """The state keys of ``batch``'s section, in its order."""
+    by_name = {ks.name: key for key, ks in applied.states.items()}
+    return [by_name[name] for name in batch.keys[1:]]

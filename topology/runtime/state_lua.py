@@ -21,8 +21,9 @@ __all__ = ["STATE_LUA", "STATE_SCRIPT"]
 #: first write, and nothing after it can fail. ``state_write(st, blocked)`` writes
 #: every key not blocked: the counter's next value as its version and the JSON,
 #: then ``PEXPIRE`` (ttl) or ``PERSIST`` (no ttl: one set before is dropped); or
-#: ``DEL``. A script that skips a key's events for another reason (an event
-#: claimed by another consumer) blocks that key too before writing.
+#: ``DEL``; it returns the version written (0 if none). A script that skips a
+#: key's events for another reason (an event claimed by another consumer) blocks
+#: that key too before writing.
 STATE_LUA = r"""
 local function state_args(kbase, a)
   local n = tonumber(ARGV[a])
@@ -69,6 +70,7 @@ local function state_write(st, blocked)
       end
     end
   end
+  return version or 0
 end
 """
 
