@@ -10,6 +10,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -65,7 +66,11 @@ def write_config(
     return path
 
 
-def start_run(config: Path, url: str, *extra: str, watch: bool = False) -> subprocess.Popen[str]:
+def start_run(
+    config: Path, url: str, *extra: str, watch: bool = False, stderr: Any = subprocess.PIPE
+) -> subprocess.Popen[str]:
+    """``run`` in a subprocess; ``stderr``: where its log goes (a file for long runs: an
+    unread pipe would fill up and stall it)."""
     flags = ["--quiet"] + ([] if watch else ["--no-watch"])
     return subprocess.Popen(
         [
@@ -80,7 +85,7 @@ def start_run(config: Path, url: str, *extra: str, watch: bool = False) -> subpr
             *extra,
         ],
         stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        stderr=stderr,
         text=True,
     )
 

@@ -8,7 +8,6 @@ import json
 import shutil
 import signal
 import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -16,29 +15,15 @@ from typing import Any
 import redis
 
 from tests.helpers import wait_until
+from tests.runtime.test_run_cli import start_run
 from topology.runtime.keys import EngineKeys
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
-def start(config: Path, url: str, log: Path, *extra: str) -> subprocess.Popen[bytes]:
+def start(config: Path, url: str, log: Path, *extra: str) -> subprocess.Popen[str]:
     with log.open("ab") as err:
-        return subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "topology.cli",
-                "run",
-                str(config),
-                "--redis-url",
-                url,
-                "--quiet",
-                "--no-watch",
-                *extra,
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=err,
-        )
+        return start_run(config, url, *extra, stderr=err)
 
 
 def finish(config: Path, url: str, log: Path, workers: int = 1) -> None:

@@ -260,14 +260,14 @@ class KeyedBatch(NamedTuple):
 
     ``keys`` and ``args`` are the section's KEYS (the version counter, then the
     state keys) and ARGV, as :func:`topology.runtime.state.state_args` builds them;
-    ``index[i]`` is entry i's state key, 1-based among the state keys (0: none, e.g.
+    ``key_index[i]`` is entry i's state key, 1-based among the state keys (0: none, e.g.
     a dead letter, which changes no state).
     """
 
     entries: Sequence[Entry]
     keys: list[str]
     args: list[Any]
-    index: Sequence[int]
+    key_index: Sequence[int]
 
 
 class CommitResult(NamedTuple):
@@ -542,7 +542,7 @@ class SplitCommit(CommitMode):
         A crash between the states and the acks applies those events again on
         redelivery: keyed state is at-least-once in this mode.
         """
-        entries, index = batch.entries, batch.index
+        entries, index = batch.entries, batch.key_index
         owned = await self._owned(entries)
         blocked = {index[i] for i, mine in enumerate(owned) if not mine and index[i]}
         args = list(batch.args)
@@ -762,7 +762,7 @@ class Committer:
     ) -> list[Any]:
         body: list[Any] = [len(keyed.entries), "k", *keyed.args]
         append, extend, known = body.append, body.extend, index.get
-        for (event, adds), k in zip(keyed.entries, keyed.index, strict=True):
+        for (event, adds), k in zip(keyed.entries, keyed.key_index, strict=True):
             extend((known(event.stream_name) or idx(event.stream_name), event.id, k, len(adds)))
             for stream, fields in adds:
                 append(known(stream) or idx(stream))

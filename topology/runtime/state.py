@@ -480,6 +480,7 @@ class StatefulRunner(HandlerRunner):
         executor: Executor | None = None,
     ) -> None:
         super().__init__(fn, outputs)
+        self.handler: Callable[[Event, dict[str, Any]], Any] = fn
         self.layout = layout
         self.executor = executor
         self._async = _is_async(fn)
@@ -488,8 +489,10 @@ class StatefulRunner(HandlerRunner):
     async def run(self, batch: Any) -> Any:
         events, keys, stored = batch
         if self._async:
-            return await apply_batch_async(self.fn, events, keys, stored, self.layout, self.outputs)
-        args = (self.fn, events, keys, stored, self.layout, self.outputs)
+            return await apply_batch_async(
+                self.handler, events, keys, stored, self.layout, self.outputs
+            )
+        args = (self.handler, events, keys, stored, self.layout, self.outputs)
         if self._thread is not None:
             return await self._thread.submit(apply_batch, *args)
         return await asyncio.get_running_loop().run_in_executor(self.executor, apply_batch, *args)
@@ -556,7 +559,7 @@ class KnownStates:
         """Learn what a commit wrote: every key with an entry committed (a key whose
         entries were all left out was blocked: forgotten, to be read again)."""
         skip = set(left_out)
-        written = {k for i, k in enumerate(batch.index) if k and i not in skip}
+        written = {k for i, k in enumerate(batch.key_index) if k and i not in skip}
         known = self._known
         if len(known) > self.limit:
             known.clear()
