@@ -24,7 +24,12 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from topology.config.model import Topology
+    from topology.runtime import DeploymentFollower, Reloader, Runtime
+    from topology.runtime.connect import Connected
 
 __all__ = ["add_parser", "run"]
 
@@ -110,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return EXIT_USAGE
-    topology: Any = None
+    topology: Topology | None = None
     if args.config is not None:
         topology, problems = check(args.config)
         for problem in problems:
@@ -178,7 +183,7 @@ class _Signals:
         self.loop.call_later(HARD_EXIT_GRACE, os._exit, 1)
 
 
-async def _main(args: argparse.Namespace, topology: Any, state: _RunState) -> int:
+async def _main(args: argparse.Namespace, topology: Topology | None, state: _RunState) -> int:
     from topology.cli import EXIT_FAILURE, EXIT_OK
     from topology.runtime.connect import RedisUnavailableError, open_redis
 
@@ -188,7 +193,7 @@ async def _main(args: argparse.Namespace, topology: Any, state: _RunState) -> in
     signals = _Signals(loop, main)
     signals.install()
     try:
-        if args.deployment is not None:
+        if topology is None:  # run checked: CONFIG or --deployment
             return await _follow_deployment(args, signals, state)
         async with open_redis(
             topology, cli_url=args.redis_url, data_dir=args.data_dir, owner=True
@@ -212,8 +217,8 @@ async def _follow_deployment(args: argparse.Namespace, signals: _Signals, state:
 
     from topology.cli import EXIT_OK
     from topology.config.model import Topology
+    from topology.runtime import DeploymentFollower
     from topology.runtime.connect import open_redis
-    from topology.runtime.deployment import DeploymentFollower
     from topology.streams import Connection
 
     async with open_redis(
@@ -237,17 +242,16 @@ async def _follow_deployment(args: argparse.Namespace, signals: _Signals, state:
 
 async def _serve(
     args: argparse.Namespace,
-    topology: Any,
-    connected: Any,
+    topology: Topology,
+    connected: Connected,
     signals: _Signals,
     state: _RunState,
-    follower: Any = None,
+    follower: DeploymentFollower | None = None,
 ) -> int:
     from topology import __version__
     from topology.cli import EXIT_FAILURE, EXIT_OK
+    from topology.runtime import ApplyError, Runtime, WorkerRegistry, new_worker_id
     from topology.runtime.logs import SUMMARY_LOGGER
-    from topology.runtime.supervisor import ApplyError, Runtime
-    from topology.runtime.workers import WorkerRegistry, new_worker_id
 
     worker_id = new_worker_id()
     where = "embedded server" if connected.server is not None else connected.url_redacted
@@ -276,7 +280,7 @@ async def _serve(
         runtime.metrics.serve(args.metrics_port)
         log.info("metrics on :%d/metrics", args.metrics_port)
     started = time.monotonic()
-    watcher: Any = None
+    watcher: Reloader | None = None
     try:
         try:
             await runtime.apply(topology)
@@ -309,18 +313,18 @@ async def _serve(
     return EXIT_OK
 
 
-def _start_reloader(args: argparse.Namespace, runtime: Any, signals: _Signals) -> Any:
-    """The hot-reload hook (issue 5): SIGHUP always, file watching unless --no-watch."""
-    try:
-        from topology.runtime.reload import Reloader
-    except ImportError:  # reload not built: SIGHUP only logs
-        return None
+def _start_reloader(args: argparse.Namespace, runtime: Runtime, signals: _Signals) -> Reloader:
+    """The hot-reload hook: SIGHUP always, file watching unless --no-watch."""
+    from topology.runtime import Reloader
+
     reloader = Reloader(Path(args.config), runtime, hup=signals.reload, watch=not args.no_watch)
     reloader.start()
     return reloader
 
 
-async def _wait(args: argparse.Namespace, runtime: Any, signals: _Signals, summary: Any) -> None:
+async def _wait(
+    args: argparse.Namespace, runtime: Runtime, signals: _Signals, summary: logging.Logger
+) -> None:
     """Until a signal, or idle for ``--stop-when-idle`` with nothing pending."""
     next_summary = time.monotonic() + SUMMARY_EVERY
     last_counts = dict(runtime.handled())

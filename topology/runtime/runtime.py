@@ -4,7 +4,7 @@ There is one way to change what runs: :meth:`Runtime.apply` takes the new
 topology, computes ``topology.plan.diff(current, new)`` — the same function
 ``ponos-topology plan`` prints — and applies only what changed. Starting is
 applying the plan from ``Topology.empty()``, so every start exercises the
-reload path (issue 5's file watcher and SIGHUP call the same method).
+reload path (the file watcher, SIGHUP and ``run --deployment`` call the same method).
 
 An apply is all-or-nothing for the caller: handlers and matchers are imported
 before anything is touched (a handler that no longer imports changes nothing),
@@ -26,7 +26,7 @@ from typing import Any
 
 from topology.callables import CallableImportError, import_callable
 from topology.config.model import SinkSpec, SourceSpec, StreamSpec, Topology
-from topology.plan import Plan, diff
+from topology.plan import Plan, SinkChange, diff
 from topology.runtime.actor import Actor
 from topology.runtime.handlers import runner_for
 from topology.runtime.keys import EngineKeys
@@ -190,7 +190,7 @@ class Runtime:
                 raise ApplyError(f"nothing changed: cannot plan the change: {exc}") from exc
             for reason in plan.unsupported:
                 log.warning("reload: cannot apply live, ignored: %s", reason)
-            if plan.is_empty or not _applicable(plan):
+            if not plan.has_live_changes:
                 self.topology = new
                 return plan
             for line in plan.describe():
@@ -321,45 +321,62 @@ class Runtime:
             previous = self._prepared.pop(name, None)
             undo.append(_setter(self._prepared, name, previous))
         for change in plan.sinks_changed:
-            name = change.name
-            spec = new.sinks[name]
             if change.needs_restart:
-                await self._drain_actors(name, self.actors(name), undo)
-                previous = self._prepared.get(name)
-                self._prepared[name] = prepared[name]
-                undo.append(_setter(self._prepared, name, previous))
-                await self._start_actors(prepared[name], range(spec.consumers), undo)
-                continue
-            running = self.actors(name)
-            for ref in change.streams_added:
-                for actor in running:
-                    await actor.add_stream(ref.name, ref.start)
-                    undo.append(_call(actor.remove_stream, ref.name))
-            for stream in change.streams_removed:
-                start = old.sinks[name].start_of(stream)
-                for actor in running:
-                    await actor.remove_stream(stream)
-                    undo.append(_call(actor.add_stream, stream, start))
-            if change.streams_removed:
-                await self._settle_removed(running, set(change.streams_removed))
-            for actor in running:  # later rescales start actors of the current spec
-                undo.append(_setattr(actor, "spec", actor.spec))
-                actor.spec = spec
-            current = self._prepared.get(name)
-            if current is not None:
-                undo.append(_setter(self._prepared, name, current))
-                self._prepared[name] = _Prepared(spec, current.handler, current.matcher)
-            if change.consumers is not None:
-                before, after = change.consumers
-                if after > before:
-                    await self._start_actors(self._prepared[name], range(before, after), undo)
-                else:
-                    extra = [a for a in running if a.index >= after]
-                    await self._drain_actors(name, extra, undo)
+                await self._restart_sink(prepared[change.name], undo)
+            else:
+                await self._change_sink(
+                    change, old.sinks[change.name], new.sinks[change.name], undo
+                )
         for name in plan.sinks_added:
             self._prepared[name] = prepared[name]
             undo.append(_setter(self._prepared, name, None))
             await self._start_actors(prepared[name], range(new.sinks[name].consumers), undo)
+
+    async def _restart_sink(self, prepared: _Prepared, undo: list[Undo]) -> None:
+        """A change running actors cannot take: drain them, start new ones."""
+        name = prepared.spec.name
+        await self._drain_actors(name, self.actors(name), undo)
+        previous = self._prepared.get(name)
+        self._prepared[name] = prepared
+        undo.append(_setter(self._prepared, name, previous))
+        await self._start_actors(prepared, range(prepared.spec.consumers), undo)
+
+    async def _change_sink(
+        self, change: SinkChange, old: SinkSpec, spec: SinkSpec, undo: list[Undo]
+    ) -> None:
+        """A change the running actors take live: streams, spec, number of consumers."""
+        name = change.name
+        running = self.actors(name)
+        await self._change_streams(change, old, running, undo)
+        for actor in running:  # later rescales start actors of the current spec
+            undo.append(_setattr(actor, "spec", actor.spec))
+            actor.spec = spec
+        current = self._prepared.get(name)
+        if current is not None:
+            undo.append(_setter(self._prepared, name, current))
+            self._prepared[name] = _Prepared(spec, current.handler, current.matcher)
+        if change.consumers is not None:
+            before, after = change.consumers
+            if after > before:
+                await self._start_actors(self._prepared[name], range(before, after), undo)
+            else:
+                extra = [a for a in running if a.index >= after]
+                await self._drain_actors(name, extra, undo)
+
+    async def _change_streams(
+        self, change: SinkChange, old: SinkSpec, running: list[Actor], undo: list[Undo]
+    ) -> None:
+        for ref in change.streams_added:
+            for actor in running:
+                await actor.add_stream(ref.name, ref.start)
+                undo.append(_call(actor.remove_stream, ref.name))
+        for stream in change.streams_removed:
+            start = old.start_of(stream)
+            for actor in running:
+                await actor.remove_stream(stream)
+                undo.append(_call(actor.add_stream, stream, start))
+        if change.streams_removed:
+            await self._settle_removed(running, set(change.streams_removed))
 
     async def _settle_removed(self, actors: list[Actor], streams: set[str]) -> None:
         """Return once ``actors`` hold no read-but-uncommitted event of ``streams``.
@@ -440,9 +457,7 @@ class Runtime:
             from topology.runtime.sources import SourceRunner
 
             runner = SourceRunner(spec, topology, self.conn, worker_id=self.worker_id)
-            started = runner.start()
-            if asyncio.iscoroutine(started):
-                await started
+            runner.start()
             self._sources[spec.name] = runner
             log.info("source %s started", spec.name)
 
@@ -491,23 +506,6 @@ class Runtime:
 def _ended(source: Any) -> bool:
     """A source that finished (here or in another worker) or failed for good."""
     return bool(getattr(source, "done", True)) or getattr(source, "failed", None) is not None
-
-
-def _applicable(plan: Plan) -> bool:
-    """Whether the plan has anything besides what a reload cannot apply."""
-    return any(
-        (
-            plan.streams_added,
-            plan.streams_removed,
-            plan.streams_changed,
-            plan.sinks_added,
-            plan.sinks_removed,
-            plan.sinks_changed,
-            plan.sources_added,
-            plan.sources_removed,
-            plan.sources_changed,
-        )
-    )
 
 
 def _setter(mapping: dict[str, Any], key: str, value: Any) -> Undo:
