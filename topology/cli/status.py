@@ -16,6 +16,8 @@ import json
 import sys
 from typing import Any
 
+from topology.observe import collect
+
 __all__ = ["add_parser", "collect", "format_text", "run"]
 
 
@@ -32,90 +34,6 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     add_connection_args(parser)
     parser.set_defaults(func=run)
     return parser
-
-
-def _s(value: Any) -> Any:
-    return value.decode(errors="replace") if isinstance(value, bytes) else value
-
-
-def _get(info: dict[Any, Any], key: str) -> Any:
-    return _s(info.get(key, info.get(key.encode())))
-
-
-async def _group_info(client: Any, key: str, group: str) -> dict[str, Any]:
-    from redis.exceptions import ResponseError
-
-    out: dict[str, Any] = {"exists": True, "length": await client.xlen(key), "group": False}
-    if out["length"] == 0 and not await client.exists(key):
-        return {"exists": False, "length": 0, "group": False}
-    try:
-        groups = await client.xinfo_groups(key)
-    except ResponseError:
-        return out
-    for info in groups:
-        if _get(info, "name") != group:
-            continue
-        out.update(
-            group=True,
-            pending=int(_get(info, "pending") or 0),
-            lag=_get(info, "lag"),
-            last_delivered_id=_get(info, "last-delivered-id"),
-        )
-        consumers = await client.xinfo_consumers(key, group)
-        out["consumers"] = [
-            {
-                "name": _get(c, "name"),
-                "pending": int(_get(c, "pending") or 0),
-                "idle_ms": int(_get(c, "idle") or 0),
-            }
-            for c in consumers
-        ]
-    return out
-
-
-async def collect(client: Any, conn: Any, topology: Any, url_redacted: str) -> dict[str, Any]:
-    """Everything ``status`` shows, as plain data (the JSON output)."""
-    from topology.runtime.keys import EngineKeys
-    from topology.runtime.workers import read_workers
-
-    keys = EngineKeys(topology.name)
-    sinks: dict[str, Any] = {}
-    for name, sink in sorted(topology.sinks.items()):
-        streams = {
-            s: await _group_info(client, conn.stream_key(s), name) for s in sink.stream_names
-        }
-        dead = None
-        if sink.dead_letter:
-            dead = {
-                "stream": sink.dead_letter,
-                "length": await client.xlen(conn.stream_key(sink.dead_letter)),
-            }
-        sinks[name] = {
-            "streams": streams,
-            "pending": sum(s.get("pending", 0) for s in streams.values()),
-            "dead_letter": dead,
-        }
-    sources: dict[str, Any] = {}
-    for name in sorted(topology.sources):
-        state = {_s(k): _s(v) for k, v in (await client.hgetall(keys.source_state(name))).items()}
-        holder = _s(await client.get(keys.source_lease(name)))
-        if "failed" in state:
-            summary = f"failed: {state['failed']}"
-        elif "done" in state:
-            summary = f"ended ({state.get('produced', '?')} events)"
-        elif holder:
-            summary = f"running on {holder}"
-        else:
-            summary = "not running"
-        sources[name] = {"state": summary, "lease": holder, **state}
-    workers = await read_workers(client, topology.name)
-    return {
-        "deployment": topology.name,
-        "redis": url_redacted,
-        "sinks": sinks,
-        "sources": sources,
-        "workers": {w: workers[w] for w in sorted(workers)},
-    }
 
 
 def _lag(value: Any) -> str:
