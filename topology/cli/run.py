@@ -72,6 +72,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="exit 0 once idle that long, all sources ended and nothing pending",
     )
     parser.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port")
+    parser.add_argument(
+        "--ui-port", type=int, metavar="PORT", help="serve the live dashboard on this port"
+    )
+    parser.add_argument(
+        "--ui-host", default="127.0.0.1", help="address of the dashboard (default 127.0.0.1)"
+    )
     parser.add_argument("--log-format", choices=("text", "json"), default="text")
     parser.add_argument("--quiet", action="store_true", help="drop the periodic summary lines")
     parser.add_argument(
@@ -266,7 +272,7 @@ async def _serve(
             "generation": runtime.generation,
             "config": str(topology.path),
             "actors": len(runtime.actors()),
-            "handled": runtime.handled(),
+            **runtime.metrics.counters(),  # handled, failed, dead_lettered, conflicts
             **({"deployment_version": follower.version} if follower is not None else {}),
         }
     )
@@ -277,7 +283,12 @@ async def _serve(
         log.info("metrics on :%d/metrics", args.metrics_port)
     started = time.monotonic()
     watcher: Any = None
+    ui: Any = None
     try:
+        if args.ui_port is not None:
+            ui = await _start_ui(args, runtime, connected)
+            if ui is None:
+                return EXIT_FAILURE
         try:
             await runtime.apply(topology)
         except ApplyError as exc:
@@ -299,6 +310,8 @@ async def _serve(
     finally:
         if watcher is not None:
             await watcher.stop()
+        if ui is not None:
+            await ui.stop()
         await runtime.close()
         await registry.stop()
     handled = runtime.handled()
@@ -307,6 +320,26 @@ async def _serve(
     print(f"handled: {parts or 'nothing'} in {elapsed:.1f}s", flush=True)
     log.info("stopped")
     return EXIT_OK
+
+
+async def _start_ui(args: argparse.Namespace, runtime: Any, connected: Any) -> Any:
+    """The dashboard of this worker's runtime, or None after logging why it cannot listen."""
+    from topology.dashboard import from_runtime, serve, warn_if_exposed
+
+    try:
+        ui = await serve(
+            connected.client,
+            connected.url_redacted,
+            from_runtime(runtime),
+            host=args.ui_host,
+            port=args.ui_port,
+        )
+    except OSError as exc:
+        log.error("cannot serve the dashboard on %s:%s: %s", args.ui_host, args.ui_port, exc)
+        return None
+    warn_if_exposed(args.ui_host, "ponos-topology run")
+    log.info("dashboard on %s", ui.url)
+    return ui
 
 
 def _start_reloader(args: argparse.Namespace, runtime: Any, signals: _Signals) -> Any:
