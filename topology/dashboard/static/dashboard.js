@@ -120,6 +120,7 @@ function showSinks(snap) {
     cell(tr, fmtNum(s.pending), "num pending");
     cell(tr, fmtNum(s.lag), "num lag");
     cell(tr, fmtNum(s.handled), "num handled");
+    cell(tr, fmtNum(s.failed), "num failed");
     cell(tr, fmtNum(s.consumers), "num");
     extras = extras || s.conflicts > 0 || s.keys != null;
     cell(tr, fmtNum(s.conflicts), "num opt conflicts");
