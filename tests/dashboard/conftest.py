@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+
+from tests.dashboard._helpers import stop
 
 CHROMIUM = os.environ.get("PONOS_CHROMIUM", "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("PONOS_CHROMEDRIVER", "/usr/bin/chromedriver")
@@ -57,3 +60,12 @@ def browser() -> Iterator[Any]:
         yield driver
     finally:
         driver.quit()
+
+
+@pytest.fixture
+def processes() -> Iterator[list[subprocess.Popen[bytes]]]:
+    """Subprocesses a test started, stopped at its end whatever happened."""
+    started: list[subprocess.Popen[bytes]] = []
+    yield started
+    for proc in started:
+        stop(proc)

@@ -13,34 +13,12 @@ import aiohttp
 import pytest
 import redis.asyncio as aioredis
 
+from tests.dashboard._helpers import write_config
 from tests.helpers import wait_for
 from topology.config import load
 from topology.dashboard import from_file, serve
 from topology.dashboard._server import DashboardServer
 from topology.server import ServerProcess
-
-CONFIG = """\
-version: 1
-name: {name}
-defaults: {{start: oldest}}
-streams:
-  in: {{}}
-  out: {{}}
-  dlq: {{}}
-sinks:
-  work:
-    streams: [in]
-    handler: dash_handlers:work
-    outputs: [out]
-    dead_letter: dlq
-"""
-
-
-def write_config(folder: Path, name: str = "dash") -> Path:
-    (folder / "dash_handlers.py").write_text("def work(event):\n    return None\n")
-    path = folder / f"{name}.yaml"
-    path.write_text(CONFIG.format(name=name))
-    return path
 
 
 @contextlib.asynccontextmanager
@@ -80,7 +58,7 @@ async def time_calls(client: aioredis.Redis) -> int:
 
 
 async def test_ten_open_pages_share_one_poll_per_interval(redis_url: str, tmp_path: Path) -> None:
-    config = write_config(tmp_path)
+    config = write_config(tmp_path, "dash")
     async with dashboard(redis_url, config) as (server, client):
         before = await time_calls(client)
         async with aiohttp.ClientSession() as session:
@@ -98,7 +76,7 @@ async def test_ten_open_pages_share_one_poll_per_interval(redis_url: str, tmp_pa
 
 
 async def test_snapshot_json_has_the_graph_and_every_figure(redis_url: str, tmp_path: Path) -> None:
-    config = write_config(tmp_path)
+    config = write_config(tmp_path, "dash")
     async with dashboard(redis_url, config) as (server, client):
         await client.xadd("pulse:stream:in", {"n": "e", "p": "1"})
         await client.xgroup_create("pulse:stream:in", "work", id="0")
@@ -132,7 +110,7 @@ async def test_snapshot_json_has_the_graph_and_every_figure(redis_url: str, tmp_
 async def test_redis_going_away_is_said_and_recovers(
     fresh_server: ServerProcess, tmp_path: Path
 ) -> None:
-    config = write_config(tmp_path)
+    config = write_config(tmp_path, "dash")
     async with (
         dashboard(fresh_server.url, config) as (server, _client),
         aiohttp.ClientSession() as session,
@@ -168,7 +146,7 @@ async def snapshot_after(snapshot: Any, predicate: Any, timeout: float = 15.0) -
 async def test_a_loopback_dashboard_refuses_other_host_names(
     redis_url: str, tmp_path: Path, host: str
 ) -> None:
-    config = write_config(tmp_path)
+    config = write_config(tmp_path, "dash")
     async with (
         dashboard(redis_url, config) as (server, _client),
         aiohttp.ClientSession() as session,
@@ -181,7 +159,7 @@ async def test_a_loopback_dashboard_refuses_other_host_names(
 
 
 async def test_the_dashboard_is_read_only(redis_url: str, tmp_path: Path) -> None:
-    config = write_config(tmp_path)
+    config = write_config(tmp_path, "dash")
     async with (
         dashboard(redis_url, config) as (server, _client),
         aiohttp.ClientSession() as session,
@@ -192,7 +170,7 @@ async def test_the_dashboard_is_read_only(redis_url: str, tmp_path: Path) -> Non
 
 
 async def test_the_page_ships_mermaid_and_its_license(redis_url: str, tmp_path: Path) -> None:
-    config = write_config(tmp_path)
+    config = write_config(tmp_path, "dash")
     async with (
         dashboard(redis_url, config) as (server, _client),
         aiohttp.ClientSession() as session,

@@ -1,0 +1,83 @@
+"""``ponos-topology dashboard`` as a command: its arguments, its warning, ``--deployment``."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.dashboard._helpers import start, write_config
+from tests.helpers import wait_until
+from topology.cli import main
+
+
+def snapshot(url: str) -> dict[str, Any]:
+    with urllib.request.urlopen(url + "api/snapshot", timeout=10) as response:
+        return dict(json.load(response))
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ([], "give either CONFIG or --deployment NAME"),
+        (["x.yaml", "--deployment", "d"], "give either CONFIG or --deployment NAME"),
+        (["--deployment", "d", "--redis-url", ""], "--deployment needs a Redis URL"),
+        (["x.yaml", "--interval", "0"], "--interval must be > 0"),
+    ],
+)
+def test_usage_errors_exit_2(
+    args: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["dashboard", *args]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_loopback_by_default_and_a_warning_for_any_other_address(
+    redis_url: str, tmp_path: Path, processes: list[subprocess.Popen[bytes]]
+) -> None:
+    config = write_config(tmp_path, "webcli")
+    proc, url = start(
+        ["dashboard", str(config), "--redis-url", redis_url, "--port", "0"], tmp_path / "local.log"
+    )
+    processes.append(proc)
+    assert url.startswith("http://127.0.0.1:")
+    assert "no authentication" not in (tmp_path / "local.log").read_text()
+
+    log = tmp_path / "open.log"
+    args = ["dashboard", str(config), "--redis-url", redis_url, "--port", "0", "--host", "0.0.0.0"]
+    with log.open("wb") as out:
+        exposed = subprocess.Popen(
+            [sys.executable, "-m", "topology.cli", *args],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    processes.append(exposed)
+    wait_until(lambda: "(Ctrl-C stops)" in log.read_text(), 30.0, "the dashboard to listen")
+    assert "warning: the dashboard on 0.0.0.0 has no authentication" in log.read_text()
+
+
+def test_a_deployment_dashboard_follows_the_published_versions(
+    redis_url: str, tmp_path: Path, processes: list[subprocess.Popen[bytes]]
+) -> None:
+    config = write_config(tmp_path, "webdeploy")
+    assert main(["apply", str(config), "--redis-url", redis_url]) == 0
+    args = ["dashboard", "--deployment", "webdeploy", "--redis-url", redis_url, "--port", "0"]
+    proc, url = start(args, tmp_path / "deploy.log")
+    processes.append(proc)
+    first = snapshot(url)
+    assert first["ok"] is True and first["config"]["problem"] is None
+    assert set(first["sinks"]) == {"work"}
+    assert first["published"]["version"] == 1
+
+    write_config(tmp_path, "webdeploy", audit=True)
+    assert main(["apply", str(config), "--redis-url", redis_url]) == 0
+    wait_until(lambda: "audit" in snapshot(url)["sinks"], 30.0, "version 2's sink")
+    latest = snapshot(url)
+    assert latest["published"]["version"] == 2
+    assert "sink_audit" in latest["graph"]["mermaid"]
+    assert [r["version"] for r in latest["reloads"] if r["what"] == "published"] == [2, 1]
