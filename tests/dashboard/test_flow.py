@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from topology.dashboard._flow import Flow
+from topology.runtime.workers import GenerationLog
 
 
 def poll(
@@ -69,15 +70,35 @@ def test_history_keeps_the_last_minutes_only() -> None:
     assert history["step"] == 1.0
 
 
-def test_a_new_generation_and_a_new_published_version_are_reloads() -> None:
+def test_reloads_come_from_generation_logs_polls_and_published_versions() -> None:
     flow = Flow(1.0)
     v1 = {"version": 1, "applied_at": 5.0, "sha256": "a" * 64, "source": "x.yaml"}
-    flow.update(10.0, poll({"w": beat(10.0, 0, generation=1)}, published=v1))
-    assert [r["what"] for r in flow.reloads] == ["published"]
-    flow.update(11.0, poll({"w": beat(11.0, 0, generation=1)}, published=v1))
-    assert len(flow.reloads) == 1  # nothing changed
+    logged = {
+        **beat(10.0, 0, generation=2),
+        "generations": [{"generation": 2, "at": 8.0}, {"generation": 1, "at": 1.0}],
+    }
+    flow.update(10.0, poll({"w": logged, "old": beat(10.0, 0, generation=1)}, published=v1))
+    # A page opened after the reload still lists it; generation 1 is a start, not a reload.
+    assert flow.reloads == [
+        {"time": 8.0, "worker": "w", "generation": 2, "what": "generation"},
+        {"time": 5.0, "version": 1, "sha256": "a" * 12, "what": "published"},
+    ]
+    flow.update(11.0, poll({"w": logged, "old": beat(11.0, 0, generation=1)}, published=v1))
+    assert len(flow.reloads) == 2  # nothing new
     v2 = {**v1, "version": 2, "applied_at": 11.5}
-    flow.update(12.0, poll({"w": beat(12.0, 0, generation=2)}, published=v2))
-    newest, second = flow.reloads[0], flow.reloads[1]
-    assert newest == {"time": 11.5, "version": 2, "sha256": "a" * 12, "what": "published"}
-    assert second == {"time": 12.0, "worker": "w", "generation": 2, "what": "generation"}
+    flow.update(12.0, poll({"w": logged, "old": beat(12.0, 0, generation=2)}, published=v2))
+    # A worker without a log: its new generation is seen between two polls.
+    assert flow.reloads[:2] == [
+        {"time": 12.0, "worker": "old", "generation": 2, "what": "generation"},
+        {"time": 11.5, "version": 2, "sha256": "a" * 12, "what": "published"},
+    ]
+
+
+def test_a_worker_logs_each_new_generation_once_newest_first() -> None:
+    log = GenerationLog(keep=2)
+    assert log(0) == []  # nothing applied yet
+    first = log(1)
+    assert [e["generation"] for e in first] == [1]
+    assert log(1) == first  # the same generation at the next beat
+    assert [e["generation"] for e in log(2)] == [2, 1]
+    assert [e["generation"] for e in log(3)] == [3, 2]  # keeps the last two

@@ -253,7 +253,7 @@ async def _serve(
     from topology.cli import EXIT_FAILURE, EXIT_OK
     from topology.runtime.logs import SUMMARY_LOGGER
     from topology.runtime.supervisor import ApplyError, Runtime
-    from topology.runtime.workers import WorkerRegistry, new_worker_id
+    from topology.runtime.workers import GenerationLog, WorkerRegistry, new_worker_id
 
     worker_id = new_worker_id()
     where = "embedded server" if connected.server is not None else connected.url_redacted
@@ -266,10 +266,12 @@ async def _serve(
         drain_timeout=args.drain_timeout,
     )
     registry = WorkerRegistry(connected.client, topology.name, worker_id)
+    generations = GenerationLog()
     registry.start(
         lambda: {
             "version": __version__,
             "generation": runtime.generation,
+            "generations": generations(runtime.generation),
             "config": str(topology.path),
             "actors": len(runtime.actors()),
             **runtime.metrics.counters(),  # handled, failed, dead_lettered, conflicts

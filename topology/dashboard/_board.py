@@ -191,7 +191,7 @@ class Board:
             "sinks": sinks,
             "sources": data["sources"],
             "workers": data["workers"],
-            "reloads": list(self.flow.reloads),
+            "reloads": self.flow.reloads,
         }
 
     def _sink(self, name: str, sink: dict[str, Any], graph: Any, live: set[str]) -> dict[str, Any]:

@@ -46,8 +46,8 @@ class Flow:
         #: sink -> {"handled_per_s": deque, "failed_per_s": deque}
         self._history: dict[str, dict[str, deque[float]]] = {}
         self._generations: dict[str, int] = {}
-        self._version: int | None = None
-        self.reloads: deque[dict[str, Any]] = deque(maxlen=RELOADS_KEPT)
+        #: (worker or "published", generation or version) -> the reload, as the page shows it.
+        self._reloads: dict[tuple[str, str], dict[str, Any]] = {}
 
     # -- feeding -------------------------------------------------------------------------
 
@@ -80,28 +80,51 @@ class Flow:
     def _seen_reloads(
         self, now: float, workers: dict[str, Any], published: dict[str, Any] | None
     ) -> None:
+        """Reloads from the workers' generation logs, or seen happen between two polls.
+
+        Generation 1 is a start, not a reload. A worker too old to publish its
+        log still shows its reloads once the page watches.
+        """
         for wid, entry in workers.items():
             generation = entry.get("generation")
             if not isinstance(generation, int):
                 continue
+            for logged in entry.get("generations") or ():
+                self._reload(wid, int(logged["generation"]), float(logged["at"]))
             before = self._generations.get(wid)
             if before is not None and generation > before:
-                self.reloads.appendleft(
-                    {"time": now, "worker": wid, "generation": generation, "what": "generation"}
-                )
+                self._reload(wid, generation, now)
             self._generations[wid] = generation
         for wid in set(self._generations) - set(workers):
             del self._generations[wid]
-        if published is not None and published["version"] != self._version:
-            self._version = published["version"]
-            self.reloads.appendleft(
+        if published is not None:
+            key = ("published", str(published["version"]))
+            self._reloads.setdefault(
+                key,
                 {
                     "time": published["applied_at"],
                     "version": published["version"],
                     "sha256": published["sha256"][:12],
                     "what": "published",
-                }
+                },
             )
+        self._forget_old_reloads()
+
+    def _reload(self, wid: str, generation: int, at: float) -> None:
+        if generation > 1:
+            self._reloads.setdefault(
+                (wid, str(generation)),
+                {"time": at, "worker": wid, "generation": generation, "what": "generation"},
+            )
+
+    def _forget_old_reloads(self) -> None:
+        newest = sorted(self._reloads.items(), key=lambda kv: kv[1]["time"], reverse=True)
+        self._reloads = dict(newest[:RELOADS_KEPT])
+
+    @property
+    def reloads(self) -> list[dict[str, Any]]:
+        """The last reloads seen, newest first."""
+        return list(self._reloads.values())
 
     # -- reading -------------------------------------------------------------------------
 

@@ -50,7 +50,8 @@ function fill(tableId, rows) {
   body.replaceChildren(...rows);
 }
 
-function sparkline(history) {
+// ``span``: points across the full width, the same for every sink so their times line up.
+function sparkline(history, span) {
   const w = 160, h = 28, pad = 2;
   const svg = document.createElementNS(SVG_NS, "svg");
   svg.setAttribute("class", "spark");
@@ -60,7 +61,7 @@ function sparkline(history) {
   const handled = history.handled_per_s || [];
   const failed = history.failed_per_s || [];
   const top = Math.max(1, ...handled, ...failed);
-  const keep = Math.max(handled.length, 2);
+  const keep = Math.max(span, handled.length, 2);
   const line = (values, color) => {
     if (values.length < 2) return;
     const step = (w - 2 * pad) / (keep - 1);
@@ -97,6 +98,7 @@ async function renderGraph() {
       $("graph").innerHTML = svg;  // mermaid's own (sanitised) output
       shownText = text;
       $("graph").dataset.renders = String(renderCount);
+      markHot();
     }
   } catch (err) {
     $("graph").textContent = `cannot draw the graph: ${err}`;
@@ -106,8 +108,38 @@ async function renderGraph() {
   }
 }
 
+// Sinks failing now, or with dead letters, are outlined in red in the diagram.
+let hotSinks = new Set();
+let mermaidIds = {};
+
+function markHot() {
+  const svg = $("graph").querySelector("svg");
+  if (!svg) return;
+  for (const g of svg.querySelectorAll("g.cluster, g.node")) {
+    const hot = [...hotSinks].some((name) => {
+      const id = mermaidIds[`sink:${name}`];
+      return id && (g.id.endsWith(`-${id}`) || g.id.includes(`-flowchart-${id}-`));
+    });
+    g.classList.toggle("hot", hot);
+    // mermaid styles the shape inline (classDef): only an inline !important outranks it.
+    const shape = g.querySelector(":scope > rect, :scope > .label-container");
+    if (!shape) continue;
+    if (hot && !("stroke" in shape.dataset)) {
+      shape.dataset.stroke = shape.style.getPropertyValue("stroke");
+      shape.style.setProperty("stroke", "#c0392b", "important");
+      shape.style.setProperty("stroke-width", "2px", "important");
+    } else if (!hot && "stroke" in shape.dataset) {
+      shape.style.setProperty("stroke", shape.dataset.stroke, "important");
+      shape.style.removeProperty("stroke-width");
+      delete shape.dataset.stroke;
+    }
+  }
+}
+
 function showSinks(snap) {
   let extras = false;
+  const span = Math.max(0, ...Object.values(snap.sinks).map(
+    (s) => ((s.history || {}).handled_per_s || []).length));
   const rows = Object.entries(snap.sinks).map(([name, s]) => {
     const tr = document.createElement("tr");
     tr.dataset.sink = name;
@@ -126,10 +158,15 @@ function showSinks(snap) {
     cell(tr, fmtNum(s.conflicts), "num opt conflicts");
     cell(tr, s.keys == null ? "–" : String(s.keys), "num opt keys");
     const td = cell(tr, "", "spark-cell");
-    td.appendChild(sparkline(s.history || {}));
+    td.appendChild(sparkline(s.history || {}, span));
     return tr;
   });
   $("sinks").classList.toggle("hidden-col", !extras);
+  mermaidIds = snap.graph.ids || {};
+  hotSinks = new Set(Object.entries(snap.sinks)
+    .filter(([, s]) => s.failed_per_s > 0 || (s.dead_letter && s.dead_letter.length > 0))
+    .map(([name]) => name));
+  markHot();
   fill("sinks", rows);
 }
 
