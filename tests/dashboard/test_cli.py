@@ -37,6 +37,16 @@ def test_usage_errors_exit_2(
     assert message in capsys.readouterr().err
 
 
+def test_no_embedded_server_started_for_the_page(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config(tmp_path, "webcli")
+    args = ["dashboard", str(config), "--redis-url", "", "--data-dir", str(tmp_path / "data")]
+    assert main(args) == 1
+    assert "no embedded server runs in" in capsys.readouterr().err
+    assert not (tmp_path / "data").exists()
+
+
 def test_loopback_by_default_and_a_warning_for_any_other_address(
     redis_url: str, tmp_path: Path, processes: list[subprocess.Popen[bytes]]
 ) -> None:

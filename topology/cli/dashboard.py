@@ -80,6 +80,29 @@ def _topology(args: argparse.Namespace) -> Any:
     return Topology.empty(args.deployment)
 
 
+def _embedded_running(args: argparse.Namespace, topology: Any) -> bool:
+    """With the embedded server: True when ``run`` has started it; else say so.
+
+    The dashboard must not start the server itself: a server started by a
+    command that does not own it stops with that command, and ``run`` refuses
+    to share it.
+    """
+    from topology.runtime.connect import resolve_url
+    from topology.runtime.embedded import EmbeddedServer, default_data_dir
+
+    if resolve_url(args.redis_url, topology) is not None:
+        return True
+    folder = args.data_dir if args.data_dir is not None else default_data_dir(topology.path)
+    if EmbeddedServer.running_info(folder) is not None:
+        return True
+    print(
+        f"{PROG}: error: no embedded server runs in {folder}: start `ponos-topology run "
+        f"{args.config}` first (or serve the page from it with --ui-port), or pass --redis-url",
+        file=sys.stderr,
+    )
+    return False
+
+
 def run(args: argparse.Namespace) -> int:
     from topology.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
     from topology.cli._connection import run_command
@@ -87,6 +110,8 @@ def run(args: argparse.Namespace) -> int:
     topology = _topology(args)
     if topology is None:
         return EXIT_USAGE
+    if args.config is not None and not _embedded_running(args, topology):
+        return EXIT_FAILURE  # like any command that cannot reach its Redis
 
     async def main() -> int:
         from pathlib import Path

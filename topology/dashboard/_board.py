@@ -8,6 +8,7 @@ running runtime itself (``run --ui-port``). Each is a :data:`TopologyFn`.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from collections.abc import Awaitable, Callable
@@ -109,7 +110,7 @@ class Board:
         self._last: dict[str, Any] | None = None
 
     async def poll(self) -> dict[str, Any]:
-        from redis.exceptions import RedisError
+        from redis.exceptions import RedisClusterException, RedisError
 
         from topology.observe import collect
         from topology.streams import Connection
@@ -119,7 +120,7 @@ class Board:
             topology, problem = await self.topology_fn(self.client)
             conn = Connection(self.client, prefix=topology.redis.prefix)
             data = await collect(self.client, conn, topology, self.url)
-        except (RedisError, OSError) as exc:
+        except (RedisError, RedisClusterException, OSError, asyncio.TimeoutError) as exc:
             return self._unreachable(now, exc)
         self.flow.update(now, data)
         snapshot = self._compose(now, topology, data)
