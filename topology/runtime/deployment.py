@@ -33,6 +33,7 @@ from typing import Any
 
 from topology.config.model import Topology
 from topology.runtime.keys import EngineKeys
+from topology.streams import Backoff, pause
 
 __all__ = [
     "POLL_INTERVAL",
@@ -230,12 +231,12 @@ class DeploymentFollower:
     async def _subscribe_loop(self) -> None:
         """Wake on every announcement; re-subscribe (with backoff) when the connection drops."""
         channel = self.keys.config_channel()
-        delay = 0.1
+        backoff = Backoff(0.1, MAX_RESUBSCRIBE_DELAY)
         while not self._stopping.is_set():
             pubsub = self.client.pubsub()
             try:
                 await pubsub.subscribe(channel)
-                delay = 0.1
+                backoff.reset()
                 self.wake()  # anything published while unsubscribed
                 while not self._stopping.is_set():
                     message = await pubsub.get_message(
@@ -247,8 +248,7 @@ class DeploymentFollower:
                 raise
             except Exception as exc:
                 log.debug("deployment %s: subscription lost: %r", self.deployment, exc)
-                await asyncio.sleep(delay)  # back off before reconnecting (no event to await)
-                delay = min(delay * 2, MAX_RESUBSCRIBE_DELAY)
+                await pause(backoff.next(), self._stopping)
             finally:
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()
