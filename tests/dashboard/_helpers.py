@@ -66,7 +66,7 @@ def start(args: list[str], log: Path) -> tuple[subprocess.Popen[bytes], str]:
         return bool(found)
 
     try:
-        wait_until(url_printed, 30.0, "the dashboard URL")
+        wait_until(url_printed, 60.0, "the dashboard URL")
     except BaseException:
         stop(proc)
         raise

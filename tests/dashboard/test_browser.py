@@ -13,7 +13,7 @@ from tests.dashboard._helpers import start, write_config
 from topology.server import ServerProcess
 
 #: What the page shows within this many seconds, or the test fails.
-PAGE_TIMEOUT = 30.0
+PAGE_TIMEOUT = 60.0
 
 # The SVG ids mermaid gives the nodes and subgraphs of a diagram, as a list.
 NODE_IDS = """
