@@ -5,7 +5,8 @@ Starts a Redis of its own, runs a copy of ``configs/pipeline.yaml`` with
 fails, is retried and lands on the dead-letter stream) so the rates, sparklines
 and dead letters have something to show, adds a sink to the copy halfway (a
 reload), then photographs the page with Debian's headless Chromium
-(``.ci/install-browser``).
+(``.ci/install-browser``): ``docs/dashboard.png``, and once Redis is stopped,
+``docs/dashboard-redis-unreachable.png``.
 
     python tools/dashboard_screenshot.py [--seconds 45] [--rate 120] [--out docs]
 """
@@ -134,6 +135,13 @@ def main() -> int:
                 time.sleep(max(0.0, args.seconds / 2 - 5))
                 shoot(driver, args.out / "dashboard.png", args.width)
                 feeder.join()
+                server.stop()  # the page keeps its picture and says why it stopped moving
+                deadline = time.monotonic() + 30
+                while "unreachable" not in driver.find_element("id", "state").text:
+                    if time.monotonic() > deadline:
+                        raise SystemExit("the page never said Redis was unreachable")
+                    time.sleep(0.2)
+                shoot(driver, args.out / "dashboard-redis-unreachable.png", args.width)
             finally:
                 driver.quit()
             print(f"fed {fed[0] if fed else '?'} orders")
@@ -146,7 +154,7 @@ def main() -> int:
             except subprocess.TimeoutExpired:
                 run.kill()
                 raise SystemExit(f"run did not stop:\n{log.read_text()[-3000:]}") from None
-    print(f"wrote {args.out / 'dashboard.png'}")
+    print(f"wrote {args.out / 'dashboard.png'} and dashboard-redis-unreachable.png")
     return 0
 
 

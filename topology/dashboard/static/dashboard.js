@@ -239,6 +239,7 @@ function show(snap) {
   $("updated").textContent = `updated ${fmtTime(snap.time)}`;
   if (snap.ok) setState("ok", "live", null);
   else setState("bad", "Redis unreachable", snap.error);
+  document.body.classList.toggle("down", !snap.ok);  // the figures shown are the last read
   $("problem").hidden = !snap.config.problem;
   $("problem").textContent = snap.config.problem ? `config not shown: ${snap.config.problem}` : "";
   showSinks(snap);
