@@ -91,3 +91,23 @@ def test_a_deployment_dashboard_follows_the_published_versions(
     assert latest["published"]["version"] == 2
     assert "sink_audit" in latest["graph"]["mermaid"]
     assert [r["version"] for r in latest["reloads"] if r["what"] == "published"] == [2, 1]
+
+
+def test_a_deployment_worker_serves_the_page_of_what_it_runs(
+    redis_url: str, tmp_path: Path, processes: list[subprocess.Popen[bytes]]
+) -> None:
+    config = write_config(tmp_path, "webworker")
+    assert main(["apply", str(config), "--redis-url", redis_url]) == 0
+    args = ["run", "--deployment", "webworker", "--redis-url", redis_url, "--ui-port", "0"]
+    proc, url = start([*args, "--handlers-dir", str(tmp_path), "--quiet"], tmp_path / "run.log")
+    processes.append(proc)
+
+    def running() -> bool:
+        snap = snapshot(url)
+        return set(snap["sinks"]) == {"work"} and any(
+            w.get("deployment_version") == 1 and w.get("generation") == 1
+            for w in snap["workers"].values()
+        )
+
+    wait_until(running, 60.0, "the worker's page to show version 1 running")
+    assert snapshot(url)["published"]["version"] == 1

@@ -119,7 +119,9 @@ class DashboardServer:
 
     async def _snapshot(self, _request: web.Request) -> web.Response:
         text = await self.hub.current()
-        return web.Response(text=text, content_type="application/json")
+        return web.Response(
+            text=text, content_type="application/json", headers={"Cache-Control": "no-store"}
+        )
 
     async def _events(self, request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse(
