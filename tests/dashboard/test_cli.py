@@ -71,11 +71,16 @@ def test_loopback_by_default_and_a_warning_for_any_other_address(
     assert "warning: the dashboard on 0.0.0.0 has no authentication" in log.read_text()
 
 
+def apply(folder: Path, name: str, redis_url: str, *, audit: bool = False) -> None:
+    """Publish the test config ``name`` (``apply``), as version 1 or the next."""
+    config = write_config(folder, name, audit=audit)
+    assert main(["apply", str(config), "--redis-url", redis_url]) == 0
+
+
 def test_a_deployment_dashboard_follows_the_published_versions(
     redis_url: str, tmp_path: Path, processes: list[subprocess.Popen[bytes]]
 ) -> None:
-    config = write_config(tmp_path, "webdeploy")
-    assert main(["apply", str(config), "--redis-url", redis_url]) == 0
+    apply(tmp_path, "webdeploy", redis_url)
     args = ["dashboard", "--deployment", "webdeploy", "--redis-url", redis_url, "--port", "0"]
     proc, url = start(args, tmp_path / "deploy.log")
     processes.append(proc)
@@ -84,8 +89,7 @@ def test_a_deployment_dashboard_follows_the_published_versions(
     assert set(first["sinks"]) == {"work"}
     assert first["published"]["version"] == 1
 
-    write_config(tmp_path, "webdeploy", audit=True)
-    assert main(["apply", str(config), "--redis-url", redis_url]) == 0
+    apply(tmp_path, "webdeploy", redis_url, audit=True)
     wait_until(lambda: "audit" in snapshot(url)["sinks"], 30.0, "version 2's sink")
     latest = snapshot(url)
     assert latest["published"]["version"] == 2
@@ -96,8 +100,7 @@ def test_a_deployment_dashboard_follows_the_published_versions(
 def test_a_deployment_worker_serves_the_page_of_what_it_runs(
     redis_url: str, tmp_path: Path, processes: list[subprocess.Popen[bytes]]
 ) -> None:
-    config = write_config(tmp_path, "webworker")
-    assert main(["apply", str(config), "--redis-url", redis_url]) == 0
+    apply(tmp_path, "webworker", redis_url)
     args = ["run", "--deployment", "webworker", "--redis-url", redis_url, "--ui-port", "0"]
     proc, url = start([*args, "--handlers-dir", str(tmp_path), "--quiet"], tmp_path / "run.log")
     processes.append(proc)
