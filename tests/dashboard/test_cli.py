@@ -28,6 +28,8 @@ def snapshot(url: str) -> dict[str, Any]:
         (["x.yaml", "--deployment", "d"], "give either CONFIG or --deployment NAME"),
         (["--deployment", "d", "--redis-url", ""], "--deployment needs a Redis URL"),
         (["x.yaml", "--interval", "0"], "--interval must be > 0"),
+        (["x.yaml", "--interval", "nan"], "--interval must be > 0"),
+        (["x.yaml", "--port", "65536"], "--port must be from 0"),
     ],
 )
 def test_usage_errors_exit_2(
@@ -43,7 +45,10 @@ def test_no_embedded_server_started_for_the_page(
     config = write_config(tmp_path, "webcli")
     args = ["dashboard", str(config), "--redis-url", "", "--data-dir", str(tmp_path / "data")]
     assert main(args) == 1
-    assert "no embedded server runs in" in capsys.readouterr().err
+    assert "no embedded Redis server runs in" in capsys.readouterr().err
+    assert not (tmp_path / "data").exists()
+    deployment = ["dashboard", "--deployment", "webcli", "--data-dir", str(tmp_path / "data")]
+    assert main([*deployment, "--redis-url", ""]) == 1
     assert not (tmp_path / "data").exists()
 
 

@@ -22,6 +22,8 @@ from typing import Any
 __all__ = ["add_parser", "run"]
 
 PROG = "ponos-topology dashboard"
+#: Seconds: a page updated less often than hourly is not live.
+MAX_INTERVAL = 3600.0
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -65,8 +67,11 @@ def _topology(args: argparse.Namespace) -> Any:
     if (args.config is None) == (args.deployment is None):
         print(f"{PROG}: give either CONFIG or --deployment NAME", file=sys.stderr)
         return None
-    if args.interval <= 0:
-        print(f"{PROG}: --interval must be > 0", file=sys.stderr)
+    if not 0 < args.interval <= MAX_INTERVAL:  # nan too
+        print(f"{PROG}: --interval must be > 0 and <= {MAX_INTERVAL:.0f}", file=sys.stderr)
+        return None
+    if not 0 <= args.port <= 65535:
+        print(f"{PROG}: --port must be from 0 (any free port) to 65535", file=sys.stderr)
         return None
     if args.config is not None:
         return load_config(args.config)
@@ -96,8 +101,8 @@ def _embedded_running(args: argparse.Namespace, topology: Any) -> bool:
     if EmbeddedServer.running_info(folder) is not None:
         return True
     print(
-        f"{PROG}: error: no embedded server runs in {folder}: start `ponos-topology run "
-        f"{args.config}` first (or serve the page from it with --ui-port), or pass --redis-url",
+        f"{PROG}: error: no embedded Redis server runs in {folder}: start `ponos-topology run` "
+        "there first (or serve the page from it with --ui-port), or pass --redis-url",
         file=sys.stderr,
     )
     return False
@@ -110,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
     topology = _topology(args)
     if topology is None:
         return EXIT_USAGE
-    if args.config is not None and not _embedded_running(args, topology):
+    if not _embedded_running(args, topology):
         return EXIT_FAILURE  # like any command that cannot reach its Redis
 
     async def main() -> int:

@@ -37,6 +37,7 @@ from collections.abc import Callable, Mapping
 from topology.config.model import SinkSpec, StreamSpec
 from topology.runtime.commit import Committer
 from topology.runtime.handlers import HandlerRunner
+from topology.runtime.logs import bind_fields, event_fields
 from topology.runtime.metrics import Metrics
 from topology.runtime.pipeline import Chunk, InHand, Lane, LoopLane, Step, Steps, ThreadLane
 from topology.runtime.retry import TRIES_WHEN_STOPPING, FailurePlan, RedisRetry, RetryQueue
@@ -243,6 +244,7 @@ class Actor:
 
     async def _run(self) -> None:
         assert self.sink is not None and self._lane is not None
+        bind_fields(sink=self.spec.name)  # this task's lines, and its children's
         try:
             while True:
                 self._read_ahead()
@@ -267,7 +269,7 @@ class Actor:
             await self._lane.close()
 
     def _read_ahead(self) -> None:
-        """Start a read if none is in flight and there is room for one.
+        """Start a read if none is in flight, there is room for one and commits go through.
 
         Read ahead (overlap) only with a backlog: a short read means the stream
         is caught up, and reading again at once would fetch the next event
@@ -276,6 +278,8 @@ class Actor:
         """
         sink = self.sink
         if self._read is not None or self._stopping or sink is None or sink.closed:
+            return
+        if self.redis_retry.failing:  # a chunk's commit is refused: the backlog waits in Redis
             return
         room = self.spec.batch - self.in_hand
         if room > 0 and (self._backlog or not self._in_hand.in_lanes):
@@ -343,6 +347,7 @@ class Actor:
                 self.name,
                 first.stream_name,
                 first.id,
+                extra=event_fields(self.spec.name, first),
             )
 
     # -- around the loop -------------------------------------------------------------------

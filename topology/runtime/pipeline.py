@@ -29,7 +29,7 @@ from typing import Any, Protocol
 from topology.runtime.commit import Committer, Entry
 from topology.runtime.handlers import Failure, HandlerRunner, Outcome, SyncRunner
 from topology.runtime.retry import ERROR_BACKOFF_FIRST, RedisRetry, Retry, RetryQueue
-from topology.streams import RETRYABLE_ERRORS, Event
+from topology.streams import Event, is_transient
 
 __all__ = ["Chunk", "InHand", "Lane", "LoopLane", "Step", "ThreadLane"]
 
@@ -316,8 +316,12 @@ class ThreadLane(Lane):
     def _send(self, chunk: Chunk, steps: Steps, entries: list[Entry]) -> bool:
         if self.host.halted:
             return False
-        with contextlib.suppress(*RETRYABLE_ERRORS):  # settling runs it again
+        try:
             self.committer.send_commit_blocking(entries)
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            # settling reads no reply, and runs the whole commit again (fenced)
         self._sent = (chunk, steps, entries)
         if not self.runner.has_queued():
             self._settle_sent()
@@ -333,7 +337,10 @@ class ThreadLane(Lane):
         try:
             try:
                 conflicts = committer.finish_commit_blocking()
-            except RETRYABLE_ERRORS:  # fenced: running the whole commit again is safe
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                # fenced: running the whole commit again is safe
                 conflicts = self.host.redis_retry.run_blocking(committer.commit_blocking, entries)
             with contextlib.suppress(StopIteration):
                 steps.send(conflicts)

@@ -19,10 +19,19 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, NamedTuple, TypeVar
 
 from topology.config.model import SinkSpec
+from topology.redact import redact_text
 from topology.runtime.commit import Add, Entry
 from topology.runtime.handlers import Failure
+from topology.runtime.logs import event_fields
 from topology.runtime.metrics import Metrics
-from topology.streams import RETRYABLE_ERRORS, Backoff, Event, entry_fields, pause
+from topology.streams import (
+    Backoff,
+    Event,
+    entry_fields,
+    is_refused_for_now,
+    is_transient,
+    pause,
+)
 
 __all__ = ["TOUCH_SCRIPT", "FailurePlan", "RedisRetry", "Retry", "RetryQueue"]
 
@@ -133,17 +142,29 @@ class RetryQueue:
 
 
 class RedisRetry:
-    """Runs a Redis step again while the server is away, with a capped doubling backoff.
+    """Runs a Redis step again while the server is away or refuses it, with a capped
+    doubling backoff.
 
     Safe for the commit because it is fenced: a commit whose reply was lost may
     have run, and its events, no longer pending on this consumer, are skipped as
-    conflicts by the re-run. ``give_up`` (given the tries so far) ends the
+    conflicts by the re-run. A server that answers but refuses writes for a while
+    (memory full, persistence failing, a replica) is retried the same way: the
+    batch stays in hand, and :attr:`failing` tells the actor to read nothing new
+    meanwhile, so the backlog waits in Redis rather than piling up as pending
+    entries of a live consumer. ``give_up`` (given the tries so far) ends the
     retrying: the step's error is raised and its events stay pending.
+
+    The log says it once per streak: a WARNING naming the error when it starts,
+    an INFO with its length and tries when a step goes through again.
     """
 
     def __init__(self, name: str, give_up: Callable[[int], bool]) -> None:
         self.name = name
         self.give_up = give_up
+        #: A streak of failures is under way (read by the actor, written by any lane).
+        self.failing = False
+        self._streak_started = 0.0
+        self._streak_tries = 0
 
     @staticmethod
     def backoff() -> Backoff:
@@ -151,20 +172,47 @@ class RedisRetry:
         return Backoff(ERROR_BACKOFF_FIRST, ERROR_BACKOFF_CAP)
 
     def _failed(self, backoff: Backoff, exc: BaseException) -> float:
-        """The delay before the next try; raises ``exc`` when giving up."""
-        if self.give_up(backoff.failures + 1):
+        """The delay before the next try; raises ``exc`` when it is not worth another."""
+        if not is_transient(exc) or self.give_up(backoff.failures + 1):
             raise exc
         delay = backoff.next()
-        log.warning("actor %s: Redis error (%r); retrying in %.1fs", self.name, exc, delay)
+        self._streak_tries += 1
+        if not self.failing:
+            self.failing = True
+            self._streak_started = time.monotonic()
+            log.warning(
+                "actor %s: Redis %s (%s: %s); holding the batch and retrying (next in %.1fs)",
+                self.name,
+                "refuses writes" if is_refused_for_now(exc) else "is unreachable",
+                type(exc).__name__,
+                redact_text(str(exc)) or "no message",
+                delay,
+            )
+        else:
+            log.debug("actor %s: Redis step failed again (%r)", self.name, exc)
         return delay
+
+    def _succeeded(self) -> None:
+        if self.failing:
+            self.failing = False
+            log.info(
+                "actor %s: Redis accepts again after %.1fs and %d retries",
+                self.name,
+                time.monotonic() - self._streak_started,
+                self._streak_tries,
+            )
+            self._streak_tries = 0
 
     async def run(self, fn: Callable[[Any], Awaitable[T]], arg: Any) -> T:
         backoff = self.backoff()
         while True:
             try:
-                return await fn(arg)
-            except RETRYABLE_ERRORS as exc:
+                result = await fn(arg)
+            except Exception as exc:
                 delay = self._failed(backoff, exc)
+            else:
+                self._succeeded()
+                return result
             await pause(delay)
 
     def run_blocking(self, fn: Callable[[Any], T], arg: Any) -> T:
@@ -172,9 +220,12 @@ class RedisRetry:
         backoff = self.backoff()
         while True:
             try:
-                return fn(arg)
-            except RETRYABLE_ERRORS as exc:
+                result = fn(arg)
+            except Exception as exc:
                 delay = self._failed(backoff, exc)
+            else:
+                self._succeeded()
+                return result
             time.sleep(delay)  # a backoff on this actor's own thread
 
 
@@ -222,6 +273,7 @@ class FailurePlan:
                 attempts,
                 failure.error_type,
                 failure.message,
+                extra=event_fields(spec.name, event),
             )
             return Entry(event, ())
         log.warning(
@@ -233,6 +285,7 @@ class FailurePlan:
             attempts,
             failure.error_type,
             failure.message,
+            extra=event_fields(spec.name, event),
         )
         fields = entry_fields(event.name, event.payload, event.topic)
         fields += [
@@ -262,4 +315,5 @@ def _log_retry(spec: SinkSpec, event: Event, failure: Failure, attempts: int) ->
         spec.retry.max_attempts,
         failure.error_type,
         failure.message,
+        extra=event_fields(spec.name, event),
     )

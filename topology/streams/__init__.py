@@ -20,9 +20,15 @@ from topology.streams._options import ReaderOptions, SinkOptions
 from topology.streams._payload import encode_payload
 from topology.streams._position import parse_start
 from topology.streams._reader import Reader
-from topology.streams._retry import RETRYABLE_ERRORS, Backoff, pause
+from topology.streams._retry import (
+    RETRYABLE_ERRORS,
+    Backoff,
+    is_refused_for_now,
+    is_transient,
+    pause,
+)
 from topology.streams._sink import Sink
-from topology.streams._stream import Stream, Topic
+from topology.streams._stream import Stream, Topic, stream_name_problem
 from topology.streams._wire import decode_entry, entry_fields, is_plain, packed_or_none
 
 __all__ = [
@@ -45,7 +51,10 @@ __all__ = [
     "entry_fields",
     "event_filter",
     "is_plain",
+    "is_refused_for_now",
+    "is_transient",
     "packed_or_none",
     "parse_start",
     "pause",
+    "stream_name_problem",
 ]

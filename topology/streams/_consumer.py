@@ -154,6 +154,8 @@ class Consumer:
         self._streams: dict[str, Stream] = {}
         self._names_by_key: dict[bytes, str] = {}
         self._buffer: deque[Event] = deque()
+        #: Set when the caller empties the buffer (a claim pass waits for room).
+        self._taken = asyncio.Event()
         # The in-flight read, until it has ended (even when its caller gave up on it).
         self._read_task: asyncio.Future[Any] | None = None
         self._read_aborted = False  # the current read was interrupted
@@ -258,6 +260,7 @@ class Consumer:
                 if max_events is None or max_events >= len(buf):
                     batch = list(buf)
                     buf.clear()
+                    self._taken.set()
                     return batch
                 return [buf.popleft() for _ in range(max_events)]
             await self._fill()
@@ -270,7 +273,10 @@ class Consumer:
         buf = self._buffer
         while not self._closed:
             if buf:
-                return buf.popleft()
+                event = buf.popleft()
+                if not buf:
+                    self._taken.set()
+                return event
             await self._fill()
         raise StopAsyncIteration
 

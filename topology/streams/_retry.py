@@ -5,12 +5,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import re
 
-from redis.exceptions import BusyLoadingError, ClusterDownError, TryAgainError
+from redis.exceptions import (
+    BusyLoadingError,
+    ClusterDownError,
+    MasterDownError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    ResponseError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-__all__ = ["RETRYABLE_ERRORS", "Backoff", "pause"]
+__all__ = ["RETRYABLE_ERRORS", "Backoff", "is_refused_for_now", "is_transient", "pause"]
 
 #: Errors of a server that is away for a moment (restarting, loading its data, a
 #: cluster failing over): the step is tried again after a backoff.
@@ -23,6 +32,33 @@ RETRYABLE_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
     asyncio.TimeoutError,
 )
+
+
+#: Error replies of a server that answers but refuses writes for a while: memory
+#: full (OOM), persistence failing (MISCONF), a replica (READONLY), too few
+#: replicas (NOREPLICAS), a slow script elsewhere (BUSY), a failover (MASTERDOWN).
+#: redis-py raises some as classes of their own, the others as ResponseError with
+#: the code first; inside a script's error the code follows a dash.
+REFUSED_FOR_NOW_ERRORS: tuple[type[BaseException], ...] = (
+    OutOfMemoryError,
+    ReadOnlyError,
+    MasterDownError,
+)
+_REFUSED_CODES = re.compile(
+    r"(?:^|-)(?:OOM|MISCONF|READONLY|NOREPLICAS|BUSY|MASTERDOWN|LOADING|TRYAGAIN|CLUSTERDOWN)\b"
+)
+
+
+def is_refused_for_now(exc: BaseException) -> bool:
+    """The server refused the command for a reason that passes (see above)."""
+    if isinstance(exc, REFUSED_FOR_NOW_ERRORS):
+        return True
+    return isinstance(exc, ResponseError) and _REFUSED_CODES.search(str(exc)) is not None
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Worth trying the same step again later: the server is away or refuses for now."""
+    return isinstance(exc, RETRYABLE_ERRORS) or is_refused_for_now(exc)
 
 
 class Backoff:

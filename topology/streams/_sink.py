@@ -15,7 +15,7 @@ from redis.exceptions import ResponseError
 
 from topology.streams._consumer import Consumer, event_filter, is_nogroup
 from topology.streams._event import Event
-from topology.streams._lease import RELEASE_LEASE_SCRIPT
+from topology.streams._lease import EXTEND_LEASE_SCRIPT, RELEASE_LEASE_SCRIPT
 from topology.streams._options import SinkOptions
 from topology.streams._position import parse_start, validate_start
 from topology.streams._retry import RETRYABLE_ERRORS
@@ -105,6 +105,7 @@ class Sink(Consumer):
         self._acker = None if no_ack else self._ack_one
         redis = conn.redis
         self._release_lease = redis.register_script(RELEASE_LEASE_SCRIPT)
+        self._extend_lease = redis.register_script(EXTEND_LEASE_SCRIPT)
         self._delete_idle_consumer = redis.register_script(DELETE_IDLE_CONSUMER_SCRIPT)
         self._lease_key = conn.keys.claim_lease(name)
         self._claim_task: asyncio.Task[None] | None = None
@@ -462,60 +463,103 @@ class Sink(Consumer):
                 log.exception("sink %r: claim pass failed", self.name)
 
     async def claim_once(self) -> int:
-        """One claim pass if this instance gets the lease; returns the events claimed."""
+        """Claim idle events if this instance gets the lease; returns how many.
+
+        A backlog larger than the buffer (a consumer that died holding big
+        batches, a long outage) is taken page after page in the same pass: the
+        next page as soon as the caller has taken the last one, the lease kept
+        meanwhile so other instances do not fight over it. The pass ends when
+        nothing idle is left, or when the caller takes nothing for half an ack
+        grace (it is busy: the next pass goes on).
+        """
         redis = self.conn.redis
         lease_ms = max(1, int(self.ack_grace * 1000))
         if not await redis.set(self._lease_key, self.consumer, nx=True, px=lease_ms):
             return 0
+        total = 0
         try:
-            claimed: list[Event] = []
-            unmatched_all: dict[str, list[str]] = {}
-            skip = {(e.stream_name, e.id) for e in self._buffer}
-            min_idle = int(self.ack_grace * 1000)
-            for stream in list(self._streams.values()):
-                cursor: Any = "0-0"
-                while True:
-                    room = self.buffer - len(self._buffer) - len(claimed)
-                    if room <= 0:
-                        break
-                    reply = await self.conn.execute_raw(
-                        stream.key,
-                        b"XAUTOCLAIM",
-                        stream.key,
-                        self.name,
-                        self.consumer,
-                        min_idle,
-                        cursor,
-                        "COUNT",
-                        min(room, self.count),
-                    )
-                    cursor, entries = reply[0], reply[1]
-                    unmatched = self._to_events(
-                        ((stream.key.encode(), entries),), claimed, track=False, skip=skip
-                    )
-                    for name, ids in (unmatched or {}).items():
-                        unmatched_all.setdefault(name, []).extend(ids)
-                    if cursor in (b"0-0", "0-0"):
-                        break
-                await self._remove_stale_consumers(stream.key)
-            if unmatched_all:
-                await self._xack(unmatched_all)
-            if any(e.stream_name not in self._streams for e in claimed):
-                # A stream removed during the pass: hand its events back.
-                for event in claimed:
-                    if event.stream_name not in self._streams:
-                        key = self.conn.stream_key(event.stream_name)
-                        self._hand_back.setdefault(key, []).append(event.id)
-                claimed = [e for e in claimed if e.stream_name in self._streams]
-            if claimed and not self._closed:
-                log.info("sink %r: claimed %d idle events", self.name, len(claimed))
-                self.claimed += len(claimed)
-                self._buffer.extend(claimed)
-                self._interrupt()
-            return len(claimed)
+            while True:
+                page, more = await self._claim_page()
+                total += page
+                if not more or self._closed:
+                    return total
+                if not await self._wait_taken(self.ack_grace / 2):
+                    return total
+                if not await self._extend_lease(
+                    keys=[self._lease_key], args=[self.consumer, lease_ms]
+                ):
+                    return total  # lost it (paused past its TTL): the holder goes on
         finally:
             with contextlib.suppress(*RETRYABLE_ERRORS):
                 await self._release_lease(keys=[self._lease_key], args=[self.consumer])
+
+    async def _wait_taken(self, timeout: float) -> bool:
+        """Wait until the caller has emptied the buffer; False after ``timeout``."""
+        if not self._buffer:
+            return True
+        self._taken.clear()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._taken.wait(), timeout)
+        return not self._buffer
+
+    async def _claim_page(self) -> tuple[int, bool]:
+        """Claim up to the buffer's room over every stream; ``(claimed, more left)``."""
+        claimed: list[Event] = []
+        unmatched_all: dict[str, list[str]] = {}
+        skip = {(e.stream_name, e.id) for e in self._buffer}
+        more = False
+        for stream in list(self._streams.values()):
+            more = await self._claim_stream(stream, claimed, unmatched_all, skip) or more
+        if unmatched_all:
+            await self._xack(unmatched_all)
+        if any(e.stream_name not in self._streams for e in claimed):
+            # A stream removed during the pass: hand its events back.
+            for event in claimed:
+                if event.stream_name not in self._streams:
+                    key = self.conn.stream_key(event.stream_name)
+                    self._hand_back.setdefault(key, []).append(event.id)
+            claimed = [e for e in claimed if e.stream_name in self._streams]
+        if claimed and not self._closed:
+            log.info("sink %r: claimed %d idle events", self.name, len(claimed))
+            self.claimed += len(claimed)
+            self._buffer.extend(claimed)
+            self._interrupt()
+        return len(claimed), more
+
+    async def _claim_stream(
+        self,
+        stream: Stream,
+        claimed: list[Event],
+        unmatched_all: dict[str, list[str]],
+        skip: set[tuple[str, str]],
+    ) -> bool:
+        """XAUTOCLAIM ``stream`` while there is room; True if idle entries may be left."""
+        min_idle = int(self.ack_grace * 1000)
+        cursor: Any = "0-0"
+        while True:
+            room = self.buffer - len(self._buffer) - len(claimed)
+            if room <= 0:
+                return True
+            reply = await self.conn.execute_raw(
+                stream.key,
+                b"XAUTOCLAIM",
+                stream.key,
+                self.name,
+                self.consumer,
+                min_idle,
+                cursor,
+                "COUNT",
+                min(room, self.count),
+            )
+            cursor, entries = reply[0], reply[1]
+            unmatched = self._to_events(
+                ((stream.key.encode(), entries),), claimed, track=False, skip=skip
+            )
+            for name, ids in (unmatched or {}).items():
+                unmatched_all.setdefault(name, []).extend(ids)
+            if cursor in (b"0-0", "0-0"):
+                await self._remove_stale_consumers(stream.key)
+                return False
 
     async def _remove_stale_consumers(self, key: str) -> None:
         """Drop consumers of the group with nothing pending, idle for 3 x ack_grace."""

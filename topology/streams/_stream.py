@@ -17,11 +17,21 @@ if TYPE_CHECKING:
     from topology.streams._reader import Reader
     from topology.streams._sink import Sink
 
-__all__ = ["Stream", "Topic"]
+__all__ = ["Stream", "Topic", "stream_name_problem"]
 
 #: Stream names pulse accepts (it refuses the rest): a Go service must be able to
 #: open every stream we create.
 VALID_NAME = re.compile(r"[^ \0*?\[\]]{1,512}")
+
+
+def stream_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot name a stream, or None: the one rule, for config checks too."""
+    if VALID_NAME.fullmatch(name):
+        return None
+    return (
+        f"invalid stream name {name!r}: 1 to 512 characters, "
+        "no space, NUL, '*', '?', '[' or ']' (pulse's rule)"
+    )
 
 
 class Stream:
@@ -43,11 +53,9 @@ class Stream:
     def __init__(
         self, conn: Connection, name: str, *, max_len: int | None = None, ttl: float | None = None
     ) -> None:
-        if not VALID_NAME.fullmatch(name):
-            raise ValueError(
-                f"invalid stream name {name!r}: 1 to 512 characters, "
-                "no space, NUL, '*', '?', '[' or ']' (pulse's rule)"
-            )
+        problem = stream_name_problem(name)
+        if problem is not None:
+            raise ValueError(problem)
         if max_len is not None and max_len < 0:
             raise ValueError(f"max_len must be >= 0, got {max_len}")
         if ttl is not None and ttl <= 0:
