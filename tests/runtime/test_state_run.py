@@ -57,6 +57,10 @@ def count_v2(event, state):
     state["v2"] = True
     return Emit("count", {"k": event.json()["k"], "n": state["n"]}, stream="out2")
 
+def returns_awaitable(event, state):
+    state["n"] = 1
+    return count_async(event, state)
+
 def key_fn(event):
     return event.json()["k"].upper()
 """
@@ -150,7 +154,7 @@ async def test_a_failing_handler_changes_no_state_and_is_dead_lettered(
     events = [{"k": "a", "seq": 0}, {"k": "a", "seq": 1, "boom": True}, {"k": "a", "seq": 2}]
     await feed(r, events)
     await runtime.apply(topo_of(tmp_path, keyed()))
-    await wait_for(lambda: runtime.metrics.totals(runtime.metrics.dead).get("agg") == 1)
+    await wait_for(lambda: r.xlen("pulse:stream:dead"))  # committed, not only planned
     await wait_for(lambda: runtime.handled().get("agg") == 2)
     got = await states(r)
     assert got["a"]["n"] == 2 and got["a"]["seqs"] == [0, 2]
@@ -172,13 +176,24 @@ async def test_contract_errors_are_dead_lettered_with_the_state_untouched(
     ]
     await feed(r, events)
     await runtime.apply(topo_of(tmp_path, keyed()))
-    await wait_for(lambda: runtime.metrics.totals(runtime.metrics.dead).get("agg") == 3)
+    await wait_for(_length(r, "dead", 3))
     await wait_for(lambda: runtime.handled().get("agg") == 2)
     assert (await states(r))["a"] == {"n": 2, "seqs": [0, 4]}
     types = sorted(letter[b"error_type"].decode() for letter in await dead(r))
     assert types == ["ContractError", "StateContractError", "StateContractError"]
     assert [o["seq"] for o in await outputs(r)] == [0, 4]
     assert runtime.metrics.totals(runtime.metrics.failed)["agg"] == 3  # not retried
+
+
+async def test_a_sync_handler_returning_an_awaitable_is_a_contract_error(
+    runtime: Runtime, r: aioredis.Redis, tmp_path: Path
+) -> None:
+    await feed(r, [{"k": "a", "seq": 0}])
+    await runtime.apply(topo_of(tmp_path, keyed(handler="sh:returns_awaitable")))
+    await wait_for(lambda: r.xlen("pulse:stream:dead"))
+    (letter,) = await dead(r)
+    assert letter[b"error_type"] == b"StateContractError"
+    assert await states(r) == {}  # its state change never landed
 
 
 async def test_a_key_function_sets_the_state_key(
@@ -273,6 +288,13 @@ async def test_ttl_drops_an_idle_key_in_a_running_engine(
     await feed(r, [{"k": "a", "seq": 1}])
     await wait_for(lambda: runtime.handled().get("agg") == 2)
     assert per_key(await outputs(r))["a"] == [1, 1]  # started afresh from {}
+
+
+def _length(r: aioredis.Redis, stream: str, n: int) -> Any:
+    async def check() -> bool:
+        return bool(await r.xlen(f"pulse:stream:{stream}") == n)
+
+    return check
 
 
 def _gone(r: aioredis.Redis, name: str) -> Any:

@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from topology._emit import Emit
 from topology.callables import REF_PATTERN, import_callable
 from topology.config.model import SinkSpec
 from topology.runtime.commit import Entry, KeyedBatch
@@ -361,8 +362,27 @@ def apply_batch(
         except (Exception, SystemExit) as exc:  # sys.exit() in a handler is its failure
             outcomes[i] = _failed(exc)
         else:
+            if type(result) not in _PLAIN and inspect.isawaitable(result):
+                outcomes[i] = _awaitable_returned(result)
+                continue
             outcomes[i] = _settle(ks, state, result, outputs)
     return Applied(outcomes, plain, states)  # type: ignore[arg-type]
+
+
+#: What a handler returns most often: not awaitables (``isawaitable`` is not free).
+_PLAIN = (Emit, list, tuple, type(None))
+
+
+def _awaitable_returned(result: Any) -> Failure:
+    """A sync stateful handler returned an awaitable: its state would change after the
+    commit, so it is a contract error (never awaited: closed)."""
+    close = getattr(result, "close", None)
+    if callable(close):
+        close()
+    error = StateContractError(
+        f"a sync handler with state returned {type(result).__name__}: write it async"
+    )
+    return Failure(error, retryable=False)
 
 
 async def apply_batch_async(
