@@ -20,7 +20,7 @@ EXIT_FAILURE = 1
 EXIT_USAGE = 2
 
 #: Command modules, in the order ``--help`` lists them.
-COMMANDS = ("run", "validate", "graph", "plan", "emit", "tail", "status", "apply")
+COMMANDS = ("run", "validate", "graph", "plan", "emit", "tail", "status", "apply", "test")
 
 
 class _Parser(argparse.ArgumentParser):

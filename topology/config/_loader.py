@@ -70,13 +70,21 @@ def check(
     Never raises for bad input, unreadable files included: the CLI and the hot
     reload both want the full list, not the first failure.
     """
-    file = str(path)
+    text = read_source(path)
+    if isinstance(text, Problem):
+        return None, (text,)
+    return check_text(
+        text, path=str(path), env=env, strict=strict, import_callables=import_callables
+    )
+
+
+def read_source(path: str | Path) -> str | Problem:
+    """The text of a YAML file, or the problem that stops it being read (never raises)."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        return Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        return None, (Problem(file, 1, 1, "(file)", f"cannot read: {reason}"),)
-    return check_text(text, path=file, env=env, strict=strict, import_callables=import_callables)
+        return Problem(str(path), 1, 1, "(file)", f"cannot read: {reason}")
 
 
 def _raise_or_log(topology: Topology | None, problems: tuple[Problem, ...]) -> Topology:

@@ -1,0 +1,118 @@
+"""``ponos-topology test [PATH ...]``: run ``*_test.yaml`` topology tests.
+
+Each file names a config and lists tests: events given to streams, events
+expected on streams once the topology is idle. Every test runs the real
+topology on one throwaway server of the run (flushed between tests), or on
+``--redis-url`` under a key prefix of its own. One ``PASS``/``FAIL`` line per
+test (a diff under a failure), then ``N passed, M failed``. Exit 0 when all
+passed, 1 when one failed, 2 when a test file or its config is invalid (its
+problems located as ``validate`` locates them; the valid files still run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+from typing import Any, TextIO
+
+__all__ = ["add_parser", "run"]
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "test",
+        help="run *_test.yaml topology tests on a throwaway server",
+        description=__doc__.splitlines()[0],
+    )
+    parser.add_argument(
+        "paths",
+        metavar="PATH",
+        nargs="*",
+        type=Path,
+        help="test files or folders, searched recursively (default: the current folder)",
+    )
+    parser.add_argument(
+        "--redis-url",
+        help="run on this server (a unique key prefix per test, removed after) "
+        "instead of a throwaway one",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="how long a test may take to become idle (default 30)",
+    )
+    parser.add_argument("--format", choices=("text", "junit"), default="text")
+    parser.add_argument(
+        "-o", "--output", type=Path, metavar="FILE", help="with --format junit: write it here"
+    )
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="show the engine's warnings and errors"
+    )
+    parser.set_defaults(func=run)
+    return parser
+
+
+def _print_result(result: Any, out: TextIO) -> None:
+    print(f"{'PASS' if result.passed else 'FAIL'} {result.id}", file=out)
+    for line in result.diff:
+        print(f"    {line}", file=out)
+    out.flush()
+
+
+def run(args: argparse.Namespace) -> int:
+    from topology.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
+    from topology.redact import redact_text
+    from topology.testing import check_test_file, find_test_files, run_files
+    from topology.testing._junit import junit_xml
+
+    if args.timeout <= 0:
+        print("ponos-topology test: --timeout must be > 0", file=sys.stderr)
+        return EXIT_USAGE
+    logging.basicConfig(
+        level=logging.WARNING if args.verbose else logging.CRITICAL + 1,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    paths, problems = find_test_files(args.paths or [Path.cwd()])
+    if not paths and not problems:
+        where = ", ".join(str(p) for p in args.paths) or "the current folder"
+        print(f"ponos-topology test: no *_test.yaml file under {where}", file=sys.stderr)
+        return EXIT_USAGE
+    files = []
+    for path in paths:
+        test_file, found = check_test_file(path)
+        problems.extend(found)
+        if test_file is not None:
+            files.append(test_file)
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    invalid = [p for p in problems if p.is_error]
+    # JUnit on stdout leaves the human report to stderr.
+    out = sys.stderr if args.format == "junit" and args.output is None else sys.stdout
+    try:
+        results = asyncio.run(
+            run_files(
+                files,
+                redis_url=args.redis_url,
+                timeout=args.timeout,
+                report=lambda result: _print_result(result, out),
+            )
+        )
+    except Exception as exc:  # the server would not start, the URL is unreachable...
+        print(f"ponos-topology test: {redact_text(str(exc))}", file=sys.stderr)
+        return EXIT_FAILURE
+    failed = sum(not r.passed for r in results)
+    if args.format == "junit":
+        report = junit_xml(results, invalid)
+        if args.output is None:
+            sys.stdout.write(report)
+        else:
+            args.output.write_text(report, encoding="utf-8")
+    print(f"{len(results) - failed} passed, {failed} failed", file=out)
+    if invalid:
+        return EXIT_USAGE
+    return EXIT_FAILURE if failed else EXIT_OK
