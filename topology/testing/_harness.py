@@ -135,6 +135,7 @@ class TopologyUnderTest:
             else:
                 previous = current.positions
             if time.monotonic() >= deadline:
+                busy = self._busy_in_process() + (await look(self.conn, self.running)).busy
                 raise IdleTimeout(timeout, busy or ["activity did not settle"])
             await asyncio.sleep(POLL)  # Redis is the witness: there is no event to await
 
@@ -148,6 +149,14 @@ class TopologyUnderTest:
             if not (getattr(source, "done", True) or getattr(source, "failed", None)):
                 busy.append(f"source {name} still running")
         return busy
+
+    def failures(self) -> list[str]:
+        """Sources that failed for good: a test of their output cannot pass for the right reason."""
+        return [
+            f"source {name} failed: {type(source.failed).__name__}: {source.failed}"
+            for name, source in self.runtime.sources.items()
+            if getattr(source, "failed", None) is not None
+        ]
 
     async def events(self, stream: str) -> list[Event]:
         """Every event on ``stream`` now, oldest first."""

@@ -81,6 +81,7 @@ async def _check(harness: TopologyUnderTest, case: TestCase, timeout: float) -> 
         await harness.wait_idle(case.timeout if case.timeout is not None else timeout)
     except IdleTimeout as exc:
         diff.append(f"timeout: {exc}")
+    diff += harness.failures()
     for stream, expected in case.expect.items():
         actual = await harness.events(stream)
         diff += compare_stream(stream, expected, actual, ordered=case.ordered)
