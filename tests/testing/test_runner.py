@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
-from topology.server import ServerProcess
+from topology.server import ServerCluster, ServerProcess
 from topology.testing import TestResult, TestServer, check_test_file, run_case, run_files
 
 SHOP = Path(__file__).with_name("shop") / "shop.yaml"
@@ -306,3 +306,29 @@ async def test_a_given_server_is_shared_under_a_prefix_and_left_as_found(
         assert await client.keys("*") == [b"someone-else"]
     finally:
         await client.aclose()
+
+
+async def test_a_given_cluster_works_and_is_left_as_found(
+    redis_cluster: ServerCluster, tmp_path: Path
+) -> None:
+    redis_cluster.flush()
+    with TestServer(redis_cluster.url) as given:
+        result = await run_one(
+            given,
+            tmp_path,
+            """\
+            - name: on a cluster
+              given:
+                orders: [{name: order.created, payload: {id: 1, qty: 1, price: 1}}]
+              expect:
+                priced: [{payload_contains: {id: 1, total: 1}}]
+                tallies: [{payload: {id: 1}}]
+            """,
+        )
+    assert result.passed, result.diff
+    for port in redis_cluster.ports:
+        client = aioredis.Redis(port=port)
+        try:
+            assert await client.dbsize() == 0
+        finally:
+            await client.aclose()
