@@ -178,3 +178,19 @@ def test_folders_are_searched_recursively_skipping_hidden_ones(tmp_path: Path) -
 def test_every_example_test_file_is_valid(path: Path) -> None:
     test_file, problems = check_test_file(path)
     assert [str(p) for p in problems] == [] and test_file is not None
+
+
+def test_defaults_are_pinned(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from topology.cli import main
+    from topology.testing import DEFAULT_TIMEOUT
+
+    assert DEFAULT_TIMEOUT == 30.0
+    with pytest.raises(SystemExit):
+        main(["test", "--help"])
+    assert "(default 30;" in " ".join(capsys.readouterr().out.split())
+    path = write(tmp_path, "config: CONFIG\ntests: [{name: a}]\n")
+    test_file, _ = check_test_file(path)
+    assert test_file is not None
+    [case] = test_file.tests
+    assert (case.sources, case.ordered, case.timeout, case.state) == (False, False, None, None)
+    assert case.given == {} and case.expect == {}

@@ -42,9 +42,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument(
         "--timeout",
         type=float,
-        default=30.0,
         metavar="SECONDS",
-        help="how long a test may take to become idle (default 30)",
+        help="how long a test may take to become idle (default 30; a test's own timeout: wins)",
     )
     parser.add_argument("--format", choices=("text", "junit"), default="text")
     parser.add_argument(
@@ -67,16 +66,19 @@ def _print_result(result: Any, out: TextIO) -> None:
 def run(args: argparse.Namespace) -> int:
     from topology.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
     from topology.redact import redact_text
-    from topology.testing import check_test_file, find_test_files, run_files
+    from topology.runtime.logs import setup_logging
+    from topology.testing import DEFAULT_TIMEOUT, check_test_file, find_test_files, run_files
     from topology.testing._junit import junit_xml
 
-    if args.timeout <= 0:
+    timeout = DEFAULT_TIMEOUT if args.timeout is None else args.timeout
+    if timeout <= 0:
         print("ponos-topology test: --timeout must be > 0", file=sys.stderr)
         return EXIT_USAGE
-    logging.basicConfig(
-        level=logging.WARNING if args.verbose else logging.CRITICAL + 1,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
+    # The report is the output: engine and handler logs only when asked for (redacted then).
+    setup_logging("text", quiet=True, level=logging.WARNING)
+    logging.getLogger().setLevel(logging.WARNING)
+    if not args.verbose:
+        logging.disable(logging.CRITICAL)
     paths, problems = find_test_files(args.paths or [Path.cwd()])
     if not paths and not problems:
         where = ", ".join(str(p) for p in args.paths) or "the current folder"
@@ -98,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
             run_files(
                 files,
                 redis_url=args.redis_url,
-                timeout=args.timeout,
+                timeout=timeout,
                 report=lambda result: _print_result(result, out),
             )
         )
