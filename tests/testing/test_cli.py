@@ -178,3 +178,14 @@ def test_the_example_configs_pass(tmp_path: Path) -> None:
     lines = proc.stdout.splitlines()
     assert lines[-1] == f"{expected} passed, 0 failed"
     assert all(re.fullmatch(r"PASS configs/\w+_test\.yaml::.+", line) for line in lines[:-1])
+
+
+def test_an_unreachable_redis_url_stops_the_run_without_printing_its_password(
+    tmp_path: Path,
+) -> None:
+    path = write(tmp_path, "shop_test.yaml", PASSING + FAILING)
+    proc = cli(str(path), "--redis-url", "redis://user:s3cret@127.0.0.1:1/0")
+    assert proc.returncode == 1
+    assert proc.stdout.splitlines() == ["0 passed, 0 failed"]
+    assert proc.stderr.startswith("ponos-topology test: cannot reach Redis at redis://user:***@")
+    assert "s3cret" not in proc.stdout + proc.stderr

@@ -95,18 +95,18 @@ def run(args: argparse.Namespace) -> int:
     invalid = [p for p in problems if p.is_error]
     # JUnit on stdout leaves the human report to stderr.
     out = sys.stderr if args.format == "junit" and args.output is None else sys.stdout
+    results: list[Any] = []
+
+    def report(result: Any) -> None:
+        results.append(result)
+        _print_result(result, out)
+
+    aborted = False
     try:
-        results = asyncio.run(
-            run_files(
-                files,
-                redis_url=args.redis_url,
-                timeout=timeout,
-                report=lambda result: _print_result(result, out),
-            )
-        )
+        asyncio.run(run_files(files, redis_url=args.redis_url, timeout=timeout, report=report))
     except Exception as exc:  # the server would not start, the URL is unreachable...
         print(f"ponos-topology test: {redact_text(str(exc))}", file=sys.stderr)
-        return EXIT_FAILURE
+        aborted = True
     failed = sum(not r.passed for r in results)
     if args.format == "junit":
         report = junit_xml(results, invalid)
@@ -117,4 +117,4 @@ def run(args: argparse.Namespace) -> int:
     print(f"{len(results) - failed} passed, {failed} failed", file=out)
     if invalid:
         return EXIT_USAGE
-    return EXIT_FAILURE if failed else EXIT_OK
+    return EXIT_FAILURE if failed or aborted else EXIT_OK

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from topology.redact import redact_text
+from topology.runtime.connect import RedisUnavailableError
 from topology.testing._expect import compare_stream, json_equal
 from topology.testing._file import TestCase, TestFile
 from topology.testing._harness import DEFAULT_TIMEOUT, IdleTimeout, TopologyUnderTest
@@ -91,7 +92,10 @@ async def _check(harness: TopologyUnderTest, case: TestCase, timeout: float) -> 
 async def run_case(
     server: TestServer, file: TestFile, case: TestCase, timeout: float = DEFAULT_TIMEOUT
 ) -> TestResult:
-    """Run one case on ``server``; never raises for a failure of the topology under test."""
+    """Run one case on ``server``; never raises for a failure of the topology under test.
+
+    Raises ``RedisUnavailableError`` when the server cannot be reached (or started).
+    """
     result = TestResult(display_path(file.path), case.name)
     started = time.monotonic()
     try:
@@ -102,6 +106,8 @@ async def run_case(
                 result.diff = await _check(harness, case, timeout)
             finally:
                 await harness.stop()
+    except RedisUnavailableError:
+        raise  # no test can run: the caller stops the run
     except Exception as exc:
         result.diff.append(f"error: {type(exc).__name__}: {redact_text(str(exc))}")
     result.seconds = time.monotonic() - started
