@@ -167,10 +167,14 @@ def test_folders_are_searched_recursively_skipping_hidden_ones(tmp_path: Path) -
     for name in ("a_test.yaml", "sub/b_test.yaml", ".ponos-data/c_test.yaml", "d.yaml"):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text("")
-    found, problems = find_test_files([tmp_path, tmp_path / "a_test.yaml", tmp_path / "nope"])
+    found, problems = find_test_files(
+        [tmp_path, tmp_path / "a_test.yaml", tmp_path / "nope", tmp_path / "d.yaml"]
+    )
     assert found == [tmp_path / "a_test.yaml", tmp_path / "sub" / "b_test.yaml"]
     assert [str(p) for p in problems] == [
-        f"{tmp_path / 'nope'}:1:1: (file): no such file or folder"
+        f"{tmp_path / 'nope'}:1:1: (file): no such file or folder",
+        f"{tmp_path / 'd.yaml'}:1:1: (file): not a test file: tests are named *_test.yaml "
+        "(e.g. d_test.yaml beside a config)",
     ]
 
 

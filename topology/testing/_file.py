@@ -93,8 +93,9 @@ class TestFile:
 
 
 def find_test_files(paths: list[Path]) -> tuple[list[Path], list[Problem]]:
-    """Test files named by ``paths``: files as given, folders searched recursively.
+    """Test files named by ``paths``: files named ``*_test.yaml``, folders searched recursively.
 
+    Passing a config file by mistake is a located problem, not a page of schema errors.
     Hidden folders (an embedded server's ``.ponos-data``, ``.git``) are skipped.
     """
     found: list[Path] = []
@@ -106,8 +107,12 @@ def find_test_files(paths: list[Path]) -> tuple[list[Path], list[Problem]]:
                 for p in sorted(path.rglob(TEST_FILE_GLOB))
                 if not any(part.startswith(".") for part in p.relative_to(path).parts[:-1])
             )
+        elif path.name.endswith("_test.yaml"):
+            found.append(path)  # missing: check_test_file says it cannot be read
         elif path.exists():
-            found.append(path)
+            hint = f"{path.name.rsplit('.', 1)[0]}_test.yaml"
+            message = f"not a test file: tests are named *_test.yaml (e.g. {hint} beside a config)"
+            problems.append(Problem(str(path), 1, 1, "(file)", message))
         else:
             problems.append(Problem(str(path), 1, 1, "(file)", "no such file or folder"))
     unique = list(dict.fromkeys(found))
