@@ -109,11 +109,11 @@ def run(args: argparse.Namespace) -> int:
         aborted = True
     failed = sum(not r.passed for r in results)
     if args.format == "junit":
-        report = junit_xml(results, invalid)
+        xml = junit_xml(results, invalid)
         if args.output is None:
-            sys.stdout.write(report)
+            sys.stdout.write(xml)
         else:
-            args.output.write_text(report, encoding="utf-8")
+            args.output.write_text(xml, encoding="utf-8")
     print(f"{len(results) - failed} passed, {failed} failed", file=out)
     if invalid:
         return EXIT_USAGE

@@ -18,16 +18,17 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from topology.config import Topology
-from topology.testing import GivenEvent, TestServer, TopologyUnderTest, run_topology
+if TYPE_CHECKING:  # every pytest run of an environment loads the plugin: import on use
+    from topology.config import Topology
+    from topology.testing import GivenEvent, TestServer, TopologyUnderTest
 
 __all__ = ["ponos_server", "ponos_topology", "pytest_addoption"]
 
-StartTopology = Callable[..., AbstractAsyncContextManager[TopologyUnderTest]]
+StartTopology = Callable[..., AbstractAsyncContextManager["TopologyUnderTest"]]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -44,6 +45,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 @pytest.fixture(scope="session")
 def ponos_server(request: pytest.FixtureRequest) -> Iterator[TestServer]:
     """The server of the session's topology tests (a throwaway one unless told otherwise)."""
+    from topology.testing import TestServer
+
     with TestServer(request.config.getoption("--ponos-redis-url")) as server:
         yield server
 
@@ -59,6 +62,8 @@ def ponos_topology(ponos_server: TestServer) -> StartTopology:
         sources: bool = False,
         given: Mapping[str, Sequence[GivenEvent | Mapping[str, Any]]] | None = None,
     ) -> AbstractAsyncContextManager[TopologyUnderTest]:
+        from topology.testing import run_topology
+
         return run_topology(config, sources=sources, given=given, server=ponos_server)
 
     return start
