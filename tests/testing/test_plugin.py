@@ -96,3 +96,17 @@ async def test_wrong(ponos_topology):
     assert proc.stdout.splitlines()[-1].startswith("1 failed, 2 passed")
     assert "test_user.py::test_wrong" in proc.stdout
     assert "assert 108.0 == 1" in proc.stdout
+
+
+def test_loading_the_plugin_does_not_import_the_engine() -> None:
+    """Every pytest run of an environment with the package loads the plugin."""
+    code = (
+        "import sys, topology.testing.plugin\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('topology.runtime', "
+        "'topology.config', 'topology.testing._'))))"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+    )
+    assert proc.stdout.strip() == "[]"

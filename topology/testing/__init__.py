@@ -20,25 +20,28 @@ of a session shares one server, flushed before each use:
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import asynccontextmanager
-from pathlib import Path
-from typing import Any
+import importlib
+from typing import TYPE_CHECKING, Any
 
-from topology.config import Topology, load
-from topology.testing._expect import contains, json_equal
-from topology.testing._file import (
-    ExpectedEvent,
-    GivenEvent,
-    TestCase,
-    TestFile,
-    check_test_file,
-    find_test_files,
-)
-from topology.testing._harness import DEFAULT_TIMEOUT, IdleTimeout, TopologyUnderTest
-from topology.testing._runner import TestResult, run_case, run_files
-from topology.testing._server import TestServer
-from topology.testing._state import StateUnavailable
+if TYPE_CHECKING:
+    from topology.testing._expect import contains, json_equal
+    from topology.testing._file import (
+        ExpectedEvent,
+        GivenEvent,
+        TestCase,
+        TestFile,
+        check_test_file,
+        find_test_files,
+    )
+    from topology.testing._harness import (
+        DEFAULT_TIMEOUT,
+        IdleTimeout,
+        TopologyUnderTest,
+        run_topology,
+    )
+    from topology.testing._runner import TestResult, run_case, run_files
+    from topology.testing._server import TestServer
+    from topology.testing._state import StateUnavailable
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -60,36 +63,38 @@ __all__ = [
     "run_topology",
 ]
 
+#: Where each public name lives. Imported on first use: the pytest plugin of this
+#: package loads in every pytest run of an environment that has it installed, and
+#: most of those runs never touch a topology.
+_HOMES = {
+    "contains": "_expect",
+    "json_equal": "_expect",
+    "ExpectedEvent": "_file",
+    "GivenEvent": "_file",
+    "TestCase": "_file",
+    "TestFile": "_file",
+    "check_test_file": "_file",
+    "find_test_files": "_file",
+    "DEFAULT_TIMEOUT": "_harness",
+    "IdleTimeout": "_harness",
+    "TopologyUnderTest": "_harness",
+    "run_topology": "_harness",
+    "TestResult": "_runner",
+    "run_case": "_runner",
+    "run_files": "_runner",
+    "TestServer": "_server",
+    "StateUnavailable": "_state",
+}
 
-@asynccontextmanager
-async def run_topology(
-    config: str | Path | Topology,
-    *,
-    sources: bool = False,
-    given: Mapping[str, Sequence[GivenEvent | Mapping[str, Any]]] | None = None,
-    server: TestServer | None = None,
-    redis_url: str | None = None,
-) -> AsyncIterator[TopologyUnderTest]:
-    """The topology of ``config`` running on a clean server until the block ends.
 
-    ``server``: a :class:`TestServer` to share between tests (flushed here
-    before use); else one is started for this block (or ``redis_url`` is used,
-    under a key prefix of the block's own, removed after). ``sources=True``
-    runs the config's sources too. ``given`` events are added before the sinks
-    start (``GivenEvent`` or ``{name, payload, topic}``). An invalid config
-    raises ``topology.config.ConfigError``.
-    """
-    topology = config if isinstance(config, Topology) else load(config)
-    own = server is None
-    where = TestServer(redis_url) if server is None else server
-    try:
-        async with where.scope(topology) as (scoped, connected):
-            harness = TopologyUnderTest(scoped, connected.conn, sources=sources)
-            try:
-                await harness.start(given)
-                yield harness
-            finally:
-                await harness.stop()
-    finally:
-        if own:
-            where.stop()
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{home}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

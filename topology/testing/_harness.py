@@ -16,20 +16,24 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from topology.callables import import_callable
+from topology.config import load
 from topology.config.model import Topology
 from topology.runtime.supervisor import Runtime
 from topology.runtime.workers import new_worker_id
 from topology.streams import Connection, Event, decode_entry
 from topology.testing._file import GivenEvent
 from topology.testing._idle import look
+from topology.testing._server import TestServer
 from topology.testing._state import read_state
 
-__all__ = ["IdleTimeout", "TopologyUnderTest"]
+__all__ = ["DEFAULT_TIMEOUT", "IdleTimeout", "TopologyUnderTest", "run_topology"]
 
 #: Default seconds to wait for idle (``--timeout``).
 DEFAULT_TIMEOUT = 30.0
@@ -178,3 +182,37 @@ class TopologyUnderTest:
     async def stop(self) -> None:
         """Stop the actors and sources now; events in flight stay pending (a test is over)."""
         await self.runtime.close()
+
+
+@asynccontextmanager
+async def run_topology(
+    config: str | Path | Topology,
+    *,
+    sources: bool = False,
+    given: Mapping[str, Sequence[GivenEvent | Mapping[str, Any]]] | None = None,
+    server: TestServer | None = None,
+    redis_url: str | None = None,
+) -> AsyncIterator[TopologyUnderTest]:
+    """The topology of ``config`` running on a clean server until the block ends.
+
+    ``server``: a :class:`TestServer` to share between tests (flushed here
+    before use); else one is started for this block (or ``redis_url`` is used,
+    under a key prefix of the block's own, removed after). ``sources=True``
+    runs the config's sources too. ``given`` events are added before the sinks
+    start (``GivenEvent`` or ``{name, payload, topic}``). An invalid config
+    raises ``topology.config.ConfigError``.
+    """
+    topology = config if isinstance(config, Topology) else load(config)
+    own = server is None
+    where = TestServer(redis_url) if server is None else server
+    try:
+        async with where.scope(topology) as (scoped, connected):
+            harness = TopologyUnderTest(scoped, connected.conn, sources=sources)
+            try:
+                await harness.start(given)
+                yield harness
+            finally:
+                await harness.stop()
+    finally:
+        if own:
+            where.stop()
