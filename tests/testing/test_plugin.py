@@ -52,7 +52,10 @@ def test_the_plugin_is_declared_as_a_pytest11_entry_point() -> None:
 
 
 def test_the_fixture_in_a_users_test_suite(tmp_path: Path) -> None:
-    """A user's suite: the fixture passes a right test and fails a wrong one."""
+    """A user's suite: the fixture passes right tests (async and sync) and fails a wrong one.
+
+    Warnings are errors there: a block leaves no socket, task or thread behind.
+    """
     (tmp_path / "test_user.py").write_text(
         f"""
 import pytest
@@ -74,6 +77,19 @@ async def test_clean_between_tests(ponos_topology):
         assert await t.events("enriched") == []
 
 
+def test_sync(ponos_topology):
+    with ponos_topology(CONFIG, given={{"orders": [
+        {{"name": "order.created", "topic": "eu.orders",
+          "payload": {{"id": 3, "region": "eu", "place": "de", "amount": 950}}}}]}}) as t:
+        t.wait_idle()
+        [alert] = t.events("alerts")
+        assert alert.json() == {{"id": 3, "amount": 950}}
+        t.add("orders", "order.created",
+              {{"id": 4, "region": "us", "place": "tx", "amount": 1}}, topic="us.orders")
+        t.wait_idle()
+        assert len(t.events("enriched")) == 2
+
+
 async def test_wrong(ponos_topology):
     async with ponos_topology(CONFIG, given={{"orders": [
         {{"name": "order.created", "topic": "us.orders",
@@ -88,12 +104,13 @@ async def test_wrong(ponos_topology):
         [
             sys.executable, "-m", "pytest", "-q", "-p", "topology.testing.plugin",
             "-p", "pytest_asyncio.plugin", "-o", "asyncio_mode=auto", "-p", "no:cacheprovider",
+            "-o", "asyncio_default_fixture_loop_scope=function", "-W", "error",
             "--rootdir", str(tmp_path), str(tmp_path),
         ],
         capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120,
     )  # fmt: skip
     assert proc.returncode == 1, proc.stdout + proc.stderr
-    assert proc.stdout.splitlines()[-1].startswith("1 failed, 2 passed")
+    assert proc.stdout.splitlines()[-1].startswith("1 failed, 3 passed")
     assert "test_user.py::test_wrong" in proc.stdout
     assert "assert 108.0 == 1" in proc.stdout
 

@@ -15,7 +15,9 @@ machinery for pytest (and any asyncio code)::
 
 With the ``ponos_topology`` fixture (installed as a pytest plugin), every test
 of a session shares one server, flushed before each use:
-``async with ponos_topology("configs/pipeline.yaml") as t: ...``.
+``async with ponos_topology("configs/pipeline.yaml") as t: ...`` in an async
+test, ``with ponos_topology(...) as t:`` (the same calls, without ``await``)
+in a plain one.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ if TYPE_CHECKING:
     from topology.testing._runner import TestResult, run_case, run_files
     from topology.testing._server import TestServer
     from topology.testing._state import StateUnavailable
+    from topology.testing._sync import SyncTopology, TopologyBlock
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -49,10 +52,12 @@ __all__ = [
     "GivenEvent",
     "IdleTimeout",
     "StateUnavailable",
+    "SyncTopology",
     "TestCase",
     "TestFile",
     "TestResult",
     "TestServer",
+    "TopologyBlock",
     "TopologyUnderTest",
     "check_test_file",
     "contains",
@@ -84,6 +89,8 @@ _HOMES = {
     "run_files": "_runner",
     "TestServer": "_server",
     "StateUnavailable": "_state",
+    "SyncTopology": "_sync",
+    "TopologyBlock": "_sync",
 }
 
 
