@@ -45,6 +45,7 @@ Graph attributes: ``name``, ``version``, ``allow_cycles``, ``redis``
 from __future__ import annotations
 
 from collections.abc import Iterator
+from itertools import islice
 
 import networkx as nx
 
@@ -274,14 +275,15 @@ def _flow_graph(graph: nx.DiGraph) -> nx.DiGraph:
     return flow
 
 
-def cycles(graph: nx.DiGraph) -> list[list[str]]:
+def cycles(graph: nx.DiGraph, limit: int | None = None) -> list[list[str]]:
     """Every elementary cycle between sinks and streams, as lists of node ids.
 
     Each cycle starts at its smallest node id and the list is sorted, so the
-    loader's error message is the same on every run.
+    loader's error message is the same on every run. ``limit`` stops the search
+    after that many: a dense graph has exponentially many cycles.
     """
     found = []
-    for cycle in nx.simple_cycles(_flow_graph(graph)):
+    for cycle in islice(nx.simple_cycles(_flow_graph(graph)), limit):
         pivot = cycle.index(min(cycle))
         found.append(cycle[pivot:] + cycle[:pivot])
     return sorted(found, key=lambda c: (len(c), c))

@@ -132,3 +132,24 @@ async def test_the_hup_event_reloads_and_edited_handler_code_is_picked_up(
         assert names == [b"v1", b"v2"]
     finally:
         await reloader.stop()
+
+
+async def test_an_oversized_or_deeply_nested_file_is_refused_with_a_located_line(
+    setup: tuple[Runtime, Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    from topology.config import MAX_BYTES
+
+    runtime, config = setup
+    reloader = Reloader(config, runtime, watch=False)
+    config.write_text("version: 1\nname: hot\nstreams: " + "[" * 1000 + "\n")
+    assert not await reloader.reload("test")
+    config.write_bytes(b"#" * (MAX_BYTES + 1))
+    assert not await reloader.reload("test")
+    assert runtime.generation == 1
+    errors = [r.getMessage() for r in caplog.records if r.getMessage().startswith("reload: ")]
+    assert errors == [
+        f"reload: {config}:3:73: (root): nested too deeply: more than 64 levels",
+        f"reload: {config}:1:1: (file): file too large: a config may hold at most "
+        f"{MAX_BYTES} bytes (1 MB)",
+    ]
+    assert not any(r.exc_info for r in caplog.records)

@@ -12,8 +12,8 @@ from redis.exceptions import ResponseError
 
 from tests.streams.conftest import wait_blocked
 from topology import streams
-from topology.streams._consumer import entries_of
 from topology.streams._link import ReadInterrupted, ReadLink, new_link
+from topology.streams._wire import entries_of
 
 BLOCKING_READ = (b"XREADGROUP", "GROUP", "g", "c", "BLOCK", 5000, "STREAMS", "s", ">")
 

@@ -4,7 +4,8 @@ Per sink and stream: the consumer group's consumers, pending (delivered, not
 acked) and lag (entries not yet delivered: ``XINFO GROUPS`` ``lag``, Redis >= 7;
 ``?`` when the server cannot tell), and the length of its dead-letter stream.
 Per source: ended, failed, or which worker holds its lease. Per worker: id,
-version, generation and the age of its last heartbeat. The Redis URL is shown
+version, generation, the deployment version it runs (and the last one it
+rejected, with why) and the age of its last heartbeat. The Redis URL is shown
 with its password masked, and the whole output is redacted once more before it
 is printed: nothing a worker published can leak a password either.
 """
@@ -28,7 +29,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         description=__doc__.splitlines()[0],
     )
     parser.add_argument("config", metavar="CONFIG", help="topology YAML file")
-    parser.add_argument("--format", choices=("text", "json"), default="text")
+    parser.add_argument(
+        "--format", choices=("text", "json"), default="text", help="output format (default: text)"
+    )
     add_connection_args(parser)
     parser.set_defaults(func=run)
     return parser
@@ -151,6 +154,9 @@ def format_text(data: dict[str, Any]) -> str:
         state = "live" if w.get("live") else "stale"
         applied = w.get("deployment_version")
         config = f"  config v{applied}" if applied is not None else ""
+        refused = w.get("deployment_rejected")
+        if isinstance(refused, dict):
+            config += f"  (v{refused.get('version')} rejected: {refused.get('reason')})"
         lines.append(
             f"  {wid}  version {w.get('version', '?')}  generation {w.get('generation', '?')}"
             f"{config}  beat {w.get('age', 0):.1f}s ago  {state}"

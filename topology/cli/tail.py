@@ -47,7 +47,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument("-n", type=int, metavar="N", default=None, help="stop after N events")
     parser.add_argument("--follow", "-F", action="store_true", help="wait for new events")
-    parser.add_argument("--format", choices=("text", "json"), default="text")
+    parser.add_argument(
+        "--format",
+        choices=("text", "json"),
+        default="text",
+        help="text lines, or one JSON object per event that emit --file takes back (default: text)",
+    )
     parser.add_argument("--topic", "-t", metavar="T", help="only events of topic T")
     add_connection_args(parser)
     parser.set_defaults(func=run)
@@ -60,6 +65,8 @@ def start_position(value: str) -> str:
     if match is None:
         return value  # oldest, newest, after:..., at:... (checked by the library)
     ms, seq = int(match[1]), int(match[2] or 0)
+    if ms > _MAX_SEQ or seq > _MAX_SEQ:
+        raise ValueError(f"invalid entry id {value!r}: its parts are at most {_MAX_SEQ}")
     if seq > 0:
         return f"after:{ms}-{seq - 1}"
     if ms > 0:
@@ -118,8 +125,8 @@ def run(args: argparse.Namespace) -> int:
     if args.n is not None and args.n < 1:
         print(f"{prog}: error: -n must be >= 1", file=sys.stderr)
         return EXIT_USAGE
-    start = start_position(args.start or ("newest" if args.follow else "oldest"))
     try:
+        start = start_position(args.start or ("newest" if args.follow else "oldest"))
         parse_start(start)
     except ValueError as exc:
         print(f"{prog}: error: --from: {exc}", file=sys.stderr)

@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
+import math
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -41,11 +44,16 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--timeout",
-        type=float,
+        type=_seconds,
         metavar="SECONDS",
         help="how long a test may take to become idle (default 30; a test's own timeout: wins)",
     )
-    parser.add_argument("--format", choices=("text", "junit"), default="text")
+    parser.add_argument(
+        "--format",
+        choices=("text", "junit"),
+        default="text",
+        help="junit: also a JUnit XML report, to -o FILE or stdout (default: text)",
+    )
     parser.add_argument(
         "-o", "--output", type=Path, metavar="FILE", help="with --format junit: write it here"
     )
@@ -63,35 +71,83 @@ def _print_result(result: Any, out: TextIO) -> None:
     out.flush()
 
 
-def run(args: argparse.Namespace) -> int:
-    from topology.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
-    from topology.redact import redact_text
-    from topology.runtime.logs import setup_logging
-    from topology.testing import DEFAULT_TIMEOUT, check_test_file, find_test_files, run_files
-    from topology.testing._junit import junit_xml
+def _seconds(text: str) -> float:
+    """``--timeout``: a finite number of seconds above zero (argparse says so otherwise)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number of seconds > 0, got {text}")
+    return value
 
-    timeout = DEFAULT_TIMEOUT if args.timeout is None else args.timeout
-    if timeout <= 0:
-        print("ponos-topology test: --timeout must be > 0", file=sys.stderr)
-        return EXIT_USAGE
-    # The report is the output: engine and handler logs only when asked for (redacted then).
+
+@contextlib.contextmanager
+def _logs(verbose: bool) -> Iterator[None]:
+    """The report is the output: engine and handler logs only with ``-v`` (redacted then)."""
+    from topology.runtime.logs import setup_logging
+
     setup_logging("text", quiet=True, level=logging.WARNING)
-    logging.getLogger().setLevel(logging.WARNING)
-    if not args.verbose:
+    root = logging.getLogger()
+    level, disabled = root.level, logging.root.manager.disable
+    root.setLevel(logging.WARNING)
+    if not verbose:
         logging.disable(logging.CRITICAL)
-    paths, problems = find_test_files(args.paths or [Path.cwd()])
-    if not paths and not problems:
-        where = ", ".join(str(p) for p in args.paths) or "the current folder"
+    try:
+        yield
+    finally:  # in-process callers (tests) get their logging back
+        logging.disable(disabled)
+        root.setLevel(level)
+
+
+def _load(paths: list[Path]) -> tuple[list[Any], list[Any]] | None:
+    """The valid test files and every problem found; None when there is nothing to run."""
+    from topology.testing import check_test_file, find_test_files
+
+    found, problems = find_test_files(paths or [Path.cwd()])
+    if not found and not problems:
+        where = ", ".join(str(p) for p in paths) or "the current folder"
         print(f"ponos-topology test: no *_test.yaml file under {where}", file=sys.stderr)
-        return EXIT_USAGE
+        return None
     files = []
-    for path in paths:
-        test_file, found = check_test_file(path)
-        problems.extend(found)
+    for path in found:
+        test_file, more = check_test_file(path)
+        problems.extend(more)
         if test_file is not None:
             files.append(test_file)
     for problem in problems:
         print(problem, file=sys.stderr)
+    return files, problems
+
+
+def _write_junit(args: argparse.Namespace, results: list[Any], invalid: list[Any]) -> bool:
+    from topology.testing._junit import junit_xml
+
+    xml = junit_xml(results, invalid)
+    if args.output is None:
+        sys.stdout.write(xml)
+        return True
+    try:
+        args.output.write_text(xml, encoding="utf-8")
+    except OSError as exc:
+        print(
+            f"ponos-topology test: cannot write {args.output}: {exc.strerror or exc}",
+            file=sys.stderr,
+        )
+        return False
+    return True
+
+
+def run(args: argparse.Namespace) -> int:
+    from topology.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
+    from topology.redact import redact_text
+    from topology.testing import DEFAULT_TIMEOUT, run_files
+
+    timeout = DEFAULT_TIMEOUT if args.timeout is None else args.timeout
+    loaded = _load(args.paths)
+    if loaded is None:
+        return EXIT_USAGE
+    files, problems = loaded
     invalid = [p for p in problems if p.is_error]
     # JUnit on stdout leaves the human report to stderr.
     out = sys.stderr if args.format == "junit" and args.output is None else sys.stdout
@@ -101,20 +157,17 @@ def run(args: argparse.Namespace) -> int:
         results.append(result)
         _print_result(result, out)
 
-    aborted = False
-    try:
-        asyncio.run(run_files(files, redis_url=args.redis_url, timeout=timeout, report=report))
-    except Exception as exc:  # the server would not start, the URL is unreachable...
-        print(f"ponos-topology test: {redact_text(str(exc))}", file=sys.stderr)
-        aborted = True
+    ok = True
+    with _logs(args.verbose):
+        try:
+            asyncio.run(run_files(files, redis_url=args.redis_url, timeout=timeout, report=report))
+        except Exception as exc:  # the server would not start, the URL is unreachable...
+            print(f"ponos-topology test: {redact_text(str(exc))}", file=sys.stderr)
+            ok = False
     failed = sum(not r.passed for r in results)
     if args.format == "junit":
-        xml = junit_xml(results, invalid)
-        if args.output is None:
-            sys.stdout.write(xml)
-        else:
-            args.output.write_text(xml, encoding="utf-8")
+        ok = _write_junit(args, results, invalid) and ok
     print(f"{len(results) - failed} passed, {failed} failed", file=out)
     if invalid:
         return EXIT_USAGE
-    return EXIT_FAILURE if failed or aborted else EXIT_OK
+    return EXIT_FAILURE if failed or not ok else EXIT_OK

@@ -37,8 +37,12 @@ class EngineKeys:
         return f"{self.base}:workers"
 
     def config(self) -> str:
-        """String holding the applied config (``apply``), watched by ``run --deployment``."""
+        """Hash of the current applied config (``apply``), watched by ``run --deployment``."""
         return f"{self.base}:config"
+
+    def config_version(self, version: int) -> str:
+        """Hash of one published version (text, source, sha256, time, signature): the history."""
+        return f"{self.base}:config:v:{version}"
 
     def config_channel(self) -> str:
         """Pub/sub channel announcing a new applied config version."""

@@ -28,7 +28,7 @@ from topology.callables import CallableImportError, import_callable
 from topology.config.model import SinkSpec, SourceSpec, StreamSpec, Topology
 from topology.plan import Plan, diff
 from topology.runtime.actor import Actor
-from topology.runtime.handlers import HandlerRunner
+from topology.runtime.handlers import runner_for
 from topology.runtime.keys import EngineKeys
 from topology.runtime.metrics import Metrics
 from topology.streams import Connection
@@ -260,7 +260,7 @@ class Runtime:
             spec,
             index,
             conn=self.conn,
-            handler=HandlerRunner(prepared.handler, spec.outputs, executor=self._executor),
+            handler=runner_for(prepared.handler, spec.outputs, executor=self._executor),
             attempts_key=self.keys.attempts(spec.name),
             streams=self.streams,
             metrics=self.metrics,

@@ -19,10 +19,7 @@ from typing import Any
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-try:  # hiredis packs a command in C; redis.asyncio's Python packer costs ~1 µs an argument
-    from hiredis import pack_command as _pack_command
-except ImportError:  # pragma: no cover - hiredis is a dependency of the engine
-    _pack_command = None
+from topology.streams._wire import packed_or_none
 
 __all__ = ["ReadInterrupted", "ReadLink", "new_link"]
 
@@ -51,12 +48,7 @@ class ReadLink:
                 await connection.connect()
             if self._aborted:  # aborted while connecting (no transport to cut yet)
                 raise ReadInterrupted("read interrupted")
-            packed = None
-            if _pack_command is not None:
-                try:
-                    packed = _pack_command(args)
-                except TypeError:  # an argument hiredis cannot pack: redis-py encodes it
-                    packed = None
+            packed = packed_or_none(args)
             if packed is None:
                 await connection.send_command(*args, check_health=False)
             else:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from topology.config import Problem, Topology, check, parse_duration
-from topology.config._loader import read_source
+from topology.config._loader import read
 from topology.config._problems import NodePath, format_path
 from topology.config._schema import schema_errors
 from topology.config._yaml import Document, Raw, parse
@@ -128,9 +128,10 @@ def check_test_file(
     them (located in the config file). Never raises for bad input.
     """
     file = str(path)
-    text = read_source(path)
-    if isinstance(text, Problem):
-        return None, (text,)
+    text, problem = read(path)
+    if text is None:
+        assert problem is not None
+        return None, (problem,)
     doc, raws = parse(text, os.environ if env is None else env)
     if doc.data is not None or not raws:
         raws.extend(schema_errors(doc, TEST_SCHEMA))
