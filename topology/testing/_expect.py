@@ -18,7 +18,15 @@ from typing import Any
 from topology.streams import Event
 from topology.testing._file import ExpectedEvent
 
-__all__ = ["compare_stream", "contains", "json_equal", "matches", "show_event", "show_expected"]
+__all__ = [
+    "compact_json",
+    "compare_stream",
+    "contains",
+    "json_equal",
+    "matches",
+    "show_event",
+    "show_expected",
+]
 
 
 def json_equal(expected: Any, actual: Any) -> bool:
@@ -81,7 +89,7 @@ def matches(expected: ExpectedEvent, event: Event) -> bool:
     return True
 
 
-def _compact(value: Any) -> str:
+def compact_json(value: Any) -> str:
     return json.dumps(value, separators=(", ", ": "), ensure_ascii=False, sort_keys=True)
 
 
@@ -92,9 +100,9 @@ def show_expected(expected: ExpectedEvent) -> str:
     if expected.topic is not None:
         parts.append(f"topic={expected.topic}")
     if expected.has_payload:
-        parts.append(f"payload={_compact(expected.payload)}")
+        parts.append(f"payload={compact_json(expected.payload)}")
     if expected.payload_contains is not None:
-        parts.append(f"payload_contains={_compact(expected.payload_contains)}")
+        parts.append(f"payload_contains={compact_json(expected.payload_contains)}")
     return " ".join(parts) or "(any event)"
 
 
@@ -104,7 +112,9 @@ def show_event(event: Event) -> str:
         parts.append(f"topic={event.topic}")
     value = _decoded(event.payload)
     text = (
-        event.payload.decode("utf-8", errors="replace") if value is _NOT_JSON else _compact(value)
+        event.payload.decode("utf-8", errors="replace")
+        if value is _NOT_JSON
+        else compact_json(value)
     )
     parts.append(f"payload={text}")
     parts.append(f"(id {event.id})")

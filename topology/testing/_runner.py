@@ -18,7 +18,7 @@ from typing import Any
 
 from topology.redact import redact_text
 from topology.runtime.connect import RedisUnavailableError
-from topology.testing._expect import compare_stream, json_equal
+from topology.testing._expect import compact_json, compare_stream, json_equal
 from topology.testing._file import TestCase, TestFile
 from topology.testing._harness import DEFAULT_TIMEOUT, IdleTimeout, TopologyUnderTest
 from topology.testing._server import TestServer
@@ -67,11 +67,12 @@ async def _compare_state(harness: TopologyUnderTest, case: TestCase) -> list[str
         for key in sorted(set(expected) - set(actual)):
             lines.append(f"state of {sink}: missing key {key!r}")
         for key in sorted(set(actual) - set(expected)):
-            lines.append(f"state of {sink}: unexpected key {key!r}: {actual[key]}")
+            lines.append(f"state of {sink}: unexpected key {key!r}: {compact_json(actual[key])}")
         for key in sorted(set(expected) & set(actual)):
             if not json_equal(expected[key], actual[key]):
                 lines.append(
-                    f"state of {sink}[{key!r}]: expected {expected[key]}, got {actual[key]}"
+                    f"state of {sink}[{key!r}]: expected {compact_json(expected[key])}, "
+                    f"got {compact_json(actual[key])}"
                 )
     return lines
 
