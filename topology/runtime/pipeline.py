@@ -134,8 +134,14 @@ class InHand:
     def _requeue(self, retries: list[Retry]) -> None:
         self._requeued += len(retries)
         self.retries.push(retries)
-        if self._kick is not None:
-            set_none(self._kick)  # the loop re-plans its wake-up
+        # The loop re-plans its wake-up, whichever it waits on: the kick (a read in
+        # flight) or progress (none). The chunk's settle may have found no waiter yet
+        # and the loop created one since: left unset, the actor would stall.
+        with self._lock:
+            waiter, self._waiter = self._waiter, None
+        for future in (self._kick, waiter):
+            if future is not None:
+                set_none(future)
 
     def waits(self, read: asyncio.Future[Any] | None, stopping: bool) -> set[asyncio.Future[Any]]:
         """What the actor's loop waits for next, beside ``read``.
