@@ -25,8 +25,7 @@ from typing import Any
 from topology.callables import import_callable
 from topology.config import load
 from topology.config.model import Topology
-from topology.runtime.supervisor import Runtime
-from topology.runtime.workers import new_worker_id
+from topology.runtime import Runtime, new_worker_id
 from topology.streams import Connection, Event, decode_entry
 from topology.testing._file import GivenEvent
 from topology.testing._idle import look
