@@ -1,4 +1,4 @@
-"""Run the test suite while CPU hogs keep every core busy: find tests that only pass on a quiet machine.
+"""Run the test suite while CPU hogs keep every core busy: tests that pass only when idle fail.
 
 CI machines are shared. A test that waits on time instead of on an event, or
 holds a bound without tolerance, passes on an idle laptop and fails there. This
