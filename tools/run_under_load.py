@@ -21,6 +21,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -44,8 +45,8 @@ def cpu_hogs(count: int) -> Iterator[list[subprocess.Popen[bytes]]]:
             hog.wait()
 
 
-def run_suite(python: str, pytest_args: Sequence[str]) -> tuple[int, list[str], float]:
-    """One run of the suite: its exit code, the failed test ids, its wall time."""
+def run_suite(python: str, pytest_args: Sequence[str], log: Path) -> tuple[int, list[str], float]:
+    """One run of the suite (its whole output in ``log``): exit code, failed test ids, wall time."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     started = time.monotonic()
@@ -59,6 +60,7 @@ def run_suite(python: str, pytest_args: Sequence[str]) -> tuple[int, list[str], 
         check=False,
     )
     elapsed = time.monotonic() - started
+    log.write_text(proc.stdout)
     sys.stdout.write(proc.stdout[-3000:])
     return proc.returncode, [m.group(2) for m in FAILED.finditer(proc.stdout)], elapsed
 
@@ -68,15 +70,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--python", default=sys.executable, help="interpreter to test with")
     parser.add_argument("--runs", type=int, default=1, help="how many runs of the suite")
     parser.add_argument("--hogs", type=int, default=os.cpu_count() or 2, help="busy processes")
+    parser.add_argument("--log-dir", type=Path, help="where each run's output goes (a temp dir)")
     parser.add_argument("pytest_args", nargs="*", help="passed to pytest (after --)")
     args = parser.parse_args(argv)
+    log_dir = args.log_dir or Path(tempfile.mkdtemp(prefix="under-load-"))
+    log_dir.mkdir(parents=True, exist_ok=True)
 
     results: list[tuple[int, list[str], float]] = []
     with cpu_hogs(args.hogs):
         for run in range(1, args.runs + 1):
             print(f"== run {run}/{args.runs}: {args.python} under {args.hogs} CPU hogs", flush=True)
-            results.append(run_suite(args.python, args.pytest_args))
-    print("\n== summary")
+            results.append(run_suite(args.python, args.pytest_args, log_dir / f"run{run}.log"))
+    print(f"\n== summary (whole outputs in {log_dir})")
     for run, (code, failed, elapsed) in enumerate(results, 1):
         verdict = "passed" if code == 0 else f"FAILED (exit {code})"
         print(f"run {run}: {verdict} in {elapsed:.0f} s")
