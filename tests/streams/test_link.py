@@ -133,4 +133,3 @@ async def test_a_cut_at_any_offset_into_a_call_leaves_the_link_usable_at_once(
             assert reply in (b"PONG", "PONG"), f"offset {offset}"
         assert not link.busy
         assert await asyncio.wait_for(link.call(b"PING"), 1.0) in (b"PONG", "PONG"), offset
-
