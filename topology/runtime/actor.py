@@ -183,6 +183,7 @@ class Actor:
         self._requeued = 0
         self._progress_lock = threading.Lock()
         self._progress: asyncio.Future[None] | None = None  # set when a direct job ends
+        self._jobs_done = 0  # direct jobs the thread has finished (written under the lock)
         self._halted = False  # stop_now: the thread skips what it has not committed yet
         self._sent: _Sent | None = None  # the handler thread's commit in flight
         self._loop: asyncio.AbstractEventLoop | None = None  # the actor's loop (start())
@@ -355,11 +356,12 @@ class Actor:
                 # With a read in flight a finished chunk changes nothing here (room
                 # only matters for the next read): waking for it would cost a loop
                 # pass per read. Only a retry it queued does, hence the kick.
+                jobs_seen = self._jobs_done
                 in_flight = self._in_flight()
                 if read is None or self._stopping:
                     waits: set[asyncio.Future[Any]] = set(working)
                     if in_flight:
-                        waits.add(self._next_progress())
+                        waits.add(self._next_progress(jobs_seen))
                 else:
                     waits = set()
                     if working or in_flight:
@@ -439,10 +441,19 @@ class Actor:
         self._busy += len(events)
         return asyncio.create_task(self._process_safely(events, counted=True))
 
-    def _next_progress(self) -> asyncio.Future[None]:
-        """A future the handler thread sets when it next finishes a chunk (direct path)."""
+    def _next_progress(self, jobs_seen: int) -> asyncio.Future[None]:
+        """A future the handler thread sets when it next finishes a chunk (direct path).
+
+        Already set if a job finished since the loop read ``jobs_seen``: that job
+        found no future to set, and the loop would wait for it forever (its retries,
+        queued on the loop, do not wake a loop waiting for progress).
+        """
         loop = asyncio.get_running_loop()
         with self._progress_lock:
+            if self._jobs_done != jobs_seen:
+                finished = loop.create_future()
+                finished.set_result(None)
+                return finished
             if self._progress is None or self._progress.done():
                 self._progress = loop.create_future()
             return self._progress
@@ -538,6 +549,7 @@ class Actor:
                 loop.call_soon_threadsafe(self._requeue, retries)
         with self._progress_lock:
             self._finished += count - len(retries)
+            self._jobs_done += 1
             waiter, self._progress = self._progress, None
         if waiter is not None:
             _wake(loop, waiter)
@@ -567,8 +579,14 @@ class Actor:
     def _queue_retries(self, retries: list[tuple[float, Event, int]]) -> None:
         for due, event, attempts in retries:
             heapq.heappush(self._retry, (due, next(self._seq), event, attempts))
-        if retries and self._kick is not None and not self._kick.done():
-            self._kick.set_result(None)  # the loop re-plans its wake-up
+        if not retries:
+            return
+        # The loop re-plans its wake-up, whether it waits with a read in flight (the
+        # kick) or for the handler thread (whose job queued these: the loop may have
+        # counted them in flight and be waiting for a progress nothing else sets).
+        for waiter in (self._kick, self._progress):
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
 
     async def _flush_own_pending(self) -> None:
         """On drain, handle what the server delivered to this consumer but never reached us.
