@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
+from tests.proxy import TcpProxy
 from topology.server import ServerCluster, ServerNotFoundError, ServerProcess, find_server_binary
 
 
@@ -77,3 +78,11 @@ async def r(redis_url: str) -> AsyncIterator[aioredis.Redis]:
     client = aioredis.Redis.from_url(redis_url)
     yield client
     await client.aclose()
+
+
+@pytest.fixture
+def proxy(redis_server: ServerProcess, redis_url: str) -> Iterator[TcpProxy]:
+    """A TCP proxy in front of the (flushed) session server; ``proxy.url`` reaches it."""
+    assert redis_server.port
+    with TcpProxy("127.0.0.1", redis_server.port) as tcp_proxy:
+        yield tcp_proxy

@@ -12,19 +12,40 @@ __all__ = ["MASK", "redact", "redact_text"]
 
 MASK = "***"
 
-# scheme://user:password@  (user may be empty). The password part is greedy up
-# to the last '@' of the token: an unescaped '@' in a password is over-redacted,
-# never leaked.
-_USERINFO = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^:@/\s]*):(?P<pw>[^@\s]*)@")
-# password=... anywhere (redis-py accepts the password as a URL query parameter)
-_QUERY_PW = re.compile(r"(?P<head>\b(?:password|passwd|pass|pwd)=)[^&\s#]*", re.IGNORECASE)
+# A URL in free text: scheme:// up to the next space or quote (a URL quoted in a
+# message ends at its quote; an unescaped quote in a password is over-masked).
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"`<>]*")
+# password=... anywhere (redis-py accepts the password as a URL query parameter).
+_QUERY_PW = re.compile(r"(?P<head>\b(?:password|passwd|pass|pwd)=)[^&\s#'\"`<>]*", re.IGNORECASE)
+
+
+def _mask_url(url: str) -> str:
+    scheme, _, rest = url.partition("://")
+    # The user information ends at the last '@': a password may hold '/', '?' or
+    # '@' unescaped. An '@' later in the URL is over-masked, never leaked.
+    userinfo, at, host = rest.rpartition("@")
+    if not at:
+        return url
+    if "@" in userinfo or userinfo.count(":") > 1:
+        # Ambiguous (two '@', a stray ':'): any part of what precedes the last
+        # '@' may be the secret, so none of it is shown.
+        return f"{scheme}://{MASK}@{host}"
+    user, colon, password = userinfo.partition(":")
+    return f"{scheme}://{user}:{MASK}@{host}" if colon and password else url
 
 
 def redact_text(text: str) -> str:
-    """``text`` with the password of every URL in it replaced by ``***``."""
+    """``text`` with the password of every URL in it replaced by ``***``.
+
+    A URL whose user information reads one way keeps its user name
+    (``redis://alice:***@db``); one that does not (``user:s3c@ret@db``) loses
+    everything before its last ``@`` (``redis://***@db``): the secret may be
+    anywhere in it.
+    """
     if "://" not in text and "=" not in text:
         return text
-    text = _USERINFO.sub(lambda m: f"{m['head']}:{MASK}@" if m["pw"] else m[0], text)
+    if "://" in text:
+        text = _URL.sub(lambda m: _mask_url(m[0]), text)
     return _QUERY_PW.sub(lambda m: f"{m['head']}{MASK}", text)
 
 

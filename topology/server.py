@@ -21,8 +21,10 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 __all__ = [
     "ServerCluster",
@@ -287,6 +289,12 @@ class ServerCluster:
     directory: Path
     masters: int = 3
     binary: str | None = None
+    #: replicas per master (each node's replicas follow it by index).
+    replicas: int = 0
+    #: how long a master may be silent before its replica takes over.
+    node_timeout_ms: int = 15000
+    appendonly: bool = False
+    extra_args: tuple[str, ...] = ()
     nodes: list[ServerProcess] = field(default_factory=list, init=False)
 
     @property
@@ -301,41 +309,52 @@ class ServerCluster:
     def start(self, timeout: float = 20.0) -> ServerCluster:
         import redis  # the sync client: this runs in fixtures and tools, outside any loop
 
-        buses = [free_port() for _ in range(self.masters)]
+        count = self.masters * (1 + self.replicas)
+        buses = [free_port() for _ in range(count)]
         self.nodes = [
             ServerProcess(
                 Path(self.directory) / f"node{i}",
                 binary=self.binary,
+                appendonly=self.appendonly,
                 extra_args=(
                     "--cluster-enabled", "yes",
                     "--cluster-config-file", "nodes.conf",
                     "--cluster-port", str(buses[i]),
+                    "--cluster-node-timeout", str(self.node_timeout_ms),
+                    "--repl-diskless-sync-delay", "0",
+                    *self.extra_args,
                 ),
             )
-            for i in range(self.masters)
+            for i in range(count)
         ]  # fmt: skip
         for node in self.nodes:
             node.start()
         clients = [redis.Redis(port=port) for port in self.ports]
         try:
             share = 16384 // self.masters
-            for i, client in enumerate(clients):
+            for i, client in enumerate(clients[: self.masters]):
                 last = 16383 if i == self.masters - 1 else (i + 1) * share - 1
                 client.execute_command("CLUSTER", "ADDSLOTSRANGE", i * share, last)
             for port, bus in zip(self.ports[1:], buses[1:], strict=True):
                 clients[0].execute_command("CLUSTER", "MEET", "127.0.0.1", port, bus)
-            deadline = time.monotonic() + timeout
-            while not all(
-                b"cluster_state:ok" in c.execute_command("CLUSTER", "INFO") for c in clients
-            ):
-                if time.monotonic() > deadline:
-                    self.stop()
-                    raise ServerStartError(f"the cluster did not converge within {timeout}s")
-                time.sleep(0.05)  # the cluster bus converges on its own: nothing to await
+            self._wait(clients, timeout, lambda c: _knows(c, count))
+            for i, client in enumerate(clients[self.masters :]):
+                master = clients[i % self.masters].execute_command("CLUSTER", "MYID")
+                client.execute_command("CLUSTER", "REPLICATE", master)
+            self._wait(clients, timeout, lambda c: b"cluster_state:ok" in _info(c))
+            self._wait(clients[self.masters :], timeout, _synced)
         finally:
             for client in clients:
                 client.close()
         return self
+
+    def _wait(self, clients: list[Any], timeout: float, ready: Callable[[Any], bool]) -> None:
+        deadline = time.monotonic() + timeout
+        while not all(ready(client) for client in clients):
+            if time.monotonic() > deadline:
+                self.stop()
+                raise ServerStartError(f"the cluster did not converge within {timeout}s")
+            time.sleep(0.05)  # the cluster bus converges on its own: nothing to await
 
     def flush(self) -> None:
         import redis
@@ -344,6 +363,10 @@ class ServerCluster:
             client = redis.Redis(port=port)
             try:
                 client.flushall()
+            except redis.ReadOnlyError:  # a replica: its master's flush reaches it
+                pass
+            except redis.ConnectionError:  # a node a test has stopped
+                pass
             finally:
                 client.close()
 
@@ -356,3 +379,22 @@ class ServerCluster:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _info(client: Any) -> bytes:
+    try:
+        return bytes(client.execute_command("CLUSTER", "INFO"))
+    except Exception:  # a node still starting: not ready yet
+        return b""
+
+
+def _knows(client: Any, count: int) -> bool:
+    return f"cluster_known_nodes:{count}".encode() in _info(client)
+
+
+def _synced(client: Any) -> bool:
+    """A replica whose first sync with its master is done (it can take over)."""
+    try:
+        return client.info("replication").get("master_link_status") == "up"
+    except Exception:
+        return False

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from topology.callables import CallableImportError, import_callable
+from topology.callables import CallableImportError, Origins, import_callable
 
 
 @pytest.fixture
@@ -105,3 +105,91 @@ def test_failures_are_one_line_messages(
 
 def test_stdlib_reference_without_base_dir() -> None:
     assert import_callable("os.path:join", None)("a", "b") == "a/b"
+
+
+# -- a deployment's rule: only the operator's modules ---------------------------------
+
+
+def test_a_deployment_refuses_a_module_outside_the_handlers_folder_without_importing_it(
+    tmp_path: Path, clean_modules: None
+) -> None:
+    ran = tmp_path / "ran.txt"
+    elsewhere = _module(
+        tmp_path / "site", "ptest_elsewhere", f"open({str(ran)!r}, 'w')\ndef f(e): ...\n"
+    )
+    sys.path.insert(0, str(elsewhere))  # importable, as site-packages would be
+    handlers = _module(tmp_path / "app", "ptest_mine", "def f(e):\n    return 'mine'\n")
+    origins = Origins(folder=handlers)
+    for ref in ("os:getpid", "json:dumps", "pdb:set_trace", "ptest_elsewhere:f"):
+        with pytest.raises(CallableImportError) as info:
+            import_callable(ref, handlers, origins=origins)
+        module = ref.split(":")[0]
+        assert str(info.value) == (
+            f"module {module!r} is outside the handlers folder {handlers.resolve()}: a deployment"
+            f" runs only the operator's handlers (allow it with --allow-module {module})"
+        )
+    assert not ran.exists()  # refused before import: its top-level code never ran
+    assert import_callable("ptest_mine:f", handlers, origins=origins)(None) == "mine"
+
+
+def test_packages_under_the_handlers_folder_and_allowed_prefixes_are_accepted(
+    tmp_path: Path, clean_modules: None
+) -> None:
+    handlers = tmp_path / "app"
+    _module(handlers / "ptest_pkg", "__init__", "")
+    _module(handlers / "ptest_pkg", "sinks", "def f(e):\n    return 'sub'\n")
+    origins = Origins(folder=handlers, allow=("os.path",))
+    assert import_callable("ptest_pkg.sinks:f", handlers, origins=origins)(None) == "sub"
+    assert import_callable("os.path:join", handlers, origins=origins)("a", "b") == "a/b"
+    with pytest.raises(CallableImportError, match="outside the handlers folder"):
+        import_callable("os:getcwd", handlers, origins=origins)  # "os.path" does not allow "os"
+    with pytest.raises(CallableImportError, match="outside the handlers folder"):
+        import_callable("os.pathx:f", handlers, origins=origins)  # a prefix ends at a dot
+
+
+@pytest.mark.parametrize(
+    ("ref", "message"),
+    [
+        ("ptest_walk:os.system", "'ptest_walk:os' is the module 'os', reached through another"),
+        ("ptest_walk:getpid", "'ptest_walk:getpid' is defined in module 'posix', outside"),
+        ("ptest_walk:dumps", "'ptest_walk:dumps' is defined in module 'json', outside"),
+        ("ptest_walk:f.__globals__", "'ptest_walk:f.__globals__': a deployment may not name"),
+    ],
+)
+def test_a_deployment_cannot_walk_out_of_a_handler_module(
+    tmp_path: Path, clean_modules: None, ref: str, message: str
+) -> None:
+    body = "import os\nfrom os import getpid\nfrom json import dumps\ndef f(e): ...\n"
+    handlers = _module(tmp_path / "app", "ptest_walk", body)
+    with pytest.raises(CallableImportError) as info:
+        import_callable(ref, handlers, origins=Origins(folder=handlers))
+    assert str(info.value).startswith(message)
+    # A config file the user wrote keeps today's rule: anything importable.
+    assert callable(import_callable(ref.replace(".__globals__", ""), handlers))
+
+
+def test_a_handler_module_own_functions_classes_and_instances_pass(
+    tmp_path: Path, clean_modules: None
+) -> None:
+    body = (
+        "import functools\n"
+        "class H:\n    @staticmethod\n    def run(e):\n        return 'static'\n"
+        "def g(e, tag):\n    return tag\n"
+        "tagged = functools.partial(g, tag='partial')\n"
+    )
+    handlers = _module(tmp_path / "app", "ptest_own", body)
+    origins = Origins(folder=handlers)
+    assert import_callable("ptest_own:H.run", handlers, origins=origins)(None) == "static"
+    assert import_callable("ptest_own:tagged", handlers, origins=origins)(None) == "partial"
+
+
+def test_a_library_below_the_handlers_folder_is_not_one_of_its_modules(
+    tmp_path: Path, clean_modules: None
+) -> None:
+    # As the standard library is below "/": a file below the folder, imported through
+    # another sys.path entry, is not a handler module of the folder.
+    handlers = _module(tmp_path / "app", "ptest_wide", "from ptest_lib import f\n")
+    vendor = _module(handlers / "vendor", "ptest_lib", "def f(e):\n    return 'lib'\n")
+    sys.path.insert(0, str(vendor))
+    with pytest.raises(CallableImportError, match="is defined in module 'ptest_lib', outside"):
+        import_callable("ptest_wide:f", handlers, origins=Origins(folder=handlers))

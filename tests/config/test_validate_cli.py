@@ -46,10 +46,10 @@ def test_warnings_go_to_stderr_and_strict_makes_them_fatal(
     assert main(["validate", path]) == 0
     out, err = capsys.readouterr()
     assert out == "ok: 5 streams, 2 sinks, 2 actors\n"
-    assert len(err.splitlines()) == 4 and all(": warning: " in line for line in err.splitlines())
+    assert len(err.splitlines()) == 3 and all(": warning: " in line for line in err.splitlines())
     assert main(["validate", "--strict", path]) == 2
     out, err = capsys.readouterr()
-    assert out == "" and len(err.splitlines()) == 4 and ": warning: " not in err
+    assert out == "" and len(err.splitlines()) == 3 and ": warning: " not in err
 
 
 def test_missing_file_exits_2(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
@@ -70,3 +70,27 @@ def test_console_script_never_prints_a_traceback(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert proc.stderr.startswith(f"{bad}:2:8: (root): invalid YAML")
+
+
+STDLIB_HANDLER = """\
+version: 1
+name: std
+streams:
+  a: {}
+sinks:
+  s:
+    streams: [a]
+    handler: json:dumps
+"""
+
+
+def test_strict_flags_a_handler_from_the_standard_library(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    path = tmp_path / "std.yaml"
+    path.write_text(STDLIB_HANDLER)
+    assert main(["validate", str(path)]) == 0  # a file the user wrote: today's rule
+    assert "standard library" not in capsys.readouterr().err
+    assert main(["validate", "--strict", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"{path}:8:14: sinks.s.handler: module 'json' is from the standard library" in err

@@ -14,7 +14,7 @@ from tests.helpers import wait_for
 from topology import Emit, Event
 from topology.config.model import RetryPolicy, SinkSpec, StreamRef, StreamSpec
 from topology.runtime.actor import Actor
-from topology.runtime.handlers import HandlerRunner
+from topology.runtime.handlers import runner_for
 from topology.runtime.keys import EngineKeys
 from topology.runtime.metrics import Metrics
 from topology.server import ServerProcess
@@ -51,7 +51,7 @@ def make_actor(
         spec,
         0,
         conn=conn,
-        handler=HandlerRunner(fn, outputs, executor=executor),
+        handler=runner_for(fn, outputs, executor=executor),
         attempts_key=KEYS.attempts("s"),
         streams=lambda: {"out": StreamSpec("out")},
         metrics=metrics or Metrics(),

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from topology import Emit, Event
-from topology.runtime.handlers import ContractError, Failure, HandlerRunner, route_result
+from topology.runtime.handlers import ContractError, Failure, route_result, runner_for
 
 
 def ev(i: int = 0) -> Event:
@@ -73,7 +73,7 @@ async def test_a_sync_handler_runs_the_batch_off_the_event_loop_in_one_job() -> 
         return Emit("x", event.payload)
 
     with ThreadPoolExecutor(8) as pool:
-        runner = HandlerRunner(handler, ("out",), executor=pool)
+        runner = runner_for(handler, ("out",), executor=pool)
         results = await runner.run([ev(i) for i in range(50)])
     assert len(results) == 50 and not any(isinstance(r, Failure) for r in results)
     assert len(threads) == 1 and loop_thread not in threads  # one job for the whole batch
@@ -83,7 +83,7 @@ async def test_a_sync_callable_returning_a_coroutine_is_awaited() -> None:
     async def handler(event: Event, suffix: str) -> Emit:
         return Emit("x", event.payload + suffix.encode())
 
-    runner = HandlerRunner(functools.partial(handler, suffix="!"), ("out",))
+    runner = runner_for(functools.partial(handler, suffix="!"), ("out",))
     (result,) = await runner.run([ev(1)])
     assert result[0].fields[3] == b"1!"
 
@@ -99,7 +99,7 @@ async def test_async_handlers_run_concurrently_up_to_the_bound() -> None:
         await asyncio.sleep(0.01)
         running -= 1
 
-    runner = HandlerRunner(handler, ("out",), concurrency=8)
+    runner = runner_for(handler, ("out",), concurrency=8)
     await runner.run([ev(i) for i in range(40)])
     assert peak == 8
 
@@ -112,7 +112,7 @@ async def test_failures_are_per_event_and_contract_errors_are_not_retryable() ->
             return "not an emit"
         return None
 
-    results = await HandlerRunner(handler, ("out",)).run([ev(0), ev(1), ev(2)])
+    results = await runner_for(handler, ("out",)).run([ev(0), ev(1), ev(2)])
     assert results[0] == []
     assert isinstance(results[1], Failure) and results[1].retryable
     assert results[1].error_type == "KeyError"
@@ -126,6 +126,6 @@ async def test_a_handler_calling_sys_exit_fails_that_event_only() -> None:
         if event.payload == b"0":
             sys.exit(3)
 
-    results = await HandlerRunner(handler, ("out",)).run([ev(0), ev(1)])
+    results = await runner_for(handler, ("out",)).run([ev(0), ev(1)])
     assert isinstance(results[0], Failure) and results[0].error_type == "SystemExit"
     assert results[1] == []

@@ -23,6 +23,7 @@ from topology.config.model import Topology
 from topology.runtime.deployment import DeploymentFollower, publish, read_published
 from topology.runtime.keys import EngineKeys
 from topology.runtime.metrics import Metrics
+from topology.runtime.signing import KEY_ENV
 from topology.server import ServerProcess
 
 PASSWORD = "dep-s3cret-pw"
@@ -59,22 +60,33 @@ def write_config(folder: Path, name: str, streams: str = "a") -> Path:
     return path
 
 
-def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+def cli(
+    *args: str, cwd: Path | None = None, key: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != KEY_ENV}
+    if key is not None:
+        env[KEY_ENV] = key
     return subprocess.run(
         [sys.executable, "-m", "topology.cli", *args],
         capture_output=True,
         text=True,
         timeout=60,
         cwd=cwd,
+        env=env,
     )
 
 
 class Worker:
     """A ``run --deployment`` subprocess whose stderr is collected line by line."""
 
-    def __init__(self, url: str, name: str, handlers: Path, *extra: str) -> None:
+    def __init__(
+        self, url: str, name: str, handlers: Path, *extra: str, key: str | None = None
+    ) -> None:
         env = {**os.environ}
         env.pop("REDIS_URL", None)
+        env.pop(KEY_ENV, None)
+        if key is not None:
+            env[KEY_ENV] = key
         self.proc = subprocess.Popen(
             [
                 sys.executable,

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -155,3 +158,32 @@ def test_only_clients_with_the_password_get_in(server_binary: str, tmp_path: Pat
 def _cmdline(pid: int | None) -> list[str]:
     raw = Path(f"/proc/{pid}/cmdline").read_bytes()
     return [part.decode() for part in raw.split(b"\0") if part]
+
+
+def _listening(port: int) -> list[str]:
+    """Local addresses (hex, as the kernel shows them) listening on TCP ``port``."""
+    found = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(FileNotFoundError):
+            for row in Path(table).read_text().splitlines()[1:]:
+                local, state = row.split()[1], row.split()[3]
+                address, hex_port = local.rsplit(":", 1)
+                if state == "0A" and int(hex_port, 16) == port:  # 0A: LISTEN
+                    found.append(address)
+    return found
+
+
+def test_embedded_server_files_port_and_socket_are_its_owner_s_only(server_binary: str) -> None:
+    # A short folder, so the unix socket path fits and the socket is created.
+    with tempfile.TemporaryDirectory(prefix="pt-") as folder:
+        data = Path(folder) / "d"
+        with EmbeddedServer(data, binary=server_binary):
+            state = json.loads((data / "server.json").read_text())
+            for secret_file in ("server.json", "server.conf"):
+                assert stat.S_IMODE((data / secret_file).stat().st_mode) == 0o600, secret_file
+            # Loopback only: 127.0.0.1 (0100007F in the kernel's byte order), no wildcard.
+            assert _listening(state["port"]) == ["0100007F"]
+            socket_path = Path(state["socket"])
+            assert socket_path.is_socket()
+            mode = stat.S_IMODE(socket_path.stat().st_mode)
+            assert mode & 0o077 == 0, oct(mode)  # neither group nor others may even connect

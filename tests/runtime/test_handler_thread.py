@@ -11,7 +11,7 @@ import pytest
 
 from tests.helpers import wait_for
 from topology import Emit, Event
-from topology.runtime.handlers import HandlerRunner, HandlerThread
+from topology.runtime.handlers import HandlerThread, runner_for
 
 
 def ev(i: int) -> Event:
@@ -52,8 +52,8 @@ async def test_a_blocked_handler_stalls_neither_the_loop_nor_another_actor() -> 
         release.wait(10)
         return Emit("late", event.payload)
 
-    slow = HandlerRunner(stuck, ("out",))
-    fast = HandlerRunner(lambda e: Emit("quick", e.payload), ("out",))
+    slow = runner_for(stuck, ("out",))
+    fast = runner_for(lambda e: Emit("quick", e.payload), ("out",))
     slow_run = asyncio.ensure_future(slow.run([ev(1)]))
     try:
         started = time.monotonic()
@@ -104,7 +104,7 @@ async def test_an_explicit_executor_is_still_used() -> None:
         names.append(threading.current_thread().name)
 
     with ThreadPoolExecutor(1, thread_name_prefix="given") as pool:
-        await HandlerRunner(handler, ("out",), executor=pool).run([ev(1)])
+        await runner_for(handler, ("out",), executor=pool).run([ev(1)])
     assert names and names[0].startswith("given")
 
 

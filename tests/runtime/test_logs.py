@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
@@ -9,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from topology.runtime.logs import SUMMARY_LOGGER, setup_logging
+from topology.runtime.logs import SUMMARY_LOGGER, bind_fields, event_fields, setup_logging
 
 
 @pytest.fixture
@@ -66,3 +67,32 @@ def test_default_handler_follows_the_current_stderr(
     logging.getLogger("topology.test").warning("to %s", "redis://:pw1@h")
     err = capsys.readouterr().err
     assert "redis://:***@h" in err and "pw1" not in err
+
+
+def test_json_lines_carry_bound_and_per_event_fields(out: io.StringIO) -> None:
+    class _Event:
+        stream_name = "orders"
+        id = "1-0"
+
+    setup_logging("json", stream=out)
+
+    async def actor() -> None:
+        bind_fields(sink="enrich")  # a task's own binding: not seen outside it
+        logging.getLogger("topology.runtime").warning(
+            "failed", extra=event_fields("enrich", _Event())
+        )
+        logging.getLogger("topology.runtime").info("started")
+
+    async def main() -> None:
+        bind_fields(worker="w-1")
+        await asyncio.create_task(actor())
+        logging.getLogger("topology.run").info("stopped")
+
+    asyncio.run(main())
+    keys = ("msg", "sink", "stream", "event_id", "worker")
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [{k: line.get(k) for k in keys} for line in lines] == [
+        {"msg": "failed", "sink": "enrich", "stream": "orders", "event_id": "1-0", "worker": "w-1"},
+        {"msg": "started", "sink": "enrich", "stream": None, "event_id": None, "worker": "w-1"},
+        {"msg": "stopped", "sink": None, "stream": None, "event_id": None, "worker": "w-1"},
+    ]

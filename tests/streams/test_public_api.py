@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 from topology import streams
-from topology.streams import _consumer
 
 
-def test_helpers_the_engine_uses_are_public_and_old_names_still_work() -> None:
+def test_helpers_the_engine_uses_are_public() -> None:
     assert set(streams.__all__) >= {"RETRYABLE_ERRORS", "decode_entry", "event_filter"}
-    assert _consumer.decode_fields is streams.decode_entry
-    assert _consumer.build_filter is streams.event_filter
-    assert _consumer.RETRYABLE_ERRORS is streams.RETRYABLE_ERRORS
     assert streams.decode_entry([b"n", b"e", b"p", b"x", b"t", b"t1"], "s", "1-0") == (
         "e",
         b"x",

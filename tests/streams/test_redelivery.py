@@ -12,7 +12,8 @@ import textwrap
 
 import redis.asyncio as aioredis
 
-from tests.streams.conftest import eventually, read_n
+from tests.helpers import wait_for
+from tests.streams.conftest import read_n
 from topology import streams
 
 GRACE = 0.3
@@ -58,7 +59,7 @@ async def test_events_pending_on_a_closed_instance_are_claimed_by_a_survivor(
         async def gone() -> bool:
             return dying.consumer not in await _consumers(r, stream.key, "s")
 
-        await eventually(gone, what="stale consumer removal")
+        await wait_for(gone, what="stale consumer removal")
         assert survivor.consumer in await _consumers(r, stream.key, "s")
 
 
@@ -113,7 +114,7 @@ async def test_events_pending_on_a_killed_process_are_claimed_by_a_survivor(
         async def gone() -> bool:
             return child_consumer not in await _consumers(r, stream.key, "s")
 
-        await eventually(gone, what="the killed consumer's removal")
+        await wait_for(gone, what="the killed consumer's removal")
 
 
 async def test_only_the_lease_holder_claims(r: aioredis.Redis, conn: streams.Connection) -> None:
@@ -132,7 +133,7 @@ async def test_only_the_lease_holder_claims(r: aioredis.Redis, conn: streams.Con
             pending = await r.xpending_range(stream.key, "s", "-", "+", 10)
             return all(p["time_since_delivered"] > GRACE * 1000 * 2 for p in pending)
 
-        await eventually(idle, what="the events to idle past ack_grace")
+        await wait_for(idle, what="the events to idle past ack_grace")
         # Idle past the grace, yet nobody claimed: the lease is held elsewhere.
         assert await a.claim_once() == 0
         assert await b.claim_once() == 0
@@ -164,3 +165,30 @@ async def test_only_the_lease_holder_claims(r: aioredis.Redis, conn: streams.Con
     finally:
         await a.close()
         await b.close()
+
+
+async def test_one_claim_pass_takes_a_backlog_larger_than_the_buffer(
+    r: aioredis.Redis, conn: streams.Connection
+) -> None:
+    """A dead consumer's thousands of pending events are taken page after page in the
+    same pass (as fast as the sink's caller takes them), not one page per ack grace."""
+    stream = conn.stream("backlog")
+    ids = await stream.add_many((f"e{i}", b"p", None) for i in range(3000))
+    await r.xgroup_create(stream.key, "s", id="0")
+    await r.xreadgroup("s", "dead", {stream.key: ">"}, count=3000)
+    # Idle for a minute already: past the sink's ack grace, with no waiting.
+    await r.xclaim(stream.key, "s", "dead", 0, ids, idle=60_000, justid=True)
+    async with await stream.new_sink("s", ack_grace=30, buffer=100, count=100) as sink:
+        taken: list[str] = []
+
+        async def take() -> None:
+            while len(taken) < len(ids):
+                batch = await sink.read_batch()
+                taken.extend(e.id for e in batch)
+                await sink.ack_many(batch)
+
+        reader = asyncio.ensure_future(take())
+        assert await sink.claim_once() == len(ids)
+        await asyncio.wait_for(reader, 10)
+    assert sorted(taken) == sorted(ids)
+    assert (await r.xpending(stream.key, "s"))["pending"] == 0

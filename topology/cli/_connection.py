@@ -1,8 +1,9 @@
 """What every command that talks to Redis shares: its flags, config loading, exit codes.
 
 ``run``, ``emit``, ``tail`` and ``status`` all take ``--redis-url`` and
-``--data-dir``, exit 2 on an invalid config (printing the located problems) and
-exit 1 when Redis cannot be reached (a one-line message, password masked).
+``--data-dir``, exit 2 on an invalid config (printing the located problems) or
+an unusable Redis URL, and exit 1 when Redis cannot be reached (a one-line
+message, password masked).
 """
 
 from __future__ import annotations
@@ -19,8 +20,16 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from topology.config.model import Topology
+    from topology.runtime.signing import DeployKey
 
-__all__ = ["add_connection_args", "known_stream", "load_config", "run_command"]
+__all__ = [
+    "add_connection_args",
+    "deploy_key",
+    "deployment_url_missing",
+    "known_stream",
+    "load_config",
+    "run_command",
+]
 
 
 def add_connection_args(parser: argparse.ArgumentParser) -> None:
@@ -54,6 +63,47 @@ def load_config(path: str) -> Topology | None:
         for problem in problems:
             print(problem, file=sys.stderr)
     return topology
+
+
+def deployment_url_missing(cli_url: str | None, prog: str) -> bool:
+    """True (after saying so) when a command given a deployment NAME has no Redis URL.
+
+    Without a config file there is no folder for an embedded server: a
+    deployment lives in a Redis that ``--redis-url`` or ``$REDIS_URL`` names.
+    """
+    from topology.runtime.connect import resolve_url
+
+    if resolve_url(cli_url, None) is not None:
+        return False
+    print(
+        f"{prog}: a deployment needs a Redis URL (--redis-url or $REDIS_URL): "
+        "the embedded server belongs to a config file's folder",
+        file=sys.stderr,
+    )
+    return True
+
+
+def deploy_key(key_file: Path | None, prog: str) -> DeployKey | None:
+    """The deploy key (``--deploy-key-file``, else ``$PONOS_DEPLOY_KEY``), or None.
+
+    A key that was asked for but cannot be used is a usage error (exit 2): going
+    on unsigned would publish, or run, what the operator meant to be signed.
+    """
+    from topology.cli import EXIT_USAGE
+    from topology.runtime.signing import DeployKeyError, load_key
+
+    try:
+        key = load_key(key_file)
+    except DeployKeyError as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE) from None
+    if key_file is not None and Path(key_file).stat().st_mode & 0o077:
+        print(
+            f"{prog}: warning: the deploy key file {key_file} is readable by other users"
+            f" (chmod 600 {key_file})",
+            file=sys.stderr,
+        )
+    return key
 
 
 def known_stream(topology: Topology, name: str, prog: str) -> bool:
@@ -104,14 +154,17 @@ def run_command(main: Callable[[], Awaitable[int]], prog: str) -> int:
     """Run ``main`` in a fresh event loop; Redis being unreachable is exit 1, said plainly."""
     from redis.exceptions import RedisError
 
-    from topology.cli import EXIT_FAILURE
-    from topology.runtime.connect import RedisUnavailableError, redact_text
+    from topology.cli import EXIT_FAILURE, EXIT_USAGE
+    from topology.runtime.connect import RedisUnavailableError, RedisUrlError, redact_text
     from topology.runtime.logs import setup_logging
 
     # Warnings only, but through the redacting handler (never Python's bare fallback).
     setup_logging("text", level=logging.WARNING)
     try:
         return asyncio.run(_until_terminated(main))
+    except RedisUrlError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except RedisUnavailableError as exc:
         print(f"{prog}: error: {redact_text(str(exc))}", file=sys.stderr)
         return EXIT_FAILURE

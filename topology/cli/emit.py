@@ -30,7 +30,7 @@ FILE_BATCH = 1000
 #: Bad lines listed before "... and N more".
 _MAX_REPORTED = 20
 _KEYS = {"name", "payload", "topic", "encoding"}
-_IGNORED = {"id", "stream"}  # keys of `tail --format json` lines
+_IGNORED = {"id", "stream", "fields"}  # keys of `tail --format json` lines
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -50,7 +50,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--file",
         "-f",
         metavar="EVENTS.jsonl",
-        help='one {"name", "payload", "topic"} JSON object per line; - for stdin',
+        help='one {"name", "payload", "topic"} JSON object per line, "encoding": "base64" for '
+        "a binary payload (as tail --format json prints it); - for stdin",
     )
     add_connection_args(parser)
     parser.set_defaults(func=run)

@@ -5,6 +5,9 @@ The lines are those the hot reload logs when it applies the same plan
 sink starts or stops reading, sinks added, removed or rescaled, fields that
 restart a sink's actors, and changes a reload cannot apply. Exit 0 whatever
 the plan (``no changes`` when there are none); 2 when either config is invalid.
+With ``--exit-code`` (for CI gates): 0 when nothing changes, 3 when something does.
+Handler modules are imported and compared by content: "handler code changed"
+when the files differ (the configs in two folders, or a module edited since).
 """
 
 from __future__ import annotations
@@ -14,7 +17,10 @@ import json
 import sys
 from typing import Any
 
-__all__ = ["add_parser", "run"]
+__all__ = ["EXIT_CHANGES", "add_parser", "run"]
+
+#: ``plan --exit-code`` when reloading would change something (``git diff --exit-code`` style).
+EXIT_CHANGES = 3
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -31,6 +37,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         choices=("text", "json"),
         default="text",
         help="output format (default: text)",
+    )
+    parser.add_argument(
+        "--exit-code",
+        action="store_true",
+        help=f"exit 0 when the plan is empty, {EXIT_CHANGES} when it changes something",
     )
     parser.set_defaults(func=run)
     return parser
@@ -59,4 +70,4 @@ def run(args: argparse.Namespace) -> int:
         print("no changes")
     else:
         print("\n".join(plan.describe()))
-    return EXIT_OK
+    return EXIT_CHANGES if args.exit_code and not plan.is_empty else EXIT_OK

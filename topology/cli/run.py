@@ -18,13 +18,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from topology.config.model import Topology
+    from topology.runtime import Reloader, Runtime
 
 __all__ = ["add_parser", "run"]
 
@@ -56,7 +61,22 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--handlers-dir",
         type=Path,
         metavar="DIR",
-        help="with --deployment: where the config's handler modules import from (default: .)",
+        help="with --deployment: where the config's handler modules import from (default: .);"
+        " callables of a deployment resolve only to modules under it",
+    )
+    parser.add_argument(
+        "--allow-module",
+        action="append",
+        default=[],
+        metavar="PREFIX",
+        help="with --deployment: also allow callables from modules under PREFIX (repeatable)",
+    )
+    parser.add_argument(
+        "--deploy-key-file",
+        type=Path,
+        metavar="FILE",
+        help="with --deployment: run only versions signed with this key"
+        " (default: $PONOS_DEPLOY_KEY)",
     )
     parser.add_argument("--redis-url", help="Redis URL (else $REDIS_URL, redis.url, embedded)")
     parser.add_argument(
@@ -67,16 +87,27 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--stop-when-idle",
-        type=float,
+        type=_seconds,
         metavar="SECONDS",
         help="exit 0 once idle that long, all sources ended and nothing pending",
     )
-    parser.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port")
-    parser.add_argument("--log-format", choices=("text", "json"), default="text")
+    parser.add_argument(
+        "--metrics-port",
+        type=_port,
+        metavar="PORT",
+        help="serve Prometheus /metrics on this port (1-65535)",
+    )
+    parser.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default="text",
+        help="log lines on stderr, and the final summary on stdout, as text or as one JSON "
+        "object per line (default: text)",
+    )
     parser.add_argument("--quiet", action="store_true", help="drop the periodic summary lines")
     parser.add_argument(
         "--drain-timeout",
-        type=float,
+        type=_seconds,
         default=30.0,
         metavar="SECONDS",
         help="on stop, how long in-flight batches may take to finish (default 30)",
@@ -85,32 +116,52 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     return parser
 
 
+def _port(text: str) -> int:
+    """A TCP port to listen on; anything else is a usage error (argparse: exit 2)."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is from 1 to 65535, not {port}")
+    return port
+
+
+def _seconds(text: str) -> float:
+    """A duration in seconds, zero or more (a negative timeout means nothing)."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not seconds >= 0 or seconds == float("inf"):  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be a number of seconds >= 0, not {text}")
+    return seconds
+
+
 def run(args: argparse.Namespace) -> int:
     from topology.cli import EXIT_FAILURE, EXIT_USAGE
     from topology.config import check
     from topology.runtime.logs import setup_logging
 
     setup_logging(args.log_format, quiet=args.quiet)
-    if args.stop_when_idle is not None and args.stop_when_idle < 0:
-        print("ponos-topology run: --stop-when-idle must be >= 0", file=sys.stderr)
-        return EXIT_USAGE
     if (args.config is None) == (args.deployment is None):
         print("ponos-topology run: give either CONFIG or --deployment NAME", file=sys.stderr)
         return EXIT_USAGE
-    if args.handlers_dir is not None and args.deployment is None:
-        print("ponos-topology run: --handlers-dir goes with --deployment", file=sys.stderr)
-        return EXIT_USAGE
-    if args.deployment is not None:
-        from topology.runtime.connect import resolve_url
-
-        if resolve_url(args.redis_url, None) is None:
-            print(
-                "ponos-topology run: --deployment needs a Redis URL (--redis-url or $REDIS_URL): "
-                "the embedded server belongs to a config file's folder",
-                file=sys.stderr,
-            )
+    for flag, value in (
+        ("--handlers-dir", args.handlers_dir),
+        ("--allow-module", args.allow_module),
+        ("--deploy-key-file", args.deploy_key_file),
+    ):
+        if value and args.deployment is None:
+            print(f"ponos-topology run: {flag} goes with --deployment", file=sys.stderr)
             return EXIT_USAGE
-    topology: Any = None
+    if args.deployment is not None:
+        from topology.cli._connection import deploy_key, deployment_url_missing
+
+        args.deploy_key = deploy_key(args.deploy_key_file, "ponos-topology run")
+        if deployment_url_missing(args.redis_url, "ponos-topology run --deployment"):
+            return EXIT_USAGE
+    topology: Topology | None = None
     if args.config is not None:
         topology, problems = check(args.config)
         for problem in problems:
@@ -178,9 +229,9 @@ class _Signals:
         self.loop.call_later(HARD_EXIT_GRACE, os._exit, 1)
 
 
-async def _main(args: argparse.Namespace, topology: Any, state: _RunState) -> int:
-    from topology.cli import EXIT_FAILURE, EXIT_OK
-    from topology.runtime.connect import RedisUnavailableError, open_redis
+async def _main(args: argparse.Namespace, topology: Topology | None, state: _RunState) -> int:
+    from topology.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
+    from topology.runtime.connect import RedisUnavailableError, RedisUrlError, open_redis
 
     loop = asyncio.get_running_loop()
     main = asyncio.current_task()
@@ -188,7 +239,7 @@ async def _main(args: argparse.Namespace, topology: Any, state: _RunState) -> in
     signals = _Signals(loop, main)
     signals.install()
     try:
-        if args.deployment is not None:
+        if topology is None:  # run checked: CONFIG or --deployment
             return await _follow_deployment(args, signals, state)
         async with open_redis(
             topology, cli_url=args.redis_url, data_dir=args.data_dir, owner=True
@@ -196,7 +247,7 @@ async def _main(args: argparse.Namespace, topology: Any, state: _RunState) -> in
             return await _serve(args, topology, connected, signals, state)
     except RedisUnavailableError as exc:
         print(f"ponos-topology run: {exc}", file=sys.stderr)
-        return EXIT_FAILURE
+        return EXIT_USAGE if isinstance(exc, RedisUrlError) else EXIT_FAILURE
     except asyncio.CancelledError:
         if signals.hard:
             raise _HardStop() from None
@@ -210,17 +261,39 @@ async def _follow_deployment(args: argparse.Namespace, signals: _Signals, state:
     """``run --deployment``: wait for a published config, then serve it like a file's."""
     from dataclasses import replace
 
+    from topology import __version__
     from topology.cli import EXIT_OK
     from topology.config.model import Topology
     from topology.runtime.connect import open_redis
     from topology.runtime.deployment import DeploymentFollower
+    from topology.runtime.workers import WorkerRegistry, new_worker_id
     from topology.streams import Connection
 
     async with open_redis(
         Topology.empty(args.deployment), cli_url=args.redis_url, owner=True
     ) as connected:
         follower = DeploymentFollower(
-            connected.client, args.deployment, handlers_dir=args.handlers_dir or Path.cwd()
+            connected.client,
+            args.deployment,
+            handlers_dir=args.handlers_dir or Path.cwd(),
+            allow_modules=tuple(args.allow_module),
+            key=args.deploy_key,
+        )
+        if args.deploy_key is None:
+            log.warning(
+                "deployment %s: versions are unsigned and not verified (no $PONOS_DEPLOY_KEY"
+                " or --deploy-key-file): whoever can write to this Redis chooses the config",
+                args.deployment,
+            )
+        # Registered while waiting, so `status` shows a version it refused before any ran.
+        registry = WorkerRegistry(connected.client, args.deployment, new_worker_id())
+        registry.start(
+            lambda: {
+                "version": __version__,
+                "generation": 0,
+                "deployment_version": follower.version,
+                "deployment_rejected": follower.rejected,
+            }
         )
         try:
             topology = await follower.first(signals.stop)
@@ -230,8 +303,11 @@ async def _follow_deployment(args: argparse.Namespace, signals: _Signals, state:
                 connected = replace(
                     connected, conn=Connection(connected.client, prefix=topology.redis.prefix)
                 )
-            return await _serve(args, topology, connected, signals, state, follower)
+            return await _serve(args, topology, connected, signals, state, follower, registry)
         finally:
+            await (
+                registry.stop()
+            )  # _serve stopped it if it ran: removing the entry twice is harmless
             await follower.stop()
 
 
@@ -242,14 +318,18 @@ async def _serve(
     signals: _Signals,
     state: _RunState,
     follower: Any = None,
+    registry: Any = None,
 ) -> int:
     from topology import __version__
     from topology.cli import EXIT_FAILURE, EXIT_OK
-    from topology.runtime.logs import SUMMARY_LOGGER
-    from topology.runtime.supervisor import ApplyError, Runtime
+    from topology.runtime import ApplyError, Runtime
+    from topology.runtime.logs import SUMMARY_LOGGER, bind_fields
     from topology.runtime.workers import WorkerRegistry, new_worker_id
 
-    worker_id = new_worker_id()
+    # A deployment worker is registered while it waits for a valid version.
+    registry = registry or WorkerRegistry(connected.client, topology.name, new_worker_id())
+    worker_id = registry.worker_id
+    bind_fields(worker=worker_id)  # every line of this process, actors' included
     where = "embedded server" if connected.server is not None else connected.url_redacted
     log.info("ponos-topology %s: %s on %s, worker %s", __version__, topology.name, where, worker_id)
     runtime = Runtime(
@@ -259,7 +339,6 @@ async def _serve(
         base_dir=topology.base_dir,
         drain_timeout=args.drain_timeout,
     )
-    registry = WorkerRegistry(connected.client, topology.name, worker_id)
     registry.start(
         lambda: {
             "version": __version__,
@@ -267,17 +346,26 @@ async def _serve(
             "config": str(topology.path),
             "actors": len(runtime.actors()),
             "handled": runtime.handled(),
-            **({"deployment_version": follower.version} if follower is not None else {}),
+            **(
+                {"deployment_version": follower.version, "deployment_rejected": follower.rejected}
+                if follower is not None
+                else {}
+            ),
         }
     )
     with contextlib.suppress(asyncio.TimeoutError):
         await asyncio.wait_for(registry.wait_registered(), 5.0)
-    if args.metrics_port is not None:
-        runtime.metrics.serve(args.metrics_port)
-        log.info("metrics on :%d/metrics", args.metrics_port)
     started = time.monotonic()
     watcher: Any = None
+    health: Any = None
     try:
+        if args.metrics_port is not None:
+            try:
+                health = _start_health(args.metrics_port, runtime, lambda: watcher or follower)
+            except OSError as exc:  # in use, or not ours to bind
+                port = args.metrics_port
+                log.error("cannot serve metrics on port %d: %s", port, exc.strerror or exc)
+                return EXIT_FAILURE
         try:
             await runtime.apply(topology)
         except ApplyError as exc:
@@ -299,28 +387,68 @@ async def _serve(
     finally:
         if watcher is not None:
             await watcher.stop()
+        if health is not None:
+            await health.stop()
         await runtime.close()
         await registry.stop()
     handled = runtime.handled()
     elapsed = time.monotonic() - started
-    parts = ", ".join(f"{name} {handled.get(name, 0)}" for name in runtime.topology.sinks)
-    print(f"handled: {parts or 'nothing'} in {elapsed:.1f}s", flush=True)
+    counts = {name: handled.get(name, 0) for name in runtime.topology.sinks}
+    parts = ", ".join(f"{name} {count}" for name, count in counts.items())
+    summary = f"handled: {parts or 'nothing'} in {elapsed:.1f}s"
+    if args.log_format == "json":  # a log collector reads stdout too: one object per line
+        summary = json.dumps(
+            {"msg": summary, "handled": counts, "seconds": round(elapsed, 3)}, ensure_ascii=False
+        )
+    print(summary, flush=True)
     log.info("stopped")
     return EXIT_OK
 
 
-def _start_reloader(args: argparse.Namespace, runtime: Any, signals: _Signals) -> Any:
-    """The hot-reload hook (issue 5): SIGHUP always, file watching unless --no-watch."""
-    try:
-        from topology.runtime.reload import Reloader
-    except ImportError:  # reload not built: SIGHUP only logs
-        return None
+class _Health:
+    """``--metrics-port``: the Redis sampler and the HTTP endpoints, stopped together."""
+
+    def __init__(self, sampler: Any, server: Any) -> None:
+        self.sampler = sampler
+        self.server = server
+
+    async def stop(self) -> None:
+        await self.sampler.stop()
+        self.server.close()
+
+
+def _start_health(port: int, runtime: Runtime, reloads: Any) -> _Health:
+    """Serve /metrics, /healthz, /readyz; ``reloads()`` is what reloads (its ``results``)."""
+    from topology.runtime.health import HealthServer, Sampler, readiness_problems
+
+    def last_reload() -> str | None:
+        results = getattr(reloads(), "results", None)
+        return results[-1] if results else None
+
+    sampler = Sampler(runtime)
+    server = HealthServer(
+        runtime.metrics.registry,
+        lambda: readiness_problems(runtime, sampler, last_reload),
+        asyncio.get_running_loop(),
+    )
+    bound = server.serve(port)
+    sampler.start()
+    log.info("metrics on :%d/metrics, probes on /healthz and /readyz", bound)
+    return _Health(sampler, server)
+
+
+def _start_reloader(args: argparse.Namespace, runtime: Runtime, signals: _Signals) -> Reloader:
+    """The hot-reload hook: SIGHUP always, file watching unless --no-watch."""
+    from topology.runtime import Reloader
+
     reloader = Reloader(Path(args.config), runtime, hup=signals.reload, watch=not args.no_watch)
     reloader.start()
     return reloader
 
 
-async def _wait(args: argparse.Namespace, runtime: Any, signals: _Signals, summary: Any) -> None:
+async def _wait(
+    args: argparse.Namespace, runtime: Runtime, signals: _Signals, summary: logging.Logger
+) -> None:
     """Until a signal, or idle for ``--stop-when-idle`` with nothing pending."""
     next_summary = time.monotonic() + SUMMARY_EVERY
     last_counts = dict(runtime.handled())

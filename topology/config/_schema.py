@@ -9,7 +9,7 @@ each jsonschema message into one a person can act on.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from difflib import get_close_matches
 from functools import lru_cache
 from importlib import resources
@@ -91,10 +91,15 @@ def _expected(schema: dict[str, Any]) -> str:
 
 
 def schema_errors(doc: Document) -> list[Raw]:
-    """Every schema violation in ``doc``, located, one message per problem."""
+    """Every schema violation in ``doc``, located, one message per problem.
+
+    A value whose ``${VAR}`` substitution failed was reported where it was
+    written; the schema's view of what is left ("got null") would only repeat it.
+    """
     out: list[Raw] = []
     for error in _validator().iter_errors(doc.data):
-        out.extend(_convert(error, doc))
+        if tuple(error.absolute_path) not in doc.unsubstituted:
+            out.extend(_convert(error, doc))
     return out
 
 
@@ -103,58 +108,104 @@ def _at(doc: Document, path: NodePath, message: str, *, key: bool = False) -> Ra
     return Raw(line, col, path, message)
 
 
+_Converter = Callable[[ValidationError, Document, NodePath, dict[str, Any], Any], Iterator[Raw]]
+
+
+def _required(
+    error: ValidationError, doc: Document, path: NodePath, schema: dict[str, Any], value: Any
+) -> Iterator[Raw]:
+    missing = [k for k in error.validator_value if isinstance(value, dict) and k not in value]
+    for name in missing:
+        yield _at(doc, path, f"missing required key {name!r}")
+
+
+def _additional(
+    error: ValidationError, doc: Document, path: NodePath, schema: dict[str, Any], value: Any
+) -> Iterator[Raw]:
+    known = list(schema.get("properties", {}))
+    for extra in value if isinstance(value, dict) else ():
+        if extra in known:
+            continue
+        close = get_close_matches(extra, known, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        yield _at(doc, (*path, extra), f"unknown key {extra!r}{hint}", key=True)
+
+
+def _pattern(
+    error: ValidationError, doc: Document, path: NodePath, schema: dict[str, Any], value: Any
+) -> Iterator[Raw]:
+    if "x-hint" in schema and "duration" in str(schema["x-hint"]):
+        message = f"invalid duration {value!r} (use e.g. 250ms, 20s, 5m, 24h)"
+    else:
+        message = f"invalid value {value!r}: expected {_expected(schema)}"
+    yield _at(doc, path, message)
+
+
+def _const(
+    error: ValidationError, doc: Document, path: NodePath, schema: dict[str, Any], value: Any
+) -> Iterator[Raw]:
+    wanted = error.validator_value
+    if path != ("version",):
+        message = f"must be {wanted!r}, got {describe(value)}"
+    elif isinstance(value, str) and value.strip() == str(wanted):
+        message = f"expected the number {wanted}, got {describe(value)} (write it without quotes)"
+    else:
+        message = f"unsupported version {value!r} (this release reads version {wanted})"
+    yield _at(doc, path, message)
+
+
+def _bound(
+    error: ValidationError, doc: Document, path: NodePath, schema: dict[str, Any], value: Any
+) -> Iterator[Raw]:
+    word = "at least" if error.validator == "minimum" else "at most"
+    yield _at(doc, path, f"must be {word} {error.validator_value}, got {value}")
+
+
+def _unique(
+    error: ValidationError, doc: Document, path: NodePath, schema: dict[str, Any], value: Any
+) -> Iterator[Raw]:
+    seen: list[Any] = []
+    for i, item in enumerate(value if isinstance(value, list) else ()):
+        if item in seen:
+            yield _at(doc, (*path, i), f"{describe(item)} is listed twice")
+        else:
+            seen.append(item)
+
+
+def _simple(message: Callable[[ValidationError, dict[str, Any], Any], str]) -> _Converter:
+    def convert(
+        error: ValidationError, doc: Document, path: NodePath, schema: dict[str, Any], value: Any
+    ) -> Iterator[Raw]:
+        yield _at(doc, path, message(error, schema, value))
+
+    return convert
+
+
+_CONVERTERS: dict[str, _Converter] = {
+    "required": _required,
+    "additionalProperties": _additional,
+    "pattern": _pattern,
+    "const": _const,
+    "minimum": _bound,
+    "maximum": _bound,
+    "uniqueItems": _unique,
+    "type": _simple(lambda e, s, v: f"expected {_expected(s)}, got {describe(v)}"),
+    "minLength": _simple(lambda e, s, v: "must not be empty"),
+    "maxLength": _simple(lambda e, s, v: f"too long (at most {e.validator_value} characters)"),
+    "minItems": _simple(lambda e, s, v: f"must list at least {e.validator_value} item(s)"),
+}
+
+
 def _convert(error: ValidationError, doc: Document) -> Iterator[Raw]:
     path: NodePath = tuple(error.absolute_path)
     schema = error.schema if isinstance(error.schema, dict) else {}  # $ref already followed
     value = error.instance
-    kind = error.validator
-    if kind == "required":
-        missing = [k for k in error.validator_value if isinstance(value, dict) and k not in value]
-        for name in missing:
-            yield _at(doc, path, f"missing required key {name!r}")
-    elif kind == "additionalProperties" and isinstance(value, dict):
-        known = list(schema.get("properties", {}))
-        for extra in value:
-            if extra in known:
-                continue
-            close = get_close_matches(extra, known, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            yield _at(doc, (*path, extra), f"unknown key {extra!r}{hint}", key=True)
-    elif kind == "propertyNames":
-        yield _at(doc, (*path, value), "a name must not be empty", key=True)
-    elif kind == "type":
-        yield _at(doc, path, f"expected {_expected(schema)}, got {describe(value)}")
-    elif kind == "pattern":
-        if "x-hint" in schema and "duration" in str(schema["x-hint"]):
-            message = f"invalid duration {value!r} (use e.g. 250ms, 20s, 5m, 24h)"
-        else:
-            message = f"invalid value {value!r}: expected {_expected(schema)}"
-        yield _at(doc, path, message)
-    elif kind == "const":
-        if path == ("version",):
-            supported = error.validator_value
-            message = f"unsupported version {value!r} (this release reads version {supported})"
-        else:
-            message = f"must be {error.validator_value!r}, got {describe(value)}"
-        yield _at(doc, path, message)
-    elif kind in ("minimum", "maximum"):
-        word = "at least" if kind == "minimum" else "at most"
-        yield _at(doc, path, f"must be {word} {error.validator_value}, got {value}")
-    elif kind == "minLength":
-        yield _at(doc, path, "must not be empty")
-    elif kind == "maxLength":
-        yield _at(doc, path, f"too long (at most {error.validator_value} characters)")
-    elif kind == "minItems":
-        yield _at(doc, path, f"must list at least {error.validator_value} item(s)")
-    elif kind == "uniqueItems" and isinstance(value, list):
-        seen: list[Any] = []
-        for i, item in enumerate(value):
-            if item in seen:
-                yield _at(doc, (*path, i), f"{describe(item)} is listed twice")
-            else:
-                seen.append(item)
-    elif kind == "oneOf":
+    if "propertyNames" in error.schema_path:  # the key itself: located where it is written
+        yield _at(doc, (*path, str(value)), "a name must not be empty", key=True)
+    elif error.validator == "oneOf":
         yield from _one_of(error, doc, path, schema, value)
+    elif error.validator in _CONVERTERS:
+        yield from _CONVERTERS[str(error.validator)](error, doc, path, schema, value)
     else:  # pragma: no cover - every keyword the schema uses is handled above
         yield _at(doc, path, error.message)
 

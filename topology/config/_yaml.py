@@ -20,8 +20,12 @@ from topology.config._substitute import substitute
 
 __all__ = ["Document", "LocatedLoader", "Raw", "parse"]
 
-#: Nodes visited at most: alias bombs ("billion laughs") stop here, with an error.
+#: Nodes composed, and nodes visited through aliases, at most: a huge flat list
+#: stops while PyYAML composes it, an alias bomb ("billion laughs") while walking.
 MAX_NODES = 100_000
+#: Collections nested in each other at most. PyYAML composes recursively: without
+#: this bound, deep nesting ends in a RecursionError instead of a located error.
+MAX_DEPTH = 64
 
 _PLAIN = (str, int, float, bool, type(None))
 _MERGE = "tag:yaml.org,2002:merge"
@@ -29,7 +33,28 @@ _COLLECTION_TAGS = ("tag:yaml.org,2002:seq", "tag:yaml.org,2002:map")
 
 
 class LocatedLoader(yaml.SafeLoader):
-    """SafeLoader whose nodes we walk ourselves (see module docstring)."""
+    """SafeLoader whose nodes we walk ourselves (see module docstring).
+
+    Composing counts nodes and nesting as it goes, so an oversized document is
+    refused before it is built whole, not after.
+    """
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.composed = 0
+        self.depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: object) -> yaml.Node | None:
+        self.composed += 1
+        self.depth += 1
+        try:
+            if self.composed > MAX_NODES:
+                raise _TooBig(self.peek_event().start_mark, _TOO_MANY)
+            if self.depth > MAX_DEPTH:
+                raise _TooBig(self.peek_event().start_mark, _TOO_DEEP)
+            return super().compose_node(parent, index)  # type: ignore[no-any-return]
+        finally:
+            self.depth -= 1
 
 
 @dataclass
@@ -50,6 +75,8 @@ class Document:
     data: Any
     values: dict[NodePath, tuple[int, int]] = field(default_factory=dict)
     keys: dict[NodePath, tuple[int, int]] = field(default_factory=dict)
+    #: Values whose ``${VAR}`` substitution failed: already reported, checked no further.
+    unsubstituted: set[NodePath] = field(default_factory=set)
 
     def where(self, path: NodePath) -> tuple[int, int]:
         """Where the value at ``path`` starts (or its nearest located parent)."""
@@ -86,7 +113,9 @@ class _Builder:
     def build(self, node: yaml.Node, path: NodePath) -> Any:
         self.visited += 1
         if self.visited > MAX_NODES:
-            raise _TooBig(node)
+            raise _TooBig(node.start_mark, _TOO_MANY)
+        if len(path) > MAX_DEPTH:  # aliases can nest deeper than any one node was written
+            raise _TooBig(node.start_mark, _TOO_DEEP)
         pos = _pos(node.start_mark)
         self.doc.values[path] = pos
         if isinstance(node, yaml.ScalarNode):
@@ -119,6 +148,7 @@ class _Builder:
                     else pos[1]
                 )
                 self.problem((pos[0], col), path, message)
+                self.doc.unsubstituted.add(path)
             if new != value and node.style is None:
                 # A plain scalar becomes what its substituted text would have been:
                 # `batch: ${BATCH:-256}` is the integer 256, as if written so.
@@ -196,9 +226,15 @@ class _Builder:
         return out
 
 
+_TOO_MANY = f"document too large: more than {MAX_NODES} nodes"
+_TOO_DEEP = f"nested too deeply: more than {MAX_DEPTH} levels"
+
+
 class _TooBig(Exception):
-    def __init__(self, node: yaml.Node) -> None:
-        self.node = node
+    def __init__(self, mark: yaml.Mark | None, message: str) -> None:
+        super().__init__(message)
+        self.mark = mark
+        self.message = message
 
 
 def _yaml_message(exc: yaml.MarkedYAMLError) -> str:
@@ -220,6 +256,9 @@ def parse(text: str, env: Mapping[str, str]) -> tuple[Document, list[Raw]]:
     try:
         try:
             node = loader.get_single_node()
+        except _TooBig as big:
+            line, col = _pos(big.mark)
+            return Document(data=None), [Raw(line, col, (), big.message)]
         except yaml.MarkedYAMLError as exc:
             mark = exc.problem_mark or exc.context_mark
             line, col = _pos(mark)
@@ -235,12 +274,8 @@ def parse(text: str, env: Mapping[str, str]) -> tuple[Document, list[Raw]]:
         try:
             builder.doc.data = builder.build(node, ())
         except _TooBig as big:
-            line, col = _pos(big.node.start_mark)
-            return Document(data=None), [
-                Raw(line, col, (), f"document too large: more than {MAX_NODES} nodes (alias bomb?)")
-            ]
-        except RecursionError:
-            return Document(data=None), [Raw(1, 1, (), "document nested too deeply")]
+            line, col = _pos(big.mark)
+            return Document(data=None), [Raw(line, col, (), big.message)]
         return builder.doc, builder.problems
     finally:
         loader.dispose()

@@ -26,12 +26,14 @@ a fenced but non-atomic commit (ownership check, then adds and acks
 pipelined): at-least-once on the outputs. Exactly-once across streams needs
 one node — or one slot.
 
-Two ways to send the same script: :meth:`Committer.commit` on the event loop,
-and :meth:`Committer.commit_blocking` from the actor's handler thread on a
-plain (non-cluster) client. The second lets a sync handler's batch be handled
-and committed without going back through the event loop in between — a loop
-pass, two futures and a self-pipe wake-up fewer per batch, which under light
-load is a large share of what an event costs (see ``tools/profile_light.py``).
+The :class:`Committer` runs one of three commit modes (:class:`ScriptCommit`,
+:class:`ScriptBesideAttempts`, :class:`SplitCommit`), moving down that list when
+the keys turn out to span cluster slots. The script goes out two ways:
+:meth:`Committer.commit` on the event loop, and :meth:`Committer.commit_blocking`
+from the actor's handler thread on a plain (non-cluster) client, which lets a
+sync handler's chunk be handled and committed without going back through the
+event loop in between (a loop pass, two futures and a self-pipe wake-up fewer
+per chunk; see ``tools/profile_light.py``).
 """
 
 from __future__ import annotations
@@ -40,20 +42,15 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import redis.connection as sync_connection
 from redis.asyncio import Redis as AsyncRedis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisClusterException, ResponseError
 
-try:  # hiredis packs a command in C, ~4x faster than redis.asyncio's Python packer
-    from hiredis import pack_command as _pack_command
-except ImportError:  # pragma: no cover - hiredis is a dependency of the engine
-    _pack_command = None
-
 from topology.config.model import StreamSpec
-from topology.streams import Event
+from topology.streams import Event, is_plain, packed_or_none
 
 __all__ = ["COMMIT_SCRIPT", "Add", "Committer", "Entry"]
 
@@ -214,7 +211,7 @@ class Add(NamedTuple):
     """One entry to add to ``stream`` in the commit: flat ``fields`` (``n``, name, ``p``, ...).
 
     A NamedTuple rather than a frozen dataclass: one is built per output event
-    on the hot path, and a tuple costs a fifth of a frozen dataclass to create.
+    on the hot path, and a tuple is much cheaper than a frozen dataclass to create.
     """
 
     stream: str
@@ -230,10 +227,8 @@ class Entry(NamedTuple):
 
 def _pack(conn: Any, command: tuple[Any, ...]) -> bytes:
     """One command in RESP: hiredis's C packer, else the connection's own encoder."""
-    if _pack_command is not None:
-        with contextlib.suppress(TypeError):  # an argument hiredis cannot pack
-            return _pack_command(command)
-    return b"".join(conn.pack_command(*command))
+    packed = packed_or_none(command)
+    return b"".join(conn.pack_command(*command)) if packed is None else packed
 
 
 #: The async connection classes a blocking twin is made for, by class name.
@@ -284,8 +279,246 @@ def attempts_field(stream: str, entry_id: str) -> str:
     return f"{stream}/{entry_id}"
 
 
+class PackedSender:
+    """Sends an already packed command from the loop, on a connection of its own.
+
+    An actor commits one batch at a time, so a connection of its own is almost
+    always free: taking one from the pool and giving it back costs more Python
+    than the script's round trip (the pool's lock, its connection checks and its
+    observability hooks). The pool serves the rare overlapping call. It skips
+    redis-py's own retry: the actor retries a failed commit itself, which the
+    fencing makes safe.
+    """
+
+    def __init__(self, redis: Any) -> None:
+        self.redis = redis
+        self._own: Any = None
+        self._own_busy = False
+
+    async def send(self, packed: bytes) -> Any:
+        if self._own_busy:
+            return await self._send_pooled(packed)
+        conn = self._own
+        if conn is None:
+            conn = self._own = self.redis.connection_pool.make_connection()
+        self._own_busy = True
+        try:
+            if not conn.is_connected:
+                await conn.connect()
+            return await _round_trip(conn, packed, check_health=False)
+        finally:
+            self._own_busy = False
+
+    async def _send_pooled(self, packed: bytes) -> Any:
+        pool = self.redis.connection_pool
+        conn = await pool.get_connection()
+        try:
+            return await _round_trip(conn, packed, check_health=True)
+        finally:
+            await pool.release(conn)
+
+    async def close(self) -> None:
+        """Drop the own connection (idempotent; the next send makes a new one)."""
+        conn, self._own = self._own, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                await conn.disconnect(nowait=True)
+
+
+async def _round_trip(conn: Any, packed: bytes, *, check_health: bool) -> Any:
+    try:
+        await conn.send_packed_command(packed, check_health=check_health)
+        return await conn.read_response()
+    except ResponseError:
+        raise  # a complete error reply: the connection is in a clean state
+    except BaseException:
+        # Cancelled or failed half-way: a reply may still be on its way, so the
+        # connection cannot be reused as is (the next call reconnects).
+        await conn.disconnect(nowait=True)
+        raise
+
+
+class BlockingLink:
+    """A sync connection to the server of an async client, for one thread's commands.
+
+    Commands are sent pipelined and their replies read in order; a Redis error
+    half-way leaves the connection closed (the next send reconnects).
+    """
+
+    def __init__(self, cls: type, options: dict[str, Any]) -> None:
+        self._cls = cls
+        self._options = options
+        self._conn: Any = None
+        self.awaiting = 0  # replies sent for and not read yet
+
+    @classmethod
+    def twin_of(cls, redis: Any) -> BlockingLink | None:
+        """A link to where ``redis`` connects; None for connections of an unknown kind."""
+        via = _sync_connection_kwargs(redis)
+        return None if via is None else cls(*via)
+
+    def send(self, *commands: tuple[Any, ...]) -> None:
+        """Send ``commands`` pipelined; :meth:`read` reads their replies in order."""
+        assert not self.awaiting, "a reply of the blocking connection is still unread"
+        conn = self._conn
+        if conn is None:
+            conn = self._conn = self._cls(**self._options)
+        try:
+            conn.send_packed_command([_pack(conn, c) for c in commands], check_health=False)
+        except BaseException:
+            conn.disconnect()  # part of it may have gone: never reuse it as is
+            raise
+        self.awaiting = len(commands)
+
+    def read(self) -> Any:
+        conn = self._conn
+        try:
+            reply = conn.read_response()
+        except ResponseError:
+            self.awaiting -= 1
+            if self.awaiting:  # replies of later commands are still to come
+                self.awaiting = 0
+                conn.disconnect()
+            raise  # the last reply being an error leaves the connection clean
+        except BaseException:
+            self.awaiting = 0
+            conn.disconnect()  # a reply may be on its way: never reuse it as is
+            raise
+        self.awaiting -= 1
+        return reply
+
+    def call(self, command: tuple[Any, ...]) -> Any:
+        self.send(command)
+        return self.read()
+
+    def close(self) -> None:
+        conn, self._conn = self._conn, None
+        self.awaiting = 0
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.disconnect()
+
+
+class CommitMode:
+    """One way of committing a batch; the :class:`Committer` runs one at a time."""
+
+    name: ClassVar[str]
+    #: The attempts hash is a key of the script (it shares the streams' slot).
+    with_attempts: ClassVar[bool] = False
+
+    def __init__(self, committer: Committer) -> None:
+        self.committer = committer
+
+    async def commit(self, entries: Sequence[Entry]) -> list[int]:
+        """Commit ``entries``; the indexes of the conflicting ones."""
+        raise NotImplementedError
+
+
+class ScriptCommit(CommitMode):
+    """:data:`COMMIT_SCRIPT` with the attempts hash: all of a batch's effects at once."""
+
+    name = FULL
+    with_attempts = True
+
+    async def commit(self, entries: Sequence[Entry]) -> list[int]:
+        keys, args = self.committer.build(entries)
+        return [int(i) for i in await self.committer.evalsha(keys, args) or ()]
+
+
+class ScriptBesideAttempts(ScriptCommit):
+    """The script on the streams (one cluster slot), the attempt counters cleared beside.
+
+    On a cluster the attempts hash (slot of the deployment's tag) is never in
+    the streams' slot. A crash in between only leaves a stale counter of an
+    acked event.
+    """
+
+    name = NO_ATTEMPTS
+    with_attempts = False
+
+    async def commit(self, entries: Sequence[Entry]) -> list[int]:
+        conflicts = await super().commit(entries)
+        await self._clear_attempts(entries, conflicts)
+        return conflicts
+
+    async def _clear_attempts(self, entries: Sequence[Entry], conflicts: list[int]) -> None:
+        c = self.committer
+        skip = set(conflicts)
+        fields = [
+            attempts_field(e.event.stream_name, e.event.id)
+            for i, e in enumerate(entries)
+            if i not in skip
+        ]
+        if fields:  # one extra round trip per batch, on a cluster only
+            await c.redis.hdel(c.attempts_key, *fields)
+
+
+class SplitCommit(CommitMode):
+    """The cross-slot fallback: ownership check, then adds, acks and counters pipelined.
+
+    Still fenced (an event claimed away writes nothing), but not atomic:
+    at-least-once on the output streams.
+    """
+
+    name = SPLIT
+
+    async def commit(self, entries: Sequence[Entry]) -> list[int]:
+        """The cross-slot fallback: ownership check, then adds, acks and counters pipelined.
+
+        Still fenced (an event claimed away writes nothing), but not atomic:
+        at-least-once on the output streams.
+        """
+        c = self.committer
+        redis = c.redis
+        key_of = c._stream_key
+        check = redis.pipeline(transaction=False)
+        for entry in entries:
+            ev = entry.event
+            check.xpending_range(
+                key_of(ev.stream_name), c.group, ev.id, ev.id, 1, consumername=c.consumer
+            )
+        replies = await check.execute(raise_on_error=False)  # NOGROUP -> not owned
+        owned = [isinstance(reply, list) and bool(reply) for reply in replies]
+        specs = c._streams()
+        pipe = redis.pipeline(transaction=False)
+        acks: dict[str, list[str]] = {}
+        trim: set[str] = set()
+        fields: list[str] = []
+        for entry, mine in zip(entries, owned, strict=True):
+            if not mine:
+                continue
+            for add in entry.adds:
+                spec = specs.get(add.stream)
+                args: list[Any] = ["XADD", key_of(add.stream)]
+                if spec is not None and spec.max_len is not None:
+                    args += ["MAXLEN", "~", spec.max_len]
+                if spec is not None and spec.ttl is not None:
+                    trim.add(add.stream)
+                pipe.execute_command(*args, "*", *add.fields)
+            acks.setdefault(entry.event.stream_name, []).append(entry.event.id)
+            fields.append(attempts_field(entry.event.stream_name, entry.event.id))
+        for stream, ids in acks.items():
+            pipe.execute_command("XACK", key_of(stream), c.group, *ids)
+        if fields:
+            pipe.hdel(c.attempts_key, *fields)
+        now_ms = int(time.time() * 1000)
+        for stream in trim:
+            ttl = specs[stream].ttl or 0
+            pipe.execute_command(
+                "XTRIM", key_of(stream), "MINID", "~", max(0, now_ms - int(ttl * 1000))
+            )
+        if acks:
+            await pipe.execute()
+        return [i for i, mine in enumerate(owned) if not mine]
+
+
+_MODES: dict[str, type[CommitMode]] = {
+    m.name: m for m in (ScriptCommit, ScriptBesideAttempts, SplitCommit)
+}
+
+
 class Committer:
-    """Runs :data:`COMMIT_SCRIPT` for one consumer of one sink.
+    """Commits batches for one consumer of one sink, in the best mode its keys allow.
 
     ``streams`` is looked up at each commit (a callable), so a reload that
     changes an output's ``max_len``/``ttl`` applies to the next batch.
@@ -309,31 +542,31 @@ class Committer:
         self._streams = streams
         # register_script: EVALSHA, and SCRIPT LOAD on NOSCRIPT (a restarted server).
         self._script = redis.register_script(COMMIT_SCRIPT)
-        #: hiredis's C packer and a direct send for a plain client (see _evalsha);
-        #: cluster and single-connection clients go through redis-py.
-        self._packer = (
-            _pack_command
-            if isinstance(redis, AsyncRedis)
-            and not getattr(redis, "single_connection_client", True)
-            else None
+        self._mode: CommitMode = ScriptCommit(self)
+        plain = isinstance(redis, AsyncRedis) and not getattr(
+            redis, "single_connection_client", True
         )
-        #: FULL, then NO_ATTEMPTS / SPLIT once keys turn out to span cluster slots.
-        self.mode = FULL
-        #: The direct path's connection, this committer's own (see ``_send_packed``).
-        self._own: Any = None
-        self._own_busy = False
-        #: The blocking side: how to connect (None: not a plain client of a known kind),
-        #: its connection (one thread uses it: the actor's handler thread), the replies
-        #: sent for and not read yet, and the commit they belong to.
-        self._blocking_via = _sync_connection_kwargs(redis) if self._packer else None
-        self._blocking: Any = None
-        self._awaiting = 0
+        #: A plain client's commits are packed by hiredis and sent on a connection of
+        #: the committer's own; cluster and single-connection clients go through redis-py.
+        self._packer = packed_or_none if plain else None
+        self._sender = PackedSender(redis)
+        #: The blocking side (the actor's handler thread): plain clients of a known kind.
+        self._blocking = BlockingLink.twin_of(redis) if plain else None
         self._sent_keys_args: tuple[list[str], list[Any]] | None = None
+
+    @property
+    def mode(self) -> str:
+        """FULL, then NO_ATTEMPTS / SPLIT once keys turn out to span cluster slots."""
+        return self._mode.name
+
+    @mode.setter
+    def mode(self, name: str) -> None:
+        self._mode = _MODES[name](self)
 
     @property
     def can_block(self) -> bool:
         """True when :meth:`commit_blocking` can be used: a plain client of a known kind."""
-        return self._blocking_via is not None
+        return self._blocking is not None
 
     def build(self, entries: Sequence[Entry]) -> tuple[list[str], list[Any]]:
         """KEYS and ARGV of the script for ``entries`` (separate for tests and for reuse)."""
@@ -351,7 +584,12 @@ class Committer:
         if body is None:
             body = self._general_body(entries, index, idx)
         specs = self._streams()
-        head: list[Any] = [self.group, self.consumer, "1" if self.mode == FULL else "0", len(order)]
+        head: list[Any] = [
+            self.group,
+            self.consumer,
+            "1" if self._mode.with_attempts else "0",
+            len(order),
+        ]
         now_ms: int | None = None
         for name in order:
             spec = specs.get(name)
@@ -363,7 +601,7 @@ class Committer:
                 minid = max(0, now_ms - int(spec.ttl * 1000))
             head += [name, maxlen, minid]
         keys = [self._stream_key(name) for name in order]
-        if self.mode == FULL:
+        if self._mode.with_attempts:
             keys.insert(0, self.attempts_key)
         return keys, head + body
 
@@ -372,7 +610,7 @@ class Committer:
         """The compact ARGV of a map stage's batch, or None when the batch is not one.
 
         Uniform: every entry from one input stream with exactly one output, all
-        to one stream, each with pulse's plain fields ``n name p payload``. Then
+        to one stream, each with plain fields (a name and a payload: ``is_plain``). Then
         the script needs only ``id name payload`` per event (3 arguments instead
         of 9): less to pack, send and walk in Lua, the same effects.
         """
@@ -387,7 +625,7 @@ class Committer:
             if len(adds) != 1 or event.stream_name != source:
                 return None
             stream, fields = adds[0]
-            if stream != output or len(fields) != 4 or fields[0] != "n" or fields[2] != "p":
+            if stream != output or not is_plain(fields):
                 return None
             extend((event.id, fields[1], fields[3]))
         body[2] = idx(source)
@@ -413,98 +651,46 @@ class Committer:
         """Commit ``entries`` in one round trip; returns indexes of conflicting entries."""
         if not entries:
             return []
-        while self.mode != SPLIT:
-            keys, args = self.build(entries)
+        while True:
             try:
-                reply = await self._evalsha(keys, args)
+                return await self._mode.commit(entries)
             except (ResponseError, RedisClusterException) as exc:
-                if not _is_cross_slot(exc):
+                if self.mode == SPLIT or not _is_cross_slot(exc):
                     raise
                 self._downgrade()
-                continue
-            conflicts = [int(i) for i in reply or ()]
-            if self.mode == NO_ATTEMPTS:
-                await self._clear_attempts(entries, conflicts)
-            return conflicts
-        return await self._commit_split(entries)
 
-    async def _evalsha(self, keys: list[str], args: list[Any]) -> Any:
-        """Run the script; on a plain (non-cluster) client, packed by hiredis and sent directly.
-
-        redis.asyncio packs every argument in Python (~1 µs each, ~9 per event):
-        a third of a forward stage's CPU. The direct path packs the whole command
-        in C and uses a pooled connection the way ``execute_command`` does. It
-        skips redis-py's own retry: the actor retries a failed commit itself, and
-        that is safe because the script is fenced.
-        """
+    async def evalsha(self, keys: list[str], args: list[Any]) -> Any:
+        """Run the script: packed by hiredis and sent directly when the client allows."""
         packer = self._packer
-        if packer is None:
+        packed = (
+            None
+            if packer is None
+            else packer(("EVALSHA", self._script.sha, len(keys), *keys, *args))
+        )
+        if packer is None or packed is None:
             return await self._script(keys=keys, args=args)
         try:
-            packed = packer(("EVALSHA", self._script.sha, len(keys), *keys, *args))
-        except TypeError:  # an argument hiredis cannot pack: let redis-py encode it
-            return await self._script(keys=keys, args=args)
-        try:
-            return await self._send_packed(packed)
+            return await self._sender.send(packed)
         except NoScriptError:  # a restarted or flushed server: load, run again
             self._script.sha = await self.redis.script_load(COMMIT_SCRIPT)
-            packed = packer(("EVALSHA", self._script.sha, len(keys), *keys, *args))
-            return await self._send_packed(packed)
+            return await self._script(keys=keys, args=args)
 
-    async def _send_packed(self, packed: bytes) -> Any:
-        """One command on a connection of this committer's own, else a pooled one.
-
-        An actor commits one batch at a time, so a connection of its own is
-        almost always free: taking one from the pool and giving it back costs
-        more Python than the script's round trip (the pool's lock, its
-        connection checks and its observability hooks, ~10 % of a light-load
-        worker's CPU). The pool serves the rare overlapping call.
-        """
-        if self._own_busy:
-            return await self._send_pooled(packed)
-        conn = self._own
-        if conn is None:
-            conn = self._own = self.redis.connection_pool.make_connection()
-        self._own_busy = True
-        try:
-            if not conn.is_connected:
-                await conn.connect()
-            await conn.send_packed_command(packed, check_health=False)
-            return await conn.read_response()
-        except ResponseError:
-            raise  # a complete error reply: the connection is in a clean state
-        except BaseException:
-            # Cancelled or failed half-way: a reply may still be on its way, so the
-            # connection cannot be reused as is (the next call reconnects).
-            await conn.disconnect(nowait=True)
-            raise
-        finally:
-            self._own_busy = False
+    async def count_attempts(self, events: Sequence[Event]) -> list[int]:
+        """``HINCRBY`` each event's failed-attempts counter; the new counts."""
+        pipe = self.redis.pipeline(transaction=False)
+        for event in events:
+            pipe.hincrby(self.attempts_key, attempts_field(event.stream_name, event.id), 1)
+        return [int(n) for n in await pipe.execute()]
 
     async def close(self) -> None:
         """Drop the committer's own connection (idempotent; the next commit makes a new one)."""
-        conn, self._own = self._own, None
-        if conn is not None:
-            with contextlib.suppress(Exception):
-                await conn.disconnect(nowait=True)
-
-    async def _send_pooled(self, packed: bytes) -> Any:
-        pool = self.redis.connection_pool
-        conn = await pool.get_connection()
-        try:
-            await conn.send_packed_command(packed)
-            return await conn.read_response()
-        except ResponseError:
-            raise  # a complete error reply: the connection is in a clean state
-        except BaseException:
-            # Cancelled or failed half-way: a reply may still be on its way, so the
-            # connection cannot be reused as is.
-            await conn.disconnect(nowait=True)
-            raise
-        finally:
-            await pool.release(conn)
+        await self._sender.close()
 
     # -- the blocking side: the actor's handler thread ---------------------------------
+
+    def _link(self) -> BlockingLink:
+        assert self._blocking is not None, "a plain client only (see can_block)"
+        return self._blocking
 
     def commit_blocking(self, entries: Sequence[Entry]) -> list[int]:
         """:meth:`commit` from a thread, on a connection of its own (plain clients only).
@@ -525,85 +711,38 @@ class Committer:
         """
         keys, args = self.build(entries)
         self._sent_keys_args = (keys, args)
-        self._send_blocking(("EVALSHA", self._script.sha, len(keys), *keys, *args))
+        self._link().send(("EVALSHA", self._script.sha, len(keys), *keys, *args))
 
     def finish_commit_blocking(self) -> list[int]:
         """The reply of the commit :meth:`send_commit_blocking` sent: the conflicts."""
         sent, self._sent_keys_args = self._sent_keys_args, None
-        if sent is None or self._blocking is None or not self._awaiting:
+        link = self._link()
+        if sent is None or not link.awaiting:
             raise RedisConnectionError("the commit was not sent")
         try:
-            reply = self._read_blocking()
+            reply = link.read()
         except NoScriptError:  # a restarted or flushed server: load, run again
             keys, args = sent
-            self._script.sha = self._call_blocking(("SCRIPT", "LOAD", COMMIT_SCRIPT)).decode()
-            reply = self._call_blocking(("EVALSHA", self._script.sha, len(keys), *keys, *args))
+            self._script.sha = link.call(("SCRIPT", "LOAD", COMMIT_SCRIPT)).decode()
+            reply = link.call(("EVALSHA", self._script.sha, len(keys), *keys, *args))
         return [int(i) for i in reply or ()]
 
     def count_attempts_blocking(self, events: Sequence[Event]) -> list[int]:
-        """``HINCRBY`` each event's failed-attempts counter; the new counts."""
+        """:meth:`count_attempts` from the thread."""
         commands = [
             ("HINCRBY", self.attempts_key, attempts_field(e.stream_name, e.id), 1) for e in events
         ]
-        self._send_blocking(*commands)
-        return [int(self._read_blocking()) for _ in commands]
-
-    async def count_attempts(self, events: Sequence[Event]) -> list[int]:
-        """:meth:`count_attempts_blocking` on the event loop."""
-        pipe = self.redis.pipeline(transaction=False)
-        for event in events:
-            pipe.hincrby(self.attempts_key, attempts_field(event.stream_name, event.id), 1)
-        return [int(n) for n in await pipe.execute()]
-
-    def _call_blocking(self, command: tuple[Any, ...]) -> Any:
-        self._send_blocking(command)
-        return self._read_blocking()
-
-    def _send_blocking(self, *commands: tuple[Any, ...]) -> None:
-        """Send ``commands`` pipelined; :meth:`_read_blocking` reads their replies in order."""
-        assert not self._awaiting, "a reply of the blocking connection is still unread"
-        conn = self._blocking
-        if conn is None:
-            assert self._blocking_via is not None, "a plain client only (see can_block)"
-            cls, options = self._blocking_via
-            conn = self._blocking = cls(**options)
-        try:
-            conn.send_packed_command([_pack(conn, c) for c in commands], check_health=False)
-        except BaseException:
-            conn.disconnect()  # part of it may have gone: never reuse it as is
-            raise
-        self._awaiting = len(commands)
-
-    def _read_blocking(self) -> Any:
-        conn = self._blocking
-        try:
-            reply = conn.read_response()
-        except ResponseError:
-            self._awaiting -= 1
-            if self._awaiting:  # replies of later commands are still to come
-                self._awaiting = 0
-                conn.disconnect()
-            raise  # the last reply being an error leaves the connection clean
-        except BaseException:
-            self._awaiting = 0
-            conn.disconnect()  # a reply may be on its way: never reuse it as is
-            raise
-        self._awaiting -= 1
-        return reply
+        link = self._link()
+        link.send(*commands)
+        return [int(link.read()) for _ in commands]
 
     def close_blocking(self) -> None:
         """Drop the blocking side's connection (from the thread that uses it)."""
-        conn, self._blocking = self._blocking, None
-        self._awaiting = 0
-        if conn is not None:
-            with contextlib.suppress(Exception):
-                conn.disconnect()
+        if self._blocking is not None:
+            self._blocking.close()
 
     def _downgrade(self) -> None:
-        if self.mode == FULL:
-            # On a cluster the attempts hash (slot of the deployment's tag) is never
-            # in the streams' slot: clear counters beside the script instead. A
-            # crash in between only leaves a stale counter of an acked event.
+        if self.mode == FULL:  # see ScriptBesideAttempts
             self.mode = NO_ATTEMPTS
             log.info(
                 "sink %s: Redis Cluster: attempt counters are cleared beside the commit",
@@ -619,61 +758,3 @@ class Committer:
             "'{orders}out', to keep exactly-once.",
             self.group,
         )
-
-    async def _clear_attempts(self, entries: Sequence[Entry], conflicts: list[int]) -> None:
-        skip = set(conflicts)
-        fields = [
-            attempts_field(e.event.stream_name, e.event.id)
-            for i, e in enumerate(entries)
-            if i not in skip
-        ]
-        if fields:  # one extra round trip per batch, on a cluster only
-            await self.redis.hdel(self.attempts_key, *fields)
-
-    async def _commit_split(self, entries: Sequence[Entry]) -> list[int]:
-        """The cross-slot fallback: ownership check, then adds, acks and counters pipelined.
-
-        Still fenced (an event claimed away writes nothing), but not atomic:
-        at-least-once on the output streams.
-        """
-        redis = self.redis
-        key_of = self._stream_key
-        check = redis.pipeline(transaction=False)
-        for entry in entries:
-            ev = entry.event
-            check.xpending_range(
-                key_of(ev.stream_name), self.group, ev.id, ev.id, 1, consumername=self.consumer
-            )
-        replies = await check.execute(raise_on_error=False)  # NOGROUP -> not owned
-        owned = [isinstance(reply, list) and bool(reply) for reply in replies]
-        specs = self._streams()
-        pipe = redis.pipeline(transaction=False)
-        acks: dict[str, list[str]] = {}
-        trim: set[str] = set()
-        fields: list[str] = []
-        for entry, mine in zip(entries, owned, strict=True):
-            if not mine:
-                continue
-            for add in entry.adds:
-                spec = specs.get(add.stream)
-                args: list[Any] = ["XADD", key_of(add.stream)]
-                if spec is not None and spec.max_len is not None:
-                    args += ["MAXLEN", "~", spec.max_len]
-                if spec is not None and spec.ttl is not None:
-                    trim.add(add.stream)
-                pipe.execute_command(*args, "*", *add.fields)
-            acks.setdefault(entry.event.stream_name, []).append(entry.event.id)
-            fields.append(attempts_field(entry.event.stream_name, entry.event.id))
-        for stream, ids in acks.items():
-            pipe.execute_command("XACK", key_of(stream), self.group, *ids)
-        if fields:
-            pipe.hdel(self.attempts_key, *fields)
-        now_ms = int(time.time() * 1000)
-        for stream in trim:
-            ttl = specs[stream].ttl or 0
-            pipe.execute_command(
-                "XTRIM", key_of(stream), "MINID", "~", max(0, now_ms - int(ttl * 1000))
-            )
-        if acks:
-            await pipe.execute()
-        return [i for i, mine in enumerate(owned) if not mine]

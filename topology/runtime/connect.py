@@ -1,6 +1,6 @@
 """Where the engine's Redis is, and how to reach it without leaking its password.
 
-Resolution order (DESIGN §6): ``--redis-url``, else ``$REDIS_URL``, else the
+Resolution order: ``--redis-url``, else ``$REDIS_URL``, else the
 config's ``redis.url``; an empty value at any level means "the embedded server"
 (an empty ``--redis-url ""`` forces it even when ``$REDIS_URL`` is set).
 
@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Connected",
     "RedisUnavailableError",
+    "RedisUrlError",
     "client_from_url",
     "open_redis",
     "redact",
@@ -44,6 +45,10 @@ URL_ENV = "REDIS_URL"
 
 class RedisUnavailableError(RuntimeError):
     """Redis cannot be reached (or started); the message is safe to print as is."""
+
+
+class RedisUrlError(RedisUnavailableError):
+    """The URL itself is unusable: a usage error (exit 2), found before connecting."""
 
 
 def resolve_url(cli_url: str | None, topology: Topology | None) -> str | None:
@@ -77,17 +82,16 @@ def client_from_url(url: str) -> aioredis.Redis:
     """
     import redis.asyncio as aioredis
 
-    scheme = urlsplit(url).scheme.lower()
-    if scheme not in ("redis", "rediss", "unix"):
-        raise RedisUnavailableError(
-            f"unsupported Redis URL scheme {scheme + '://' if scheme else '(none)'} in "
-            f"{redact(url)}: use redis://, rediss:// or unix:// (--redis-url)"
-        )
+    from topology.config import redis_url_problem
+
+    problem = redis_url_problem(url)
+    if problem is not None:
+        raise RedisUrlError(f"invalid Redis URL {redact(url)}: {problem} (--redis-url)")
     options = _client_options(url)
     try:
         return aioredis.Redis.from_url(url, **options)
     except (ValueError, TypeError) as exc:
-        raise RedisUnavailableError(
+        raise RedisUrlError(
             f"invalid Redis URL {redact(url)}: {redact_text(str(exc))} (--redis-url)"
         ) from None
 

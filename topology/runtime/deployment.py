@@ -2,7 +2,7 @@
 
 ``ponos-topology apply CONFIG`` stores the config's YAML text in the hash
 :meth:`EngineKeys.config` of the deployment its ``name`` names, with a version
-number, the source file name, a sha256 of the text and the server time, and
+number, the source file name, a sha256 of the text, its signature and the server time, and
 announces the version on :meth:`EngineKeys.config_channel` — all in one Lua
 script, so a worker never sees the text of one version with the number of
 another, and a version is announced only once it can be read.
@@ -18,6 +18,15 @@ was reconnecting is lost for good.
 The text is published as written: ``${VAR}`` substitutions resolve on each
 worker, in its own environment, as if it had read the file itself, and no
 secret the publisher's environment holds ends up in Redis.
+
+Redis is not trusted to say what runs: whoever can write to it can write a
+config. The follower resolves callables only to the operator's modules
+(:class:`topology.callables.Origins`), and, given a deploy key, runs only
+versions signed with it (:mod:`topology.runtime.signing`). The signature covers
+the version number, so ``publish`` picks the number, signs, and the script
+only checks it is still the next one. Each version is also kept under
+:meth:`EngineKeys.config_version` (the last :data:`HISTORY`) for ``history``
+and ``rollback``, which publishes an old text again as a new version.
 """
 
 from __future__ import annotations
@@ -31,15 +40,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from topology.callables import Origins
 from topology.config.model import Topology
 from topology.runtime.keys import EngineKeys
+from topology.runtime.signing import DeployKey
+from topology.streams import Backoff, pause
 
 __all__ = [
+    "HISTORY",
     "POLL_INTERVAL",
     "DeploymentFollower",
     "Published",
+    "history",
     "publish",
     "read_published",
+    "read_version",
     "sha256_of",
 ]
 
@@ -49,21 +64,32 @@ log = logging.getLogger("topology.deployment")
 POLL_INTERVAL = 2.0
 #: Longest wait before re-subscribing after the subscription failed.
 MAX_RESUBSCRIBE_DELAY = 5.0
+#: Published versions kept for ``history`` and ``rollback`` (older ones are deleted).
+HISTORY = 50
+#: Times ``publish`` signs again when another ``apply`` took the version it signed for.
+_PUBLISH_ATTEMPTS = 20
 
-# KEYS[1] config hash; ARGV: text, source, sha256, channel.
-# Returns {version, changed}: publishing the text already current is a no-op
-# (no new version, no announcement), so re-running ``apply`` in a deploy script
-# does not make every worker recompute a plan.
+# KEYS[1] current config hash, KEYS[2] the new version's hash, KEYS[3] the hash of
+# the version that falls out of the history. ARGV: version (the one signed for),
+# text, source, sha256, signature, note, channel.
+# The signature covers the version number, so the number is chosen by the caller
+# and the script only checks it is still the next one: {version, 1} when
+# published, {current, 0} when another publisher took it first (sign again).
 PUBLISH_SCRIPT = """
-local current = redis.call('HGET', KEYS[1], 'sha256')
-if current == ARGV[3] then
-  return {tonumber(redis.call('HGET', KEYS[1], 'version') or '0'), 0}
+local current = tonumber(redis.call('HGET', KEYS[1], 'version') or '0')
+local version = tonumber(ARGV[1])
+if version ~= current + 1 then
+  return {current, 0}
 end
-local version = redis.call('HINCRBY', KEYS[1], 'version', 1)
 local now = redis.call('TIME')
-redis.call('HSET', KEYS[1], 'text', ARGV[1], 'source', ARGV[2], 'sha256', ARGV[3],
-  'applied_at', now[1] .. '.' .. string.format('%06d', tonumber(now[2])))
-redis.call('PUBLISH', ARGV[4], version)
+local at = now[1] .. '.' .. string.format('%06d', tonumber(now[2]))
+local fields = {'version', ARGV[1], 'text', ARGV[2], 'source', ARGV[3], 'sha256', ARGV[4],
+  'signature', ARGV[5], 'note', ARGV[6], 'applied_at', at}
+redis.call('DEL', KEYS[2])
+redis.call('HSET', KEYS[1], unpack(fields))
+redis.call('HSET', KEYS[2], unpack(fields))
+redis.call('DEL', KEYS[3])
+redis.call('PUBLISH', ARGV[7], version)
 return {version, 1}
 """
 
@@ -82,34 +108,72 @@ class Published:
     source: str  # the file name it was applied from (no folder: workers have their own)
     sha256: str
     applied_at: float  # Redis server time, seconds
+    signature: str = ""  # hex HMAC-SHA256 (topology.runtime.signing); "" when unsigned
+    note: str = ""  # e.g. "rollback to 3"
+
+    def verified_by(self, key: DeployKey) -> bool:
+        return bool(self.signature) and key.verifies(
+            self.deployment, self.version, self.text, self.signature
+        )
 
 
 def _s(value: Any) -> str:
     return value.decode("utf-8", errors="replace") if isinstance(value, bytes) else str(value)
 
 
-async def publish(client: Any, deployment: str, text: str, *, source: str) -> tuple[int, bool]:
+def _unchanged(current: Published | None, text: str, key: DeployKey | None) -> bool:
+    """True when publishing ``text`` would change nothing a worker can see."""
+    if current is None or current.sha256 != sha256_of(text):
+        return False
+    # Same text: a new version only to sign what is unsigned (or signed with another key);
+    # without a key, never an unsigned copy of a signed version (keyed workers would refuse it).
+    return current.verified_by(key) if key is not None else True
+
+
+async def publish(
+    client: Any,
+    deployment: str,
+    text: str,
+    *,
+    source: str,
+    key: DeployKey | None = None,
+    note: str = "",
+) -> tuple[int, bool]:
     """Publish ``text`` as ``deployment``'s config: ``(version, changed)``.
 
     ``changed`` is False when the text is the one already published (its
-    version is returned and nothing is announced).
+    version is returned and nothing is announced), so re-running ``apply`` in a
+    deploy script does not make every worker recompute a plan. With ``key`` the
+    version is signed; the last :data:`HISTORY` versions are kept.
     """
     keys = EngineKeys(deployment)
-    version, changed = await client.eval(
-        PUBLISH_SCRIPT,
-        1,
-        keys.config(),
-        text,
-        Path(source).name,
-        sha256_of(text),
-        keys.config_channel(),
-    )
-    return int(version), bool(int(changed))
+    for _ in range(_PUBLISH_ATTEMPTS):
+        current = await read_published(client, deployment)
+        if _unchanged(current, text, key):
+            assert current is not None
+            return current.version, False
+        version = (current.version if current is not None else 0) + 1
+        signature = key.sign(deployment, version, text) if key is not None else ""
+        got, published = await client.eval(
+            PUBLISH_SCRIPT,
+            3,
+            keys.config(),
+            keys.config_version(version),
+            keys.config_version(version - HISTORY),
+            version,
+            text,
+            Path(source).name,
+            sha256_of(text),
+            signature,
+            note,
+            keys.config_channel(),
+        )
+        if int(published):
+            return int(got), True
+    raise RuntimeError(f"deployment {deployment}: other publishers kept taking the next version")
 
 
-async def read_published(client: Any, deployment: str) -> Published | None:
-    """The deployment's current published config, or None before the first ``apply``."""
-    raw = await client.hgetall(EngineKeys(deployment).config())
+def _published(deployment: str, raw: dict[Any, Any]) -> Published | None:
     fields = {_s(k): v for k, v in raw.items()}
     if "text" not in fields or "version" not in fields:
         return None
@@ -120,7 +184,44 @@ async def read_published(client: Any, deployment: str) -> Published | None:
         source=_s(fields.get("source", b"config.yaml")) or "config.yaml",
         sha256=_s(fields.get("sha256", b"")),
         applied_at=float(_s(fields.get("applied_at", b"0")) or 0),
+        signature=_s(fields.get("signature", b"")),
+        note=_s(fields.get("note", b"")),
     )
+
+
+async def read_published(client: Any, deployment: str) -> Published | None:
+    """The deployment's current published config, or None before the first ``apply``."""
+    return _published(deployment, await client.hgetall(EngineKeys(deployment).config()))
+
+
+async def read_version(client: Any, deployment: str, version: int) -> Published | None:
+    """Version ``version`` as it was published, or None when it is not in the history."""
+    raw = await client.hgetall(EngineKeys(deployment).config_version(version))
+    found = _published(deployment, raw)
+    return found if found is not None and found.version == version else None
+
+
+async def history(client: Any, deployment: str) -> list[Published]:
+    """The versions kept, oldest first (their ``text`` is empty: listing them need not read it)."""
+    keys = EngineKeys(deployment)
+    latest = await client.hget(keys.config(), "version")
+    if latest is None:
+        return []
+    newest = int(_s(latest))
+    names = ("version", "source", "sha256", "applied_at", "signature", "note")
+    found = []
+    for version in range(max(1, newest - HISTORY + 1), newest + 1):
+        values = await client.hmget(keys.config_version(version), *names)
+        if values[0] is None:
+            continue
+        fields = dict(zip(names, values, strict=True))
+        found.append(_published(deployment, {**fields, "text": b""}))
+    kept = [entry for entry in found if entry is not None]
+    if not kept or kept[-1].version != newest:  # published before versions were kept
+        current = await read_published(client, deployment)
+        if current is not None:
+            kept.append(current)
+    return kept
 
 
 class DeploymentFollower:
@@ -133,6 +234,12 @@ class DeploymentFollower:
     from its environment), or that ``Runtime.apply`` rolls back, is logged and
     skipped: the running generation stays, and the next version is tried as
     usual. SIGHUP makes the worker try the current version again.
+
+    Callables resolve only to modules under ``handlers_dir`` or the prefixes of
+    ``allow_modules``. With ``key``, a version whose signature does not verify
+    (unsigned, tampered, another key's, or a signed version older than the one
+    running, replayed) is refused before its text is even parsed, and recorded
+    in :attr:`rejected` for the heartbeat.
     """
 
     def __init__(
@@ -141,11 +248,17 @@ class DeploymentFollower:
         deployment: str,
         *,
         handlers_dir: Path,
+        allow_modules: tuple[str, ...] = (),
+        key: DeployKey | None = None,
         poll_interval: float = POLL_INTERVAL,
     ) -> None:
         self.client = client
         self.deployment = deployment
         self.handlers_dir = Path(handlers_dir).absolute()
+        self.origins = Origins(folder=self.handlers_dir, allow=allow_modules)
+        self.key = key
+        #: The last version refused here, ``{"version", "reason"}``, until a later one runs.
+        self.rejected: dict[str, Any] | None = None
         self.poll_interval = poll_interval
         self.keys = EngineKeys(deployment)
         #: The version running here (0 before the first).
@@ -156,18 +269,46 @@ class DeploymentFollower:
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
-        self._metrics: Any = None  # the runtime's, once following (counts invalid versions)
+        self._metrics: Any = None  # the runtime's, once following (counts refused versions)
 
     # -- reading and validating ------------------------------------------------------
+
+    def _refusal(self, published: Published) -> str | None:
+        """Why ``published`` may not run here although it may be valid (its signature)."""
+        if self.key is None:
+            return None
+        if not published.signature:
+            return "it is unsigned, and this worker runs only signed versions"
+        if not published.verified_by(self.key):
+            return "its signature does not verify (altered, or signed with another key)"
+        if published.version < self.version:
+            return f"it is older than version {self.version} running here (replayed?)"
+        return None
+
+    def _reject(self, published: Published, reason: str) -> None:
+        log.error(
+            "deployment %s version %d refused: %s; %s",
+            self.deployment,
+            published.version,
+            reason,
+            self._keeps(),
+        )
+        self.rejected = {"version": published.version, "reason": reason}
+        if self._metrics is not None:
+            self._metrics.reloads.labels("rejected").inc()
 
     def _validate(self, published: Published) -> Topology | None:
         """The model of ``published`` as this worker sees it, or None (errors logged)."""
         from topology.config import check_text
 
+        reason = self._refusal(published)
+        if reason is not None:
+            self._reject(published, reason)
+            return None
         # Named after the applied file but located in --handlers-dir: its folder
         # is where the config's handler modules import from.
         path = self.handlers_dir / Path(published.source).name
-        topology, problems = check_text(published.text, path=path)
+        topology, problems = check_text(published.text, path=path, origins=self.origins)
         where = f"deployment {self.deployment} version {published.version}"
         if topology is not None and topology.name != self.deployment:
             log.error(
@@ -181,12 +322,23 @@ class DeploymentFollower:
             for problem in problems:
                 log.error("%s: %s", where, problem)
             log.error("%s is invalid here; %s", where, self._keeps())
+            first = next((p for p in problems if p.is_error), None)
+            self.rejected = {
+                "version": published.version,
+                "reason": f"invalid here: {first.path}: {first.message}" if first else "invalid",
+            }
             if self._metrics is not None:
                 self._metrics.reloads.labels("invalid").inc()
             return None
         for problem in problems:
             log.warning("%s: %s", where, problem)
         return topology
+
+    def _running(self, published: Published) -> None:
+        """``published`` runs here now; a refusal of an older version is history."""
+        self.version, self.sha256 = published.version, published.sha256
+        if self.rejected is not None and self.rejected["version"] < self.version:
+            self.rejected = None
 
     def _keeps(self) -> str:
         if self.version:
@@ -230,12 +382,12 @@ class DeploymentFollower:
     async def _subscribe_loop(self) -> None:
         """Wake on every announcement; re-subscribe (with backoff) when the connection drops."""
         channel = self.keys.config_channel()
-        delay = 0.1
+        backoff = Backoff(0.1, MAX_RESUBSCRIBE_DELAY)
         while not self._stopping.is_set():
             pubsub = self.client.pubsub()
             try:
                 await pubsub.subscribe(channel)
-                delay = 0.1
+                backoff.reset()
                 self.wake()  # anything published while unsubscribed
                 while not self._stopping.is_set():
                     message = await pubsub.get_message(
@@ -247,8 +399,7 @@ class DeploymentFollower:
                 raise
             except Exception as exc:
                 log.debug("deployment %s: subscription lost: %r", self.deployment, exc)
-                await asyncio.sleep(delay)  # back off before reconnecting (no event to await)
-                delay = min(delay * 2, MAX_RESUBSCRIBE_DELAY)
+                await pause(backoff.next(), self._stopping)
             finally:
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()
@@ -271,7 +422,7 @@ class DeploymentFollower:
                 found = None
             if found is not None:
                 published, topology = found
-                self.version, self.sha256 = published.version, published.sha256
+                self._running(published)
                 log.info(
                     "deployment %s version %d (%s, sha256 %s)",
                     self.deployment,
@@ -317,7 +468,7 @@ class DeploymentFollower:
             self.wake()
 
     async def _follow_loop(self, apply: Callable[[Topology], Any]) -> None:
-        from topology.runtime.supervisor import ApplyError
+        from topology.runtime.runtime import ApplyError
 
         while not self._stopping.is_set():
             await self._wait_wake()
@@ -350,7 +501,7 @@ class DeploymentFollower:
                     "deployment %s: apply failed unexpectedly; %s", self.deployment, self._keeps()
                 )
                 continue
-            self.version, self.sha256 = published.version, published.sha256
+            self._running(published)
             log.info("deployment %s: running version %d", self.deployment, self.version)
 
     async def stop(self) -> None:

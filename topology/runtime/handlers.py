@@ -3,13 +3,17 @@
 Sync handlers run the whole batch in ONE job off the event loop: a slow or
 blocking handler never stalls the loop, and the batch pays one thread hop
 instead of one per event. By default the hop goes to a :class:`HandlerThread`
-of the actor's own (a C queue and one wakeup: ~35 µs a round trip here, against
-~65 µs for ``loop.run_in_executor``, and under light load a read of one event
-pays it every time); an explicit ``executor`` is used as given. Async handlers
-are awaited on the loop with bounded concurrency (a fixed number of worker
-coroutines per batch rather than one task per event: tasks cost ~20 µs each).
+of the actor's own (a C queue and one wakeup, cheaper than
+``loop.run_in_executor``'s chained futures, and under light load a read of one
+event pays it every time); an explicit ``executor`` is used as given. Async
+handlers are awaited on the loop with bounded concurrency (a fixed number of
+worker coroutines per batch rather than one task per event: a task is the
+costlier object).
 
-What a handler returns (DESIGN §3): ``None``, an ``Emit``, or an iterable of
+The runners: :class:`SyncRunner` and :class:`AsyncRunner` behind
+:class:`HandlerRunner`; :func:`runner_for` picks one.
+
+What a handler returns: ``None``, an ``Emit``, or an iterable of
 ``Emit``. Each becomes an :class:`~topology.runtime.commit.Add` with pulse's
 fields. An ``Emit`` naming a stream that is not one of the sink's outputs — or
 any return value that is not an ``Emit`` — is a :class:`ContractError`: the
@@ -34,16 +38,18 @@ from typing import Any
 
 from topology._emit import Emit
 from topology.runtime.commit import Add
-from topology.streams import Event
-from topology.streams._payload import encode_payload
+from topology.streams import Event, encode_payload, entry_fields
 
 __all__ = [
+    "AsyncRunner",
     "ContractError",
     "Failure",
     "HandlerRunner",
     "HandlerThread",
     "Outcome",
+    "SyncRunner",
     "route_result",
+    "runner_for",
 ]
 
 log = logging.getLogger("topology.runtime")
@@ -110,10 +116,7 @@ def _add(emit: Emit, outputs: tuple[str, ...]) -> Add:
         raise ContractError(
             f"Emit({emit.name!r}) payload is not bytes, str or JSON-serialisable: {exc}"
         ) from None
-    fields: list[Any] = ["n", emit.name, "p", payload]
-    if emit.topic:
-        fields += ["t", emit.topic]
-    return Add(stream, fields)
+    return Add(stream, entry_fields(emit.name, payload, emit.topic))
 
 
 def route_result(result: Any, outputs: tuple[str, ...]) -> list[Add]:
@@ -129,7 +132,7 @@ def route_result(result: Any, outputs: tuple[str, ...]) -> list[Add]:
             and type(result.payload) is bytes
             and not result.topic
         ):
-            return [Add(outputs[0], ["n", result.name, "p", result.payload])]
+            return [Add(outputs[0], entry_fields(result.name, result.payload))]
         return [_add(result, outputs)]
     if isinstance(result, Emit):
         return [_add(result, outputs)]
@@ -155,7 +158,7 @@ def _run_sync_batch(
     Returns the outcomes and the indexes of those that are awaitables (e.g. a
     partial of an async function), which the caller awaits on the loop. The
     awaitable check runs only for results that are not plainly an Emit, a list
-    or None: ``inspect.isawaitable`` costs ~1 µs, a fair share of a forward.
+    or None: ``inspect.isawaitable`` is costly next to the rest of a forward.
     """
     results: list[Any] = []
     append = results.append
@@ -195,7 +198,7 @@ class HandlerThread:
         self.name = name
         self.idle_exit = idle_exit
         #: C-level put/get: no Python-level Condition and no "is it asleep" flag to
-        #: keep (measured: the same CPU per job as deque + Condition, less code).
+        #: keep (as cheap per job as deque + Condition, with less code).
         self._jobs: SimpleQueue[tuple[Any, ...]] = SimpleQueue()
         #: Guards starting and ending the thread against a job arriving meanwhile.
         self._lock = threading.Lock()
@@ -291,24 +294,25 @@ def _is_async(fn: Callable[..., Any]) -> bool:
 
 
 class HandlerRunner:
-    """One sink's handler, bound to its outputs."""
+    """One sink's handler bound to its outputs: a batch in, one outcome per event out.
 
-    def __init__(
-        self,
-        fn: Callable[[Event], Any],
-        outputs: tuple[str, ...],
-        *,
-        executor: Executor | None = None,
-        concurrency: int = ASYNC_CONCURRENCY,
-    ) -> None:
-        """``executor``: where sync batches run; by default a :class:`HandlerThread` of
-        this runner's own (one runner per actor)."""
+    The interface the actor sees; :func:`runner_for` picks the implementation
+    (:class:`AsyncRunner` on the loop, :class:`SyncRunner` off it).
+    """
+
+    def __init__(self, fn: Callable[[Event], Any], outputs: tuple[str, ...]) -> None:
         self.fn = fn
         self.outputs = outputs
-        self.executor = executor
-        self._thread = HandlerThread() if executor is None else None
-        self.concurrency = max(1, concurrency)
-        self.is_async = _is_async(fn)
+
+    @property
+    def own_thread(self) -> SyncRunner | None:
+        """This runner when it runs batches on a thread of its own (the actor may then
+        handle *and* commit there), else None."""
+        return None
+
+    async def run(self, events: Sequence[Event]) -> list[Outcome]:
+        """One outcome per event, in order: ``list[Add]`` or :class:`Failure`."""
+        raise NotImplementedError
 
     async def _await_one(self, awaitable: Any) -> Outcome:
         try:
@@ -318,7 +322,21 @@ class HandlerRunner:
         except (Exception, SystemExit) as exc:
             return Failure(exc, retryable=True)
 
-    async def _run_async_batch(self, events: Sequence[Event]) -> list[Any]:
+
+class AsyncRunner(HandlerRunner):
+    """An async handler, awaited on the loop with at most ``concurrency`` calls in flight."""
+
+    def __init__(
+        self,
+        fn: Callable[[Event], Any],
+        outputs: tuple[str, ...],
+        *,
+        concurrency: int = ASYNC_CONCURRENCY,
+    ) -> None:
+        super().__init__(fn, outputs)
+        self.concurrency = max(1, concurrency)
+
+    async def run(self, events: Sequence[Event]) -> list[Outcome]:
         results: list[Any] = [None] * len(events)
         it = iter(range(len(events)))
 
@@ -334,14 +352,29 @@ class HandlerRunner:
         workers = min(self.concurrency, len(events))
         if workers == 1:
             await worker()
-        else:
+        elif workers > 1:
             await asyncio.gather(*(worker() for _ in range(workers)))
         return results
 
+
+class SyncRunner(HandlerRunner):
+    """A sync handler, a whole batch per job: on a :class:`HandlerThread` of this
+    runner's own (one runner per actor), or on ``executor`` when one is given."""
+
+    def __init__(
+        self,
+        fn: Callable[[Event], Any],
+        outputs: tuple[str, ...],
+        *,
+        executor: Executor | None = None,
+    ) -> None:
+        super().__init__(fn, outputs)
+        self.executor = executor
+        self._thread = HandlerThread() if executor is None else None
+
     @property
-    def can_post(self) -> bool:
-        """A sync handler on a thread of its own: :meth:`post` and :meth:`run_blocking` work."""
-        return not self.is_async and self._thread is not None
+    def own_thread(self) -> SyncRunner | None:
+        return self if self._thread is not None else None
 
     def post(self, fn: Callable[..., Any], *args: Any) -> None:
         """Run ``fn(*args)`` on this handler's thread, in order with what runs there."""
@@ -367,11 +400,8 @@ class HandlerRunner:
         return results
 
     async def run(self, events: Sequence[Event]) -> list[Outcome]:
-        """One outcome per event, in order: ``list[Add]`` or :class:`Failure`."""
         if not events:
             return []
-        if self.is_async:
-            return await self._run_async_batch(events)
         if self._thread is not None:
             job = self._thread.submit(_run_sync_batch, self.fn, events, self.outputs)
         else:
@@ -382,3 +412,16 @@ class HandlerRunner:
         for i in pending:
             results[i] = await self._await_one(results[i])
         return results
+
+
+def runner_for(
+    fn: Callable[[Event], Any],
+    outputs: tuple[str, ...],
+    *,
+    executor: Executor | None = None,
+    concurrency: int = ASYNC_CONCURRENCY,
+) -> HandlerRunner:
+    """The runner of ``fn``: async handlers on the loop, sync ones off it."""
+    if _is_async(fn):
+        return AsyncRunner(fn, outputs, concurrency=concurrency)
+    return SyncRunner(fn, outputs, executor=executor)

@@ -4,6 +4,11 @@ Every record from any logger passes a :class:`RedactingFilter` on the handler,
 so a URL with a password logged by the engine, redis-py or a user's handler is
 printed with ``***`` instead. The periodic throughput/lag summary is logged on
 :data:`SUMMARY_LOGGER` so ``--quiet`` can drop it alone.
+
+Structured fields (``sink``, ``stream``, ``event_id``, ``worker``) are keys of
+their own in JSON lines, so a log collector filters on them rather than on the
+text: per call with ``extra=event_fields(...)``, and for everything a task logs
+with :func:`bind_fields` (``run`` binds ``worker`` once; tasks it starts inherit it).
 """
 
 from __future__ import annotations
@@ -12,11 +17,21 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Mapping
+from contextvars import ContextVar
+from types import MappingProxyType
 from typing import Any, TextIO
 
 from topology.redact import redact_text
 
-__all__ = ["SUMMARY_LOGGER", "JsonFormatter", "RedactingFilter", "setup_logging"]
+__all__ = [
+    "SUMMARY_LOGGER",
+    "JsonFormatter",
+    "RedactingFilter",
+    "bind_fields",
+    "event_fields",
+    "setup_logging",
+]
 
 #: Logger of the periodic summary lines (dropped by ``--quiet``).
 SUMMARY_LOGGER = "topology.summary"
@@ -26,6 +41,32 @@ _STANDARD = frozenset(
     logging.LogRecord("", 0, "", 0, "", (), None).__dict__.keys()
     | {"message", "asctime", "taskName"}
 )
+
+
+#: Fields every record logged in the current context carries (asyncio tasks inherit them).
+_FIELDS: ContextVar[Mapping[str, Any]] = ContextVar(
+    "topology_log_fields", default=MappingProxyType({})
+)
+
+
+def bind_fields(**fields: Any) -> None:
+    """Add ``fields`` to every record logged from now on in this context and the tasks it starts."""
+    _FIELDS.set(MappingProxyType({**_FIELDS.get(), **fields}))
+
+
+def event_fields(sink: str, event: Any) -> dict[str, Any]:
+    """``extra=`` of a line about one event: which sink, which stream, which entry."""
+    return {"sink": sink, "stream": event.stream_name, "event_id": event.id}
+
+
+class _BoundFields(logging.Filter):
+    """Copies the context's bound fields onto a record (a call's own ``extra=`` wins)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        for key, value in _FIELDS.get().items():
+            if not hasattr(record, key):
+                setattr(record, key, value)
+        return True
 
 
 class RedactingFilter(logging.Filter):
@@ -74,10 +115,10 @@ class JsonFormatter(logging.Formatter):
         return redact_text(json.dumps(out, default=str, ensure_ascii=False))
 
 
-class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+class _StderrHandler(logging.StreamHandler):
     """Writes to whatever ``sys.stderr`` is *now* (test capture, a redirect), not at setup."""
 
-    @property  # type: ignore[override]
+    @property
     def stream(self) -> TextIO:
         return sys.stderr
 
@@ -111,6 +152,7 @@ def setup_logging(
     if _installed is not None:
         root.removeHandler(_installed)
     handler = logging.StreamHandler(stream) if stream is not None else _StderrHandler()
+    handler.addFilter(_BoundFields())
     handler.addFilter(RedactingFilter())
     if fmt == "json":
         handler.setFormatter(JsonFormatter())

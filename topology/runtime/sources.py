@@ -46,12 +46,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from redis import exceptions as redis_errors
-
 from topology._emit import Emit
 from topology.config.model import SourceSpec, Topology
 from topology.runtime.keys import EngineKeys
 from topology.runtime.workers import live_workers, server_time
+from topology.streams import RELEASE_LEASE_SCRIPT, RETRYABLE_ERRORS, Backoff, pause
 
 __all__ = ["BATCH", "SourceContext", "SourceError", "SourceRunner"]
 
@@ -63,12 +62,15 @@ BATCH = 256
 _HIGH_WATER = 4 * BATCH
 #: How long a sync generator may fill a batch before it is flushed.
 _SYNC_FILL = 0.02
+#: Backoff while Redis is away, doubling up to the cap (cut short by a stop).
+REDIS_BACKOFF_FIRST = 0.1
+REDIS_BACKOFF_CAP = 2.0
 
-# Renew/release only a lease we still hold: a worker that paused past its TTL
-# must not extend (or delete) the lease its successor now holds. A lease that is
-# simply gone (expired during a pause, or lost with a Redis restart without
-# persistence) is taken back: nobody else ran the source meanwhile, so the
-# generator carries on instead of starting over. 1 = renewed, 2 = taken back.
+# Renew only a lease we still hold: a worker that paused past its TTL must not
+# extend the lease its successor now holds. A lease that is simply gone (expired
+# during a pause, or lost with a Redis restart without persistence) is taken
+# back: nobody else ran the source meanwhile, so the generator carries on
+# instead of starting over. 1 = renewed, 2 = taken back.
 LEASE_RENEW = """
 local holder = redis.call('GET', KEYS[1])
 if holder == ARGV[1] then
@@ -81,27 +83,12 @@ if not holder then
 end
 return 0
 """
-LEASE_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
-"""
 
 # State hash fields (EngineKeys.source_state).
 DONE = "done"
 FAILED = "failed"
 CHECKPOINT = "checkpoint"
 
-
-#: Errors of a Redis that is away for a moment (restart, failover): wait and retry.
-RETRYABLE: tuple[type[BaseException], ...] = (
-    redis_errors.ConnectionError,
-    redis_errors.TimeoutError,
-    redis_errors.ClusterDownError,
-    redis_errors.TryAgainError,
-    OSError,
-)
 
 T = TypeVar("T")
 
@@ -178,7 +165,7 @@ class SourceRunner:
         self._producer: asyncio.Task[None] | None = None
         self._ctx: SourceContext | None = None
         self._renew = self.redis.register_script(LEASE_RENEW)
-        self._release = self.redis.register_script(LEASE_RELEASE)
+        self._release = self.redis.register_script(RELEASE_LEASE_SCRIPT)
 
     @property
     def done(self) -> bool:
@@ -273,22 +260,18 @@ class SourceRunner:
         A Redis restart must not end a source for good, in the worker that runs
         it or in those waiting for its lease.
         """
-        delay = 0.1
-        warned = False
+        backoff = Backoff(REDIS_BACKOFF_FIRST, REDIS_BACKOFF_CAP)
         while True:
             try:
                 result = await call()
-            except RETRYABLE as exc:
+            except RETRYABLE_ERRORS as exc:
                 if self._stopping.is_set():
                     raise
-                if not warned:
+                if not backoff.failures:
                     log.warning("source %s: %s failed, retrying: %s", self.spec.name, what, exc)
-                    warned = True
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), delay)
-                delay = min(delay * 2, 2.0)
+                await pause(backoff.next(), self._stopping)
                 continue
-            if warned:
+            if backoff.failures:
                 log.info("source %s: %s works again", self.spec.name, what)
             return result
 
@@ -310,7 +293,7 @@ class SourceRunner:
                     await asyncio.wait_for(self._stopping.wait(), self.lease_ttl / 3)
         except asyncio.CancelledError:
             raise
-        except RETRYABLE as exc:  # only raised once stopping: Redis away at shutdown
+        except RETRYABLE_ERRORS as exc:  # only raised once stopping: Redis away at shutdown
             log.warning("source %s: stopped while Redis is unreachable: %s", self.spec.name, exc)
         except Exception as exc:
             self.failed = exc
@@ -361,7 +344,7 @@ class SourceRunner:
         )
         try:
             end = await self._flush_loop(queue, drained)
-        except RETRYABLE:
+        except RETRYABLE_ERRORS:
             raise  # stopping while Redis is away: not a failure of the source
         except Exception as exc:  # Redis refused the events (WRONGTYPE, OOM...)
             end = _End(exc)
@@ -554,7 +537,7 @@ class SourceRunner:
                 await self._redis(
                     f"adding {len(batch)} events", lambda: self.stream.add_many(batch)
                 )
-            except RETRYABLE as exc:  # stopping while Redis is away
+            except RETRYABLE_ERRORS as exc:  # stopping while Redis is away
                 log.error(
                     "source %s: %d events not added at shutdown: %s",
                     self.spec.name,

@@ -12,28 +12,49 @@ Usable on its own; imports nothing of the engine::
 """
 
 from topology.streams._connection import AddOutcomeUnknown, Connection
-from topology.streams._consumer import RETRYABLE_ERRORS, decode_entry, event_filter
+from topology.streams._consumer import event_filter
 from topology.streams._event import Event
 from topology.streams._keys import DEFAULT_PREFIX, StreamKeys
+from topology.streams._lease import RELEASE_LEASE_SCRIPT
+from topology.streams._options import ReaderOptions, SinkOptions
 from topology.streams._payload import encode_payload
 from topology.streams._position import parse_start
 from topology.streams._reader import Reader
+from topology.streams._retry import (
+    RETRYABLE_ERRORS,
+    Backoff,
+    is_refused_for_now,
+    is_transient,
+    pause,
+)
 from topology.streams._sink import Sink
-from topology.streams._stream import Stream, Topic
+from topology.streams._stream import Stream, Topic, stream_name_problem
+from topology.streams._wire import decode_entry, entry_fields, is_plain, packed_or_none
 
 __all__ = [
     "DEFAULT_PREFIX",
+    "RELEASE_LEASE_SCRIPT",
     "RETRYABLE_ERRORS",
     "AddOutcomeUnknown",
+    "Backoff",
     "Connection",
     "Event",
     "Reader",
+    "ReaderOptions",
     "Sink",
+    "SinkOptions",
     "Stream",
     "StreamKeys",
     "Topic",
     "decode_entry",
     "encode_payload",
+    "entry_fields",
     "event_filter",
+    "is_plain",
+    "is_refused_for_now",
+    "is_transient",
+    "packed_or_none",
     "parse_start",
+    "pause",
+    "stream_name_problem",
 ]

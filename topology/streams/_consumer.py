@@ -21,44 +21,31 @@ import asyncio
 import contextlib
 import inspect
 import logging
-import random
 import re
 from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from redis.exceptions import AskError, BusyLoadingError, ResponseError
+from redis.exceptions import AskError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from topology.streams._event import Event
 from topology.streams._link import ReadInterrupted, ReadLink, new_link
-from topology.streams._position import validate_start
+from topology.streams._options import ReaderOptions
+from topology.streams._retry import RETRYABLE_ERRORS, Backoff, pause
+from topology.streams._wire import entries_of
 
 if TYPE_CHECKING:
     from topology.streams._connection import Connection
     from topology.streams._stream import Stream
 
 __all__ = [
-    "RETRYABLE_ERRORS",
     "Consumer",
-    "build_filter",
-    "decode_entry",
-    "decode_fields",
     "event_filter",
     "is_nogroup",
 ]
 
 log = logging.getLogger("topology.streams")
-
-#: Errors after which a read is retried with backoff: the server is away or starting.
-RETRYABLE_ERRORS: tuple[type[BaseException], ...] = (
-    RedisConnectionError,
-    RedisTimeoutError,
-    BusyLoadingError,
-    OSError,
-    asyncio.TimeoutError,
-)
 
 BACKOFF_FIRST = 0.05
 BACKOFF_CAP = 2.0
@@ -107,83 +94,6 @@ def is_nogroup(exc: BaseException) -> bool:
     return isinstance(exc, ResponseError) and str(exc).startswith("NOGROUP")
 
 
-def decode_entry(
-    flat: list[bytes], stream_name: str, entry_id: str
-) -> tuple[str, bytes, str | None, dict[bytes, bytes] | None]:
-    """``(name, payload, topic, extra fields)`` of a raw entry ``[f1, v1, f2, v2, ...]``.
-
-    For code that reads raw entries itself (e.g. ``XREADGROUP`` of its own
-    pending history) and must decode them exactly as sinks do.
-
-    The two shapes pulse and this library write (``n p`` and ``n p t``) take the
-    fast path; anything else (other field order, extra engine fields, missing
-    or undecodable fields) goes through :func:`_decode_slow`, which never raises.
-    """
-    try:
-        size = len(flat)
-        if size == 4 and flat[0] == b"n" and flat[2] == b"p":
-            return flat[1].decode(), flat[3], None, None
-        if size == 6 and flat[0] == b"n" and flat[2] == b"p" and flat[4] == b"t":
-            return flat[1].decode(), flat[3], flat[5].decode(), None
-    except (UnicodeDecodeError, AttributeError):
-        pass
-    return _decode_slow(flat, stream_name, entry_id)
-
-
-def _decode_slow(
-    flat: Any, stream_name: str, entry_id: str
-) -> tuple[str, bytes, str | None, dict[bytes, bytes] | None]:
-    problems: list[str] = []
-    fields: dict[bytes, bytes] = {}
-    try:
-        items = list(flat)
-        for i in range(0, len(items) - 1, 2):
-            key, value = items[i], items[i + 1]
-            fields[_as_bytes(key)] = _as_bytes(value)
-        if len(items) % 2:
-            problems.append("odd number of field items")
-    except TypeError:
-        problems.append(f"unreadable fields {flat!r:.80}")
-    raw_name = fields.pop(b"n", None)
-    raw_payload = fields.pop(b"p", None)
-    raw_topic = fields.pop(b"t", None)
-    if raw_name is None:
-        problems.append("no event name (field n)")
-        name = ""
-    else:
-        name = _decode_text(raw_name, "name", problems)
-    if raw_payload is None:
-        problems.append("no payload (field p)")
-        payload = b""
-    else:
-        payload = raw_payload
-    topic = None if raw_topic is None else _decode_text(raw_topic, "topic", problems)
-    if problems:
-        log.warning(
-            "malformed entry %s on stream %r: %s; delivered with what could be decoded",
-            entry_id,
-            stream_name,
-            "; ".join(problems),
-        )
-    return name, payload, topic, fields or None
-
-
-def _as_bytes(value: Any) -> bytes:
-    if isinstance(value, bytes):
-        return value
-    if isinstance(value, str):
-        return value.encode("utf-8", "surrogateescape")
-    return str(value).encode()
-
-
-def _decode_text(raw: bytes, what: str, problems: list[str]) -> str:
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError:
-        problems.append(f"{what} is not UTF-8")
-        return raw.decode("utf-8", "replace")
-
-
 def event_filter(
     topic: str | None,
     topic_pattern: str | None,
@@ -225,40 +135,27 @@ def event_filter(
     return None
 
 
-#: Former names, kept for code that imported them from this module.
-decode_fields = decode_entry
-build_filter = event_filter
-
-
 class Consumer:
     """Base of :class:`Sink` and :class:`Reader`: buffer, read loop, stream set."""
 
     def __init__(
         self,
         conn: Connection,
-        *,
-        start: str,
-        block: float,
-        count: int,
-        buffer: int,
+        options: ReaderOptions,
         accept: Callable[[Event], bool] | None,
     ) -> None:
-        validate_start(start)
-        if block <= 0:  # BLOCK 0 would mean "forever" to Redis
-            raise ValueError(f"block must be > 0 seconds, got {block}")
-        if count < 1:
-            raise ValueError(f"count must be >= 1, got {count}")
-        if buffer < 1:
-            raise ValueError(f"buffer must be >= 1, got {buffer}")
         self.conn = conn
-        self.start = start
-        self.block = block
-        self.count = count
-        self.buffer = buffer
+        self.options = options
+        self.start = options.start
+        self.block = options.block
+        self.count = options.count
+        self.buffer = options.buffer
         self._accept = accept
         self._streams: dict[str, Stream] = {}
         self._names_by_key: dict[bytes, str] = {}
         self._buffer: deque[Event] = deque()
+        #: Set when the caller empties the buffer (a claim pass waits for room).
+        self._taken = asyncio.Event()
         # The in-flight read, until it has ended (even when its caller gave up on it).
         self._read_task: asyncio.Future[Any] | None = None
         self._read_aborted = False  # the current read was interrupted
@@ -269,8 +166,8 @@ class Consumer:
         self._fill_lock = asyncio.Lock()
         self._unseen_keys: list[str] = []  # keys of a read cancelled by our caller
         self._closed = False
-        self._failures = 0
-        self._block_ms = block_ms(block, socket_timeout_of(conn.redis))
+        self._backoff = Backoff(BACKOFF_FIRST, BACKOFF_CAP, jitter=True)
+        self._block_ms = block_ms(options.block, socket_timeout_of(conn.redis))
 
     # -- stream set ------------------------------------------------------------------
 
@@ -363,6 +260,7 @@ class Consumer:
                 if max_events is None or max_events >= len(buf):
                     batch = list(buf)
                     buf.clear()
+                    self._taken.set()
                     return batch
                 return [buf.popleft() for _ in range(max_events)]
             await self._fill()
@@ -375,7 +273,10 @@ class Consumer:
         buf = self._buffer
         while not self._closed:
             if buf:
-                return buf.popleft()
+                event = buf.popleft()
+                if not buf:
+                    self._taken.set()
+                return event
             await self._fill()
         raise StopAsyncIteration
 
@@ -413,8 +314,11 @@ class Consumer:
             self._abort_read()
             self._unseen_keys = read_keys
             raise
-        if self._closed:
-            return
+        if not self._closed:
+            await self._read_done(task, read_keys)
+
+    async def _read_done(self, task: asyncio.Future[Any], read_keys: list[str]) -> None:
+        """Take in what the read brought, or act on how it failed."""
         if task.cancelled() or (self._read_aborted and task.exception() is not None):
             # Interrupted: the caller loops with the new state. The aborted
             # command's reply may have been on its way (entries delivered by the
@@ -422,25 +326,20 @@ class Consumer:
             await self._check_interrupted(read_keys)
             return
         exc = task.exception()
-        if exc is None:
-            if self._failures:
-                log.info("%s: reading again after %d failed attempts", self, self._failures)
-                self._failures = 0
-            try:
-                await self._ingest(task.result())
-            except RETRYABLE_ERRORS as err:  # e.g. the XACK of unmatched events
-                await self._retry_later(err)
-            return
-        if is_nogroup(exc):
-            try:
+        try:
+            if exc is None:
+                if self._backoff.failures:
+                    log.info(
+                        "%s: reading again after %d failed attempts", self, self._backoff.failures
+                    )
+                    self._backoff.reset()
+                await self._ingest(task.result())  # may XACK unmatched events
+            elif is_nogroup(exc):
                 await self._recover_lost_group(exc)
-            except RETRYABLE_ERRORS as err:
-                await self._retry_later(err)
-            return
-        if isinstance(exc, RETRYABLE_ERRORS):
-            await self._retry_later(exc)
-            return
-        raise exc
+            else:
+                raise exc
+        except RETRYABLE_ERRORS as err:
+            await self._retry_later(err)
 
     async def _check_interrupted(self, keys: list[str]) -> None:
         try:
@@ -453,20 +352,18 @@ class Consumer:
 
     async def _retry_later(self, exc: BaseException) -> None:
         """Jittered exponential backoff (50 ms -> 2 s), cut short by a change or close."""
-        self._failures += 1
-        delay = min(BACKOFF_CAP, BACKOFF_FIRST * 2 ** (self._failures - 1))
-        delay *= random.uniform(0.5, 1.0)
-        if self._failures == 1 or self._failures % 20 == 0:
+        delay = self._backoff.next()
+        failures = self._backoff.failures
+        if failures == 1 or failures % 20 == 0:
             log.warning(
                 "%s: read failed (%s: %s); retrying (attempt %d)",
                 self,
                 type(exc).__name__,
                 exc,
-                self._failures,
+                failures,
             )
         self._wake.clear()
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), delay)
+        await pause(delay, self._wake)
 
     def _read_args(self, keys: list[str]) -> list[Any]:
         """The blocking read command over ``keys`` (all in one hash slot)."""
@@ -487,21 +384,25 @@ class Consumer:
             link = self._links[ident] = new_link(self.conn.redis, node)
         return link
 
+    async def _send_read(self, key: str, args: list[Any]) -> Any:
+        """The read command on our own link for ``key``'s node, else through the client."""
+        link = self._link(key)
+        if link is None:
+            return await self.conn.execute_raw(key, *args)
+        return await link.call(*args)
+
     async def _read_keys(self, keys: list[str]) -> Any:
         """One blocking read over ``keys`` (one slot) on our own link; the raw reply."""
         if self._read_aborted:
             raise ReadInterrupted("read interrupted")
         args = self._read_args(keys)
-        link = self._link(keys[0])
-        if link is None:
-            return await self.conn.execute_raw(keys[0], *args)
         try:
-            return await link.call(*args)
+            return await self._send_read(keys[0], args)
         except AskError:  # MovedError too: the slots moved
             await self.conn.redis.nodes_manager.initialize()
             if self._read_aborted:
                 raise ReadInterrupted("read interrupted") from None
-            return await self._link(keys[0]).call(*args)
+            return await self._send_read(keys[0], args)
         except (RedisConnectionError, OSError):
             if self.conn.cluster and not self._read_aborted:
                 # A node went away (failover?): refresh the map for the next attempt.
@@ -608,12 +509,3 @@ def _retrieve(task: asyncio.Future[Any]) -> None:
     """Mark a task's error seen: sub-reads cut off on purpose end unobserved."""
     if not task.cancelled():
         task.exception()
-
-
-def entries_of(reply: Any) -> Any:
-    """``(key, entries)`` pairs of an XREAD/XREADGROUP reply, RESP2 (list) or RESP3 (map)."""
-    if reply is None:
-        return ()
-    if isinstance(reply, dict):
-        return reply.items()
-    return reply

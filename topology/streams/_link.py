@@ -31,10 +31,7 @@ from typing import Any
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
-try:  # hiredis packs a command in C; redis.asyncio's Python packer costs ~1 µs an argument
-    from hiredis import pack_command as _pack_command
-except ImportError:  # pragma: no cover - hiredis is a dependency of the engine
-    _pack_command = None
+from topology.streams._wire import packed_or_none
 
 __all__ = ["ReadInterrupted", "ReadLink", "new_link"]
 
@@ -94,12 +91,7 @@ class ReadLink:
 
     async def _send(self, args: tuple[Any, ...]) -> None:
         connection = self._connection
-        packed = None
-        if _pack_command is not None:
-            try:
-                packed = _pack_command(args)
-            except TypeError:  # an argument hiredis cannot pack: redis-py encodes it
-                packed = None
+        packed = packed_or_none(args)
         if packed is None:
             await connection.send_command(*args, check_health=False)
         else:

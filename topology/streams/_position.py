@@ -31,22 +31,32 @@ def parse_start(start: str) -> str:
     if start.startswith("after:"):
         entry_id = start[len("after:") :]
         if not _ID.fullmatch(entry_id):
-            raise ValueError(f"invalid start position {start!r}: expected after:<ms>-<seq>")
+            raise ValueError(
+                f"invalid start position {start!r}: expected after:<ms>-<seq>,"
+                " e.g. after:1700000000000-0"
+            )
+        if any(int(part) > _MAX_SEQ for part in entry_id.split("-")):
+            raise ValueError(
+                f"invalid start position {start!r}: an entry id's parts are at most {_MAX_SEQ}"
+            )
         return entry_id
     if start.startswith("at:"):
         text = start[len("at:") :]
         try:
             when = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
-        except ValueError:
-            raise ValueError(
-                f"invalid start position {start!r}: expected at:<RFC 3339 time>, "
-                "e.g. at:2024-05-01T12:00:00Z"
-            ) from None
+        except ValueError as exc:
+            reason = str(exc)  # "month must be in 1..12" says more than the forms accepted
+            if reason.startswith("Invalid isoformat"):
+                reason = "expected at:<RFC 3339 time>, e.g. at:2024-05-01T12:00:00Z"
+            raise ValueError(f"invalid start position {start!r}: {reason}") from None
         if when.tzinfo is None:
             raise ValueError(
                 f"invalid start position {start!r}: the time needs an offset (Z or +hh:mm)"
             )
-        ms = int(when.timestamp() * 1000)
+        try:
+            ms = int(when.timestamp() * 1000)
+        except (OverflowError, ValueError) as exc:  # a time no platform clock can hold
+            raise ValueError(f"invalid start position {start!r}: {exc}") from None
         if ms <= 0:
             return "0"
         return f"{ms - 1}-{_MAX_SEQ}"

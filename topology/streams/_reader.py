@@ -7,9 +7,10 @@ from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import ResponseError
 
-from topology.streams._consumer import Consumer, decode_entry, entries_of, event_filter
-from topology.streams._event import Event
+from topology.streams._consumer import Consumer, event_filter
+from topology.streams._options import ReaderOptions
 from topology.streams._position import NEWEST, parse_start, validate_start
+from topology.streams._wire import decode_event, entries_of
 
 if TYPE_CHECKING:
     from topology.streams._connection import Connection
@@ -27,21 +28,22 @@ class Reader(Consumer):
         self,
         conn: Connection,
         *,
-        start: str = "newest",
-        block: float = 5.0,
-        count: int = 1000,
-        buffer: int = 1000,
-        topic: str | None = None,
-        topic_pattern: str | None = None,
+        start: str = ReaderOptions.start,
+        block: float = ReaderOptions.block,
+        count: int = ReaderOptions.count,
+        buffer: int = ReaderOptions.buffer,
+        topic: str | None = ReaderOptions.topic,
+        topic_pattern: str | None = ReaderOptions.topic_pattern,
     ) -> None:
-        super().__init__(
-            conn,
+        options = ReaderOptions(
             start=start,
             block=block,
             count=count,
             buffer=buffer,
-            accept=event_filter(topic, topic_pattern, None),
+            topic=topic,
+            topic_pattern=topic_pattern,
         )
+        super().__init__(conn, options, event_filter(topic, topic_pattern, None))
         self._cursors: dict[str, str] = {}
 
     def __repr__(self) -> str:
@@ -119,11 +121,7 @@ class Reader(Consumer):
             for raw_id, flat in entries:
                 if flat is None:
                     continue
-                entry_id = raw_id.decode()
-                name, payload, topic, extra = decode_entry(flat, stream_name, entry_id)
-                event = Event(
-                    entry_id, name, payload, stream_name=stream_name, topic=topic, fields=extra
-                )
+                event = decode_event(raw_id, flat, stream_name)
                 if accept is None or accept(event):
                     out.append(event)
             self._cursors[stream_name] = entries[-1][0].decode()

@@ -8,21 +8,18 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import ResponseError
 
-from topology.streams._consumer import (
-    RETRYABLE_ERRORS,
-    Consumer,
-    decode_entry,
-    entries_of,
-    event_filter,
-    is_nogroup,
-)
+from topology.streams._consumer import Consumer, event_filter, is_nogroup
 from topology.streams._event import Event
+from topology.streams._lease import EXTEND_LEASE_SCRIPT, RELEASE_LEASE_SCRIPT
+from topology.streams._options import SinkOptions
 from topology.streams._position import parse_start, validate_start
+from topology.streams._retry import RETRYABLE_ERRORS
+from topology.streams._wire import decode_event, entries_of
 
 if TYPE_CHECKING:
     from topology.streams._connection import Connection
@@ -31,14 +28,6 @@ if TYPE_CHECKING:
 __all__ = ["Sink"]
 
 log = logging.getLogger("topology.streams")
-
-#: Release the claim lease only if this instance still holds it.
-RELEASE_LEASE_SCRIPT = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
-"""
 
 #: Remove a consumer only if it has nothing pending, checked atomically: deleting
 #: a consumer drops its pending entries, so a consumer that just received events
@@ -57,6 +46,10 @@ STALE_AFTER_GRACES = 3
 #: sensible ack grace, so the next claim pass of any instance takes them, and far
 #: below the entries' age (Redis resets an IDLE beyond "now" to 0).
 HAND_BACK_IDLE_MS = 24 * 3600 * 1000
+#: Errors a hand-back shrugs off (best effort: the claim pass is the fallback).
+HAND_BACK_ERRORS: tuple[type[BaseException], ...] = (*RETRYABLE_ERRORS, ResponseError)
+#: Reads of one stream's pending history per :meth:`Sink.own_pending` (a bound, not a goal).
+OWN_PENDING_PASSES = 1000
 
 
 def _consumer_name() -> str:
@@ -79,28 +72,30 @@ class Sink(Consumer):
         conn: Connection,
         name: str,
         *,
-        start: str = "newest",
-        block: float = 5.0,
-        count: int = 1000,
-        buffer: int = 1000,
-        ack_grace: float = 20.0,
-        topic: str | None = None,
-        topic_pattern: str | None = None,
-        matcher: Callable[[Event], bool] | None = None,
-        no_ack: bool = False,
+        start: str = SinkOptions.start,
+        block: float = SinkOptions.block,
+        count: int = SinkOptions.count,
+        buffer: int = SinkOptions.buffer,
+        ack_grace: float = SinkOptions.ack_grace,
+        topic: str | None = SinkOptions.topic,
+        topic_pattern: str | None = SinkOptions.topic_pattern,
+        matcher: Callable[[Event], bool] | None = SinkOptions.matcher,
+        no_ack: bool = SinkOptions.no_ack,
     ) -> None:
         if not name:
             raise ValueError("a sink needs a name")
-        if ack_grace <= 0:
-            raise ValueError(f"ack_grace must be > 0 seconds, got {ack_grace}")
-        super().__init__(
-            conn,
+        options = SinkOptions(
             start=start,
             block=block,
             count=count,
             buffer=buffer,
-            accept=event_filter(topic, topic_pattern, matcher),
+            ack_grace=ack_grace,
+            topic=topic,
+            topic_pattern=topic_pattern,
+            matcher=matcher,
+            no_ack=no_ack,
         )
+        super().__init__(conn, options, event_filter(topic, topic_pattern, matcher))
         self.name = name
         self.consumer = _consumer_name()
         self.ack_grace = ack_grace
@@ -112,6 +107,7 @@ class Sink(Consumer):
         self._acker = None if no_ack else self._ack_one
         redis = conn.redis
         self._release_lease = redis.register_script(RELEASE_LEASE_SCRIPT)
+        self._extend_lease = redis.register_script(EXTEND_LEASE_SCRIPT)
         self._delete_idle_consumer = redis.register_script(DELETE_IDLE_CONSUMER_SCRIPT)
         self._lease_key = conn.keys.claim_lease(name)
         self._claim_task: asyncio.Task[None] | None = None
@@ -263,7 +259,7 @@ class Sink(Consumer):
                     idle,
                     "JUSTID",
                 )
-            except (*RETRYABLE_ERRORS, ResponseError) as exc:
+            except HAND_BACK_ERRORS as exc:
                 log.debug("sink %r: hand-back of %d entries failed: %s", self.name, len(ids), exc)
             else:
                 log.info(
@@ -301,65 +297,109 @@ class Sink(Consumer):
     def _to_events(
         self, items: Any, out: Any, *, track: bool, skip: set[tuple[str, str]] | None = None
     ) -> dict[str, list[str]] | None:
-        """Decode raw entries into ``out``; returns unmatched ids by stream (to ack).
-
-        The hot path of every sink: the two shapes pulse writes are decoded
-        inline (no call per event); anything else goes through ``decode_entry``.
-        """
-        accept = self._accept
-        acker = self._acker
-        sink_name = self.name
-        names = self._names_by_key
+        """Decode raw entries into ``out``; returns unmatched ids by stream (to ack)."""
         unmatched: dict[str, list[str]] | None = None
         for key, entries in items:
             if not entries:
                 continue
-            stream_name = names.get(key)
+            stream_name = self._names_by_key.get(key)
             if stream_name is None:
                 # Removed since this read began: never delivered (remove_stream is
                 # a barrier), handed back instead.
                 self._hand_back.setdefault(key.decode(), []).extend(
                     raw_id.decode() for raw_id, flat in entries if flat is not None
                 )
-                if track:
-                    self._last_entries[self._name_of_key(key)] = entries[-1]
-                continue
-            for raw_id, flat in entries:
-                if flat is None:  # deleted while pending (XREADGROUP history)
-                    continue
-                entry_id = raw_id.decode()
-                if skip is not None and (stream_name, entry_id) in skip:
-                    continue
-                size = len(flat)
-                try:
-                    if size == 4 and flat[0] == b"n" and flat[2] == b"p":
-                        name, payload, topic, extra = flat[1].decode(), flat[3], None, None
-                    elif size == 6 and flat[0] == b"n" and flat[2] == b"p" and flat[4] == b"t":
-                        name, payload, extra = flat[1].decode(), flat[3], None
-                        topic = flat[5].decode()
-                    else:
-                        name, payload, topic, extra = decode_entry(flat, stream_name, entry_id)
-                except UnicodeDecodeError:
-                    name, payload, topic, extra = decode_entry(flat, stream_name, entry_id)
-                event = Event(
-                    entry_id,
-                    name,
-                    payload,
-                    stream_name=stream_name,
-                    topic=topic,
-                    sink_name=sink_name,
-                    fields=extra,
-                    acker=acker,
-                )
-                if accept is None or accept(event):
-                    out.append(event)
-                elif acker is not None:
-                    if unmatched is None:
-                        unmatched = {}
-                    unmatched.setdefault(stream_name, []).append(entry_id)
+                stream_name = self._name_of_key(key)
+            else:
+                missed = self._decode_into(out, stream_name, entries, skip)
+                if missed:
+                    unmatched = unmatched or {}
+                    unmatched[stream_name] = missed
             if track:
                 self._last_entries[stream_name] = entries[-1]
         return unmatched
+
+    def _decode_into(
+        self,
+        out: Any,
+        stream_name: str,
+        entries: Any,
+        skip: set[tuple[str, str]] | None = None,
+    ) -> list[str]:
+        """Append the events of ``entries`` the filter accepts to ``out``; the unmatched ids."""
+        accept = self._accept
+        acker = self._acker
+        sink_name = self.name
+        unmatched: list[str] = []
+        for raw_id, flat in entries:
+            if flat is None:  # deleted while pending (XREADGROUP history)
+                continue
+            event = decode_event(raw_id, flat, stream_name, sink_name=sink_name, acker=acker)
+            if skip is not None and (stream_name, event.id) in skip:
+                continue
+            if accept is None or accept(event):
+                out.append(event)
+            elif acker is not None:
+                unmatched.append(event.id)
+        return unmatched
+
+    async def own_pending(
+        self,
+        stream_names: Iterable[str],
+        *,
+        count: int | None = None,
+        skip: set[tuple[str, str]] | None = None,
+    ) -> AsyncIterator[list[Event]]:
+        """Chunks of what the server delivered to this consumer and nobody acked yet.
+
+        What a cancelled read or the buffer dropped by :meth:`close` leaves
+        pending here: the server counts it as delivered, so it would wait a
+        whole ack grace for a claim. Reading it back lets the owner handle it
+        before it stops; streams no longer read work too. Events the filter
+        rejects are acked, ``skip`` (stream, id) ones left alone. A stream whose
+        history cannot be read (no group, Redis away) is left to the claim pass.
+        """
+        for name in stream_names:
+            after: str | None = "0"
+            for _ in range(OWN_PENDING_PASSES):  # bounded: the caller acks what it gets
+                try:
+                    events, after = await self._read_own_pending(name, after or "0", count, skip)
+                except Exception as exc:
+                    log.debug("sink %r: pending history of %s not read: %r", self.name, name, exc)
+                    break
+                if events:
+                    yield events
+                if after is None:
+                    break
+
+    async def _read_own_pending(
+        self, name: str, after: str, count: int | None, skip: set[tuple[str, str]] | None
+    ) -> tuple[list[Event], str | None]:
+        """One ``XREADGROUP ... <after>`` of this consumer's history: the accepted events
+        and the id to read after next (None: no more)."""
+        key = self.conn.stream_key(name)
+        reply = await self.conn.execute_raw(
+            key,
+            b"XREADGROUP",
+            "GROUP",
+            self.name,
+            self.consumer,
+            "COUNT",
+            count or self.count,
+            "STREAMS",
+            key,
+            after,
+        )
+        events: list[Event] = []
+        last: str | None = None
+        for _, entries in entries_of(reply):
+            if not entries:
+                continue
+            last = entries[-1][0].decode()
+            unmatched = self._decode_into(events, name, entries, skip)
+            if unmatched:
+                await self._xack({name: unmatched})
+        return events, last
 
     def _name_of_key(self, key: Any) -> str:
         text = key.decode() if isinstance(key, bytes) else str(key)
@@ -425,60 +465,103 @@ class Sink(Consumer):
                 log.exception("sink %r: claim pass failed", self.name)
 
     async def claim_once(self) -> int:
-        """One claim pass if this instance gets the lease; returns the events claimed."""
+        """Claim idle events if this instance gets the lease; returns how many.
+
+        A backlog larger than the buffer (a consumer that died holding big
+        batches, a long outage) is taken page after page in the same pass: the
+        next page as soon as the caller has taken the last one, the lease kept
+        meanwhile so other instances do not fight over it. The pass ends when
+        nothing idle is left, or when the caller takes nothing for half an ack
+        grace (it is busy: the next pass goes on).
+        """
         redis = self.conn.redis
         lease_ms = max(1, int(self.ack_grace * 1000))
         if not await redis.set(self._lease_key, self.consumer, nx=True, px=lease_ms):
             return 0
+        total = 0
         try:
-            claimed: list[Event] = []
-            unmatched_all: dict[str, list[str]] = {}
-            skip = {(e.stream_name, e.id) for e in self._buffer}
-            min_idle = int(self.ack_grace * 1000)
-            for stream in list(self._streams.values()):
-                cursor: Any = "0-0"
-                while True:
-                    room = self.buffer - len(self._buffer) - len(claimed)
-                    if room <= 0:
-                        break
-                    reply = await self.conn.execute_raw(
-                        stream.key,
-                        b"XAUTOCLAIM",
-                        stream.key,
-                        self.name,
-                        self.consumer,
-                        min_idle,
-                        cursor,
-                        "COUNT",
-                        min(room, self.count),
-                    )
-                    cursor, entries = reply[0], reply[1]
-                    unmatched = self._to_events(
-                        ((stream.key.encode(), entries),), claimed, track=False, skip=skip
-                    )
-                    for name, ids in (unmatched or {}).items():
-                        unmatched_all.setdefault(name, []).extend(ids)
-                    if cursor in (b"0-0", "0-0"):
-                        break
-                await self._remove_stale_consumers(stream.key)
-            if unmatched_all:
-                await self._xack(unmatched_all)
-            if any(e.stream_name not in self._streams for e in claimed):
-                # A stream removed during the pass: hand its events back.
-                for event in claimed:
-                    if event.stream_name not in self._streams:
-                        key = self.conn.stream_key(event.stream_name)
-                        self._hand_back.setdefault(key, []).append(event.id)
-                claimed = [e for e in claimed if e.stream_name in self._streams]
-            if claimed and not self._closed:
-                log.info("sink %r: claimed %d idle events", self.name, len(claimed))
-                self.claimed += len(claimed)
-                self._buffer.extend(claimed)
-                self._interrupt()
-            return len(claimed)
+            while True:
+                page, more = await self._claim_page()
+                total += page
+                if not more or self._closed:
+                    return total
+                if not await self._wait_taken(self.ack_grace / 2):
+                    return total
+                if not await self._extend_lease(
+                    keys=[self._lease_key], args=[self.consumer, lease_ms]
+                ):
+                    return total  # lost it (paused past its TTL): the holder goes on
         finally:
             with contextlib.suppress(*RETRYABLE_ERRORS):
                 await self._release_lease(keys=[self._lease_key], args=[self.consumer])
+
+    async def _wait_taken(self, timeout: float) -> bool:
+        """Wait until the caller has emptied the buffer; False after ``timeout``."""
+        if not self._buffer:
+            return True
+        self._taken.clear()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._taken.wait(), timeout)
+        return not self._buffer
+
+    async def _claim_page(self) -> tuple[int, bool]:
+        """Claim up to the buffer's room over every stream; ``(claimed, more left)``."""
+        claimed: list[Event] = []
+        unmatched_all: dict[str, list[str]] = {}
+        skip = {(e.stream_name, e.id) for e in self._buffer}
+        more = False
+        for stream in list(self._streams.values()):
+            more = await self._claim_stream(stream, claimed, unmatched_all, skip) or more
+        if unmatched_all:
+            await self._xack(unmatched_all)
+        if any(e.stream_name not in self._streams for e in claimed):
+            # A stream removed during the pass: hand its events back.
+            for event in claimed:
+                if event.stream_name not in self._streams:
+                    key = self.conn.stream_key(event.stream_name)
+                    self._hand_back.setdefault(key, []).append(event.id)
+            claimed = [e for e in claimed if e.stream_name in self._streams]
+        if claimed and not self._closed:
+            log.info("sink %r: claimed %d idle events", self.name, len(claimed))
+            self.claimed += len(claimed)
+            self._buffer.extend(claimed)
+            self._interrupt()
+        return len(claimed), more
+
+    async def _claim_stream(
+        self,
+        stream: Stream,
+        claimed: list[Event],
+        unmatched_all: dict[str, list[str]],
+        skip: set[tuple[str, str]],
+    ) -> bool:
+        """XAUTOCLAIM ``stream`` while there is room; True if idle entries may be left."""
+        min_idle = int(self.ack_grace * 1000)
+        cursor: Any = "0-0"
+        while True:
+            room = self.buffer - len(self._buffer) - len(claimed)
+            if room <= 0:
+                return True
+            reply = await self.conn.execute_raw(
+                stream.key,
+                b"XAUTOCLAIM",
+                stream.key,
+                self.name,
+                self.consumer,
+                min_idle,
+                cursor,
+                "COUNT",
+                min(room, self.count),
+            )
+            cursor, entries = reply[0], reply[1]
+            unmatched = self._to_events(
+                ((stream.key.encode(), entries),), claimed, track=False, skip=skip
+            )
+            for name, ids in (unmatched or {}).items():
+                unmatched_all.setdefault(name, []).extend(ids)
+            if cursor in (b"0-0", "0-0"):
+                await self._remove_stale_consumers(stream.key)
+                return False
 
     async def _remove_stale_consumers(self, key: str) -> None:
         """Drop consumers of the group with nothing pending, idle for 3 x ack_grace."""

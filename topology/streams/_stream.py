@@ -7,7 +7,9 @@ import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
+from topology.streams._options import ReaderOptions, SinkOptions
 from topology.streams._payload import encode_payload
+from topology.streams._wire import entry_fields
 
 if TYPE_CHECKING:
     from topology.streams._connection import Connection
@@ -15,11 +17,21 @@ if TYPE_CHECKING:
     from topology.streams._reader import Reader
     from topology.streams._sink import Sink
 
-__all__ = ["Stream", "Topic"]
+__all__ = ["Stream", "Topic", "stream_name_problem"]
 
 #: Stream names pulse accepts (it refuses the rest): a Go service must be able to
 #: open every stream we create.
 VALID_NAME = re.compile(r"[^ \0*?\[\]]{1,512}")
+
+
+def stream_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot name a stream, or None: the one rule, for config checks too."""
+    if VALID_NAME.fullmatch(name):
+        return None
+    return (
+        f"invalid stream name {name!r}: 1 to 512 characters, "
+        "no space, NUL, '*', '?', '[' or ']' (pulse's rule)"
+    )
 
 
 class Stream:
@@ -41,11 +53,9 @@ class Stream:
     def __init__(
         self, conn: Connection, name: str, *, max_len: int | None = None, ttl: float | None = None
     ) -> None:
-        if not VALID_NAME.fullmatch(name):
-            raise ValueError(
-                f"invalid stream name {name!r}: 1 to 512 characters, "
-                "no space, NUL, '*', '?', '[' or ']' (pulse's rule)"
-            )
+        problem = stream_name_problem(name)
+        if problem is not None:
+            raise ValueError(problem)
         if max_len is not None and max_len < 0:
             raise ValueError(f"max_len must be >= 0, got {max_len}")
         if ttl is not None and ttl <= 0:
@@ -70,10 +80,7 @@ class Stream:
         return max(0, int((time.time() - self.ttl) * 1000))
 
     def _xadd_args(self, name: str, payload: Any, topic: str | None, trim: list[Any]) -> list[Any]:
-        args: list[Any] = ["XADD", self.key, *trim, "*", "n", name, "p", encode_payload(payload)]
-        if topic:
-            args += ["t", topic]
-        return args
+        return ["XADD", self.key, *trim, "*", *entry_fields(name, encode_payload(payload), topic)]
 
     async def add(self, name: str, payload: Any, *, topic: str | None = None) -> str:
         """Add one event; returns its entry id. Never retried (see the class docstring)."""
@@ -113,15 +120,15 @@ class Stream:
         self,
         name: str,
         *,
-        start: str = "newest",
-        block: float = 5.0,
-        count: int = 1000,
-        buffer: int = 1000,
-        ack_grace: float = 20.0,
-        topic: str | None = None,
-        topic_pattern: str | None = None,
-        matcher: Callable[[Event], bool] | None = None,
-        no_ack: bool = False,
+        start: str = SinkOptions.start,
+        block: float = SinkOptions.block,
+        count: int = SinkOptions.count,
+        buffer: int = SinkOptions.buffer,
+        ack_grace: float = SinkOptions.ack_grace,
+        topic: str | None = SinkOptions.topic,
+        topic_pattern: str | None = SinkOptions.topic_pattern,
+        matcher: Callable[[Event], bool] | None = SinkOptions.matcher,
+        no_ack: bool = SinkOptions.no_ack,
     ) -> Sink:
         """A member of consumer group ``name`` on this stream (see :class:`Sink`)."""
         from topology.streams._sink import Sink
@@ -149,12 +156,12 @@ class Stream:
     async def new_reader(
         self,
         *,
-        start: str = "newest",
-        block: float = 5.0,
-        count: int = 1000,
-        buffer: int = 1000,
-        topic: str | None = None,
-        topic_pattern: str | None = None,
+        start: str = ReaderOptions.start,
+        block: float = ReaderOptions.block,
+        count: int = ReaderOptions.count,
+        buffer: int = ReaderOptions.buffer,
+        topic: str | None = ReaderOptions.topic,
+        topic_pattern: str | None = ReaderOptions.topic_pattern,
     ) -> Reader:
         """A group-less reader: it sees every event (see :class:`Reader`)."""
         from topology.streams._reader import Reader

@@ -15,3 +15,11 @@ def matches(event: object) -> bool:
 
 def generate() -> list[object]:
     return []
+
+
+def two_arguments(event: object, state: object) -> None:
+    """A handler for a stateful sink: a stateless one calls handler(event)."""
+
+
+def needs_arguments(ctx: object, extra: object) -> list[object]:
+    return []
