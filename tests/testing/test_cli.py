@@ -163,35 +163,27 @@ def test_redis_url_runs_there_and_removes_its_keys(
         client.close()
 
 
-#: What the runtime says of a stateful sink while the commit cannot carry its state yet.
-STATE_REFUSED = re.compile(r"    error: ApplyError: .*has keyed state.*cannot run yet")
-
-
 def test_the_example_configs_pass(tmp_path: Path) -> None:
-    """Every example has its tests, and they pass (a stateful one: once the runtime runs it)."""
+    """Every example has its tests, and they pass (the stateful ones too)."""
     files = sorted((ROOT / "configs").glob("*_test.yaml"))
     stems = {p.name.removesuffix("_test.yaml") for p in files}
     examples = {p.stem for p in (ROOT / "configs").glob("*.yaml") if p not in files}
     assert stems == examples  # every example config has its tests
-    expected, stateful = 0, set()
+    expected, stateful = 0, 0
     for path in files:
         test_file, _ = check_test_file(path)
         assert test_file is not None
         expected += len(test_file.tests)
-        if any(sink.state is not None for sink in test_file.topology.sinks.values()):
-            stateful.add(f"configs/{path.name}")
+        stateful += any(sink.state is not None for sink in test_file.topology.sinks.values())
+    assert stateful  # the keyed-state examples are among them
     proc = cli("configs/")
     lines = proc.stdout.splitlines()
-    verdicts = [(i, line) for i, line in enumerate(lines) if line.startswith(("PASS ", "FAIL "))]
+    verdicts = [line for line in lines if line.startswith(("PASS ", "FAIL "))]
     assert len(verdicts) == expected, proc.stdout + proc.stderr
-    for i, line in verdicts:
-        assert re.fullmatch(r"(PASS|FAIL) configs/\w+_test\.yaml::.+", line)
-        if line.startswith("FAIL "):
-            assert line[5:].split("::")[0] in stateful, proc.stdout
-            assert STATE_REFUSED.fullmatch(lines[i + 1]), proc.stdout
-    failed = sum(line.startswith("FAIL ") for _, line in verdicts)
-    assert lines[-1] == f"{expected - failed} passed, {failed} failed"
-    assert proc.returncode == (1 if failed else 0)
+    for line in verdicts:
+        assert re.fullmatch(r"PASS configs/\w+_test\.yaml::.+", line), proc.stdout
+    assert lines[-1] == f"{expected} passed, 0 failed"
+    assert proc.returncode == 0
 
 
 def test_an_unreachable_redis_url_stops_the_run_without_printing_its_password(
