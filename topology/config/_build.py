@@ -88,7 +88,11 @@ def build_model(data: dict[str, Any], path: Path | None) -> Topology:
         name=data["name"],
         version=int(data["version"]),
         allow_cycles=bool(data.get("allow_cycles", False)),
-        redis=RedisSpec(url=redis.get("url") or None, prefix=redis.get("prefix", RedisSpec.prefix)),
+        redis=RedisSpec(
+            url=redis.get("url") or None,
+            prefix=redis.get("prefix", RedisSpec.prefix),
+            timeout=_seconds(redis.get("timeout"), RedisSpec.timeout),
+        ),
         streams={name: _stream(name, spec) for name, spec in as_map(data.get("streams")).items()},
         sources={
             name: SourceSpec(

@@ -140,6 +140,7 @@ class _Checker:
         defaults = as_map(self.data.get("defaults"))
         self.start(("defaults", "start"), defaults.get("start"))
         self.positive(("defaults", "ack_grace"), defaults.get("ack_grace"))
+        self.positive(("redis", "timeout"), as_map(self.data.get("redis")).get("timeout"))
         self.redis_url(as_str(as_map(self.data.get("redis")).get("url")))
         self.declared_streams()
         for name, source in as_map(self.data.get("sources")).items():

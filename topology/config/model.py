@@ -59,6 +59,9 @@ class RedisSpec:
 
     url: str | None = None
     prefix: str = "pulse"  # stream key prefix: pulse:stream:<name>, as goa.design/pulse
+    #: Seconds a Redis command may take before its connection is dropped and the
+    #: call retried on a new one (a blocking read: its BLOCK plus this).
+    timeout: float = 10.0
 
 
 @dataclass(frozen=True)

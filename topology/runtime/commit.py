@@ -48,9 +48,10 @@ import redis.connection as sync_connection
 from redis.asyncio import Redis as AsyncRedis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisClusterException, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from topology.config.model import StreamSpec
-from topology.streams import Event, is_plain, packed_or_none
+from topology.streams import Event, is_plain, missed, packed_or_none
 
 __all__ = ["COMMIT_SCRIPT", "Add", "Committer", "Entry"]
 
@@ -258,8 +259,9 @@ def _sync_connection_kwargs(redis: Any) -> tuple[type, dict[str, Any]] | None:
     """The sync connection class and options that reach the same server as ``redis``.
 
     None for a client whose connections are of an unknown kind (the caller
-    stays on the event loop). Replies stay bytes and reads never time out,
-    like the engine's async clients (a commit of a large batch may take a while).
+    stays on the event loop). Replies stay bytes, and a reply has the deadline
+    of the async client's commands (its socket timeout): a commit unanswered by
+    then drops the connection and is retried, fenced, on a new one.
     """
     pool = getattr(redis, "connection_pool", None)
     if pool is None:
@@ -270,7 +272,7 @@ def _sync_connection_kwargs(redis: Any) -> tuple[type, dict[str, Any]] | None:
     given = pool.connection_kwargs
     options = {k: given[k] for k in _SYNC_OPTIONS if k in given}
     options.update({k: v for k, v in given.items() if k.startswith("ssl_")})
-    options.update(decode_responses=False, socket_timeout=None)
+    options.update(decode_responses=False, socket_timeout=given.get("socket_timeout"))
     return cls, options
 
 
@@ -331,6 +333,9 @@ async def _round_trip(conn: Any, packed: bytes, *, check_health: bool) -> Any:
         return await conn.read_response()
     except ResponseError:
         raise  # a complete error reply: the connection is in a clean state
+    except RedisTimeoutError:
+        await conn.disconnect(nowait=True)  # done by redis-py already; never reused
+        raise missed(conn, conn.socket_timeout, "a commit") from None
     except BaseException:
         # Cancelled or failed half-way: a reply may still be on its way, so the
         # connection cannot be reused as is (the next call reconnects).
@@ -365,6 +370,9 @@ class BlockingLink:
             conn = self._conn = self._cls(**self._options)
         try:
             conn.send_packed_command([_pack(conn, c) for c in commands], check_health=False)
+        except RedisTimeoutError:
+            conn.disconnect()
+            raise missed(conn, conn.socket_timeout, "a commit") from None
         except BaseException:
             conn.disconnect()  # part of it may have gone: never reuse it as is
             raise
@@ -380,6 +388,10 @@ class BlockingLink:
                 self.awaiting = 0
                 conn.disconnect()
             raise  # the last reply being an error leaves the connection clean
+        except RedisTimeoutError:
+            self.awaiting = 0
+            conn.disconnect()
+            raise missed(conn, conn.socket_timeout, "a commit") from None
         except BaseException:
             self.awaiting = 0
             conn.disconnect()  # a reply may be on its way: never reuse it as is

@@ -10,6 +10,10 @@ aborting that connection's transport: whatever the read is doing (connecting,
 writing, waiting), it ends at once with a connection error. The next read
 reconnects. Entries the server handed to an aborted read are found again by the
 consumer (see ``Sink._after_interrupted_read``).
+
+The link's reads have a deadline of their own (:mod:`._deadline`): the BLOCK
+plus a margin. A read still unanswered then is on a connection that stopped
+forwarding; the link drops it and the consumer reads again on a new one.
 """
 
 from __future__ import annotations
@@ -18,7 +22,9 @@ import contextlib
 from typing import Any
 
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from topology.streams._deadline import missed
 from topology.streams._wire import packed_or_none
 
 __all__ = ["ReadInterrupted", "ReadLink", "new_link"]
@@ -31,12 +37,14 @@ class ReadInterrupted(RedisConnectionError):
 class ReadLink:
     """One redis.asyncio connection used for one blocking command at a time."""
 
-    __slots__ = ("_aborted", "_connection", "busy")
+    __slots__ = ("_aborted", "_connection", "busy", "deadline")
 
-    def __init__(self, connection: Any) -> None:
+    def __init__(self, connection: Any, deadline: float | None = None) -> None:
         self._connection = connection
         self._aborted = False
         self.busy = False
+        #: Seconds a command may go unanswered (the connection's socket timeout).
+        self.deadline = deadline
 
     async def call(self, *args: Any) -> Any:
         """Send ``args`` (command name as bytes: no reply callback) and return the raw reply."""
@@ -54,6 +62,11 @@ class ReadLink:
             else:
                 await connection.send_packed_command(packed, check_health=False)
             return await connection.read_response()
+        except RedisTimeoutError:
+            # redis-py has dropped the connection; the next call makes a new one.
+            if self.deadline is None:
+                raise
+            raise missed(connection, self.deadline, "a blocking read") from None
         finally:
             self.busy = False
 
@@ -75,8 +88,11 @@ class ReadLink:
             await self._connection.disconnect(nowait=True)
 
 
-def new_link(redis: Any, node: Any = None) -> ReadLink | None:
+def new_link(redis: Any, node: Any = None, deadline: float | None = None) -> ReadLink | None:
     """A link with the settings of the client's connections (or of cluster ``node``'s).
+
+    ``deadline`` (seconds) replaces their socket timeout: a blocking read needs
+    its BLOCK plus a margin, not the bound of a plain command.
 
     None when the client exposes no way to make one (then the consumer falls
     back to the shared pool and task cancellation). The connection does not
@@ -93,7 +109,11 @@ def new_link(redis: Any, node: Any = None) -> ReadLink | None:
         return None
     kwargs = dict(kwargs)
     kwargs["retry"] = Retry(NoBackoff(), 0)
+    if deadline is not None:
+        kwargs["socket_timeout"] = deadline
+        if "orig_socket_timeout" in kwargs:  # what a maintenance notice restores
+            kwargs["orig_socket_timeout"] = deadline
     try:
-        return ReadLink(connection_class(**kwargs))
+        return ReadLink(connection_class(**kwargs), deadline)
     except TypeError:  # a connection class with other settings: use the pool
         return None
