@@ -238,3 +238,11 @@ def test_an_aliased_mapping_with_a_merge_is_not_a_duplicate_the_second_time() ->
     topology, problems = check_text_problems(text)
     assert problems == ()
     assert topology is not None and topology.sinks["t"].consumers == 2
+
+
+def test_redis_timeout_is_a_duration_with_a_ten_second_default() -> None:
+    topology, problems = check_text_problems("version: 1\nname: t\nredis: {timeout: 1500ms}\n")
+    assert topology is not None and not problems
+    assert topology.redis.timeout == 1.5
+    topology, _ = check_text_problems("version: 1\nname: t\n")
+    assert topology is not None and topology.redis.timeout == 10.0

@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import subprocess
+import sys
 import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 import redis.asyncio as aioredis
 
 from tests.helpers import wait_for
@@ -116,3 +119,51 @@ async def test_the_deployment_watcher_resumes_after_a_stall(
     finally:
         await follower.stop()
         await client.aclose()
+
+
+CLI_CONFIG = """\
+version: 1
+name: rt
+redis: {timeout: 1s}
+streams:
+  orders: {}
+"""
+
+
+def test_tail_follow_resumes_after_a_stall(proxy: TcpProxy, redis_url: str, tmp_path: Path) -> None:
+    config = tmp_path / "pipeline.yaml"
+    config.write_text(CLI_CONFIG)
+    direct = redis.Redis.from_url(redis_url)
+    first = direct.xadd("pulse:stream:orders", {"n": "before", "p": "1"}).decode()
+    argv = ["tail", str(config), "orders", "--follow", "--from", first, "-n", "2"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "topology.cli", *argv, "--redis-url", proxy.url],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().split()[2] == "before"  # tail is reading now
+        assert proxy.stall() >= 1
+        direct.xadd("pulse:stream:orders", {"n": "after", "p": "2"})
+        assert proc.stdout.readline().split()[2] == "after"
+        assert proc.wait(timeout=15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        direct.close()
+
+
+def test_status_gives_up_at_the_deadline(proxy: TcpProxy, tmp_path: Path) -> None:
+    config = tmp_path / "pipeline.yaml"
+    config.write_text(CLI_CONFIG)
+    proxy.delay(30)  # every reply comes far too late
+    done = subprocess.run(
+        [sys.executable, "-m", "topology.cli", "status", str(config), "--redis-url", proxy.url],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 1, done.stderr
+    assert f"127.0.0.1:{proxy.port}" in done.stderr
