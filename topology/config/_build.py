@@ -16,6 +16,7 @@ from topology.config.model import (
     DEFAULT_ACK_GRACE,
     DEFAULT_BATCH,
     DEFAULT_CONSUMERS,
+    DEFAULT_MAX_DELIVERIES,
     DEFAULT_RETRY,
     DEFAULT_START,
     RedisSpec,
@@ -77,6 +78,10 @@ def _sink(name: str, spec: dict[str, Any], defaults: dict[str, Any]) -> SinkSpec
         batch=spec.get("batch", defaults.get("batch", DEFAULT_BATCH)),
         retry=_retry(default_retry, spec.get("retry")),
         dead_letter=spec.get("dead_letter"),
+        timeout=_seconds(spec.get("timeout"), _seconds(defaults.get("timeout"), 0)) or None,
+        max_deliveries=spec.get(
+            "max_deliveries", defaults.get("max_deliveries", DEFAULT_MAX_DELIVERIES)
+        ),
     )
 
 

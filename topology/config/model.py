@@ -31,6 +31,7 @@ DEFAULT_ACK_GRACE = 20.0
 DEFAULT_BATCH = 256
 DEFAULT_CONSUMERS = 1
 DEFAULT_START = "newest"
+DEFAULT_MAX_DELIVERIES = 10
 
 
 def _frozen(mapping: Mapping[str, object] | None = None) -> Mapping:
@@ -103,6 +104,10 @@ class SinkSpec:
     batch: int = DEFAULT_BATCH
     retry: RetryPolicy = DEFAULT_RETRY
     dead_letter: str | None = None
+    #: Seconds a handler call may take before it fails (HandlerTimeout); None: no limit.
+    timeout: float | None = None
+    #: Deliveries of one event (Redis's count) past which it is dead-lettered unhandled.
+    max_deliveries: int = DEFAULT_MAX_DELIVERIES
 
     @property
     def stream_names(self) -> tuple[str, ...]:

@@ -32,15 +32,17 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Generator, Mapping
+from typing import Any
 
 from topology.config.model import SinkSpec, StreamSpec
 from topology.runtime.commit import Committer
-from topology.runtime.handlers import HandlerRunner
+from topology.runtime.handlers import HandlerRunner, Outcome
 from topology.runtime.logs import bind_fields, event_fields
 from topology.runtime.metrics import Metrics
 from topology.runtime.pipeline import Chunk, InHand, Lane, LoopLane, Step, Steps, ThreadLane
 from topology.runtime.retry import TRIES_WHEN_STOPPING, FailurePlan, RedisRetry, RetryQueue
+from topology.runtime.timeouts import over_delivered
 from topology.streams import Connection, Event, Sink, Stream, pause
 
 __all__ = ["Actor"]
@@ -71,7 +73,7 @@ class Actor:
         self.spec = spec
         self.index = index
         self.conn = conn
-        self.handler = handler
+        self.handler = handler.limit(spec.timeout, f"actor {spec.name}/{index}")
         self.attempts_key = attempts_key
         self._streams = streams
         self.metrics = metrics
@@ -319,7 +321,7 @@ class Actor:
     def steps(self, chunk: Chunk) -> Steps:
         """Handle, count the failures, commit: each step yielded to the lane, which
         runs it (on the loop or on the handler thread) and sends back its result."""
-        failed = chunk.take((yield Step.HANDLE, chunk.events))
+        failed = chunk.take((yield from self._handle(chunk.events)))
         if failed:
             spec = self.spec
             self.metrics.add_failed(spec.name, len(failed))
@@ -328,6 +330,17 @@ class Actor:
             chunk.entries += dead
         if chunk.entries:
             self._committed(chunk, (yield Step.COMMIT, chunk.entries))
+
+    def _handle(self, events: list[Event]) -> Generator[tuple[str, Any], Any, list[Outcome]]:
+        """The handler's outcomes for ``events``; an event delivered more than
+        ``max_deliveries`` times is a failure without a call, and the rest of its
+        batch is handled as usual."""
+        over = over_delivered(events, self.spec.max_deliveries)
+        if over is None:
+            return (yield Step.HANDLE, events)
+        rest = [e for i, e in enumerate(events) if i not in over]
+        handled = iter((yield Step.HANDLE, rest) if rest else ())
+        return [over[i] if i in over else next(handled) for i in range(len(events))]
 
     def _committed(self, chunk: Chunk, conflicts: list[int]) -> None:
         """Count a commit: handler successes, and events claimed away meanwhile."""

@@ -25,7 +25,7 @@ import contextlib
 import inspect
 import logging
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from queue import Empty, SimpleQueue
@@ -42,8 +42,10 @@ __all__ = [
     "Failure",
     "HandlerRunner",
     "HandlerThread",
+    "HandlerTimeout",
     "Outcome",
     "SyncRunner",
+    "TooManyDeliveries",
     "route_result",
     "runner_for",
 ]
@@ -68,6 +70,29 @@ THREAD_IDLE_EXIT = 2.0
 
 class ContractError(Exception):
     """The handler returned something the contract forbids (not retried)."""
+
+
+class HandlerTimeout(Exception):
+    """A handler call took longer than the sink's ``timeout`` (retried like any failure)."""
+
+
+class TooManyDeliveries(Exception):
+    """The event was delivered more often than ``max_deliveries``: not handled again."""
+
+
+async def within(awaitable: Awaitable[Any], seconds: float) -> Any:
+    """``await awaitable``, cancelled after ``seconds`` (then :class:`HandlerTimeout`).
+
+    A ``TimeoutError`` the handler raises by itself stays its own failure.
+    """
+    scope = asyncio.timeout(seconds)
+    try:
+        async with scope:
+            return await awaitable
+    except TimeoutError:
+        if not scope.expired():
+            raise
+    raise HandlerTimeout(f"handler call took longer than {seconds:g}s (cancelled)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -299,6 +324,13 @@ class HandlerRunner:
     def __init__(self, fn: Callable[[Event], Any], outputs: tuple[str, ...]) -> None:
         self.fn = fn
         self.outputs = outputs
+        #: Seconds a call may take (the sink's ``timeout``); None: no bound.
+        self.timeout: float | None = None
+
+    def limit(self, seconds: float | None, name: str = "handler") -> HandlerRunner:
+        """Bound each call to ``seconds`` (see :mod:`topology.runtime.timeouts`)."""
+        self.timeout = seconds
+        return self
 
     @property
     def own_thread(self) -> SyncRunner | None:
@@ -312,6 +344,8 @@ class HandlerRunner:
 
     async def _await_one(self, awaitable: Any) -> Outcome:
         try:
+            if self.timeout is not None:
+                awaitable = within(awaitable, self.timeout)
             return route_result(await awaitable, self.outputs)
         except ContractError as exc:
             return Failure(exc, retryable=False)
@@ -367,6 +401,15 @@ class SyncRunner(HandlerRunner):
         super().__init__(fn, outputs)
         self.executor = executor
         self._thread = HandlerThread() if executor is None else None
+        #: Runs one batch: in this thread, or on helper threads under a timeout.
+        self._batch: Callable[..., tuple[list[Any], list[int]]] = _run_sync_batch
+
+    def limit(self, seconds: float | None, name: str = "handler") -> HandlerRunner:
+        from topology.runtime.timeouts import TimedBatches
+
+        super().limit(seconds, name)
+        self._batch = _run_sync_batch if seconds is None else TimedBatches(seconds, name)
+        return self
 
     @property
     def own_thread(self) -> SyncRunner | None:
@@ -388,7 +431,7 @@ class SyncRunner(HandlerRunner):
 
         An awaitable a sync handler returns is awaited on ``loop`` meanwhile.
         """
-        results, pending = _run_sync_batch(self.fn, events, self.outputs)
+        results, pending = self._batch(self.fn, events, self.outputs)
         for i in pending:
             results[i] = asyncio.run_coroutine_threadsafe(
                 self._await_one(results[i]), loop
@@ -399,10 +442,10 @@ class SyncRunner(HandlerRunner):
         if not events:
             return []
         if self._thread is not None:
-            job = self._thread.submit(_run_sync_batch, self.fn, events, self.outputs)
+            job = self._thread.submit(self._batch, self.fn, events, self.outputs)
         else:
             job = asyncio.get_running_loop().run_in_executor(
-                self.executor, _run_sync_batch, self.fn, events, self.outputs
+                self.executor, self._batch, self.fn, events, self.outputs
             )
         results, pending = await job
         for i in pending:

@@ -346,6 +346,10 @@ class Consumer:
             except RETRYABLE_ERRORS as err:  # e.g. the XACK of unmatched events
                 await self._retry_later(err)
             return
+        await self._read_failed(exc, read_keys)
+
+    async def _read_failed(self, exc: BaseException, read_keys: list[str]) -> None:
+        """After a read that failed: recover, retry later, or raise what cannot be retried."""
         if isinstance(exc, DeadlineExceeded):
             # The link's connection stopped answering and is dropped: read again
             # now, on a new one, after looking for what the lost reply carried.
