@@ -16,6 +16,7 @@ from tests.helpers import wait_for
 from tests.runtime.test_actor import fill, make_actor, pending
 from topology import Emit, Event
 from topology.config.model import RetryPolicy
+from topology.runtime.timeouts import isolate_redelivered
 from topology.streams import Connection
 
 ONCE = RetryPolicy(max_attempts=1, backoff=0.01)
@@ -144,3 +145,23 @@ async def test_an_event_delivered_too_often_is_dead_lettered_without_a_call(
     assert dead[b"error_type"] == b"TooManyDeliveries" and dead[b"p"] == b"1"
     assert b"delivered 13 times" in dead[b"error"]
     assert await pending(r) == 0
+
+
+def _events(*deliveries: int) -> list[Event]:
+    return [
+        Event(f"1-{i}", "n", b"", stream_name="in", deliveries=d) for i, d in enumerate(deliveries)
+    ]
+
+
+def test_redelivered_events_are_handled_one_chunk_each_in_rotating_order() -> None:
+    fresh = _events(1, 1, 1)
+    assert isolate_redelivered(fresh) == [fresh]  # the common case: one chunk, as read
+    mixed = _events(1, 2, 1, 2)
+    assert [[e.id for e in part] for part in isolate_redelivered(mixed)] == [
+        ["1-0", "1-2"],
+        ["1-1"],
+        ["1-3"],
+    ]
+    # An event read behind a crashing one goes first on the next delivery.
+    assert [p[0].id for p in isolate_redelivered(_events(3, 3))] == ["1-1", "1-0"]
+    assert [p[0].id for p in isolate_redelivered(_events(4, 4))] == ["1-0", "1-1"]

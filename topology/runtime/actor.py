@@ -42,7 +42,7 @@ from topology.runtime.logs import bind_fields, event_fields
 from topology.runtime.metrics import Metrics
 from topology.runtime.pipeline import Chunk, InHand, Lane, LoopLane, Step, Steps, ThreadLane
 from topology.runtime.retry import TRIES_WHEN_STOPPING, FailurePlan, RedisRetry, RetryQueue
-from topology.runtime.timeouts import over_delivered
+from topology.runtime.timeouts import isolate_redelivered, over_delivered
 from topology.streams import Connection, Event, Sink, Stream, pause
 
 __all__ = ["Actor"]
@@ -313,8 +313,9 @@ class Actor:
             return
         assert self._lane is not None
         self.last_activity = time.monotonic()
-        self._in_hand.handed(len(events))
-        self._lane.dispatch(Chunk(events, done))
+        for part in isolate_redelivered(events) if done is None else (events,):
+            self._in_hand.handed(len(part))
+            self._lane.dispatch(Chunk(part, done))
 
     # -- one chunk: the steps a lane runs ------------------------------------------------
 

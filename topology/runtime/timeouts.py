@@ -32,7 +32,7 @@ from topology.runtime.handlers import (
 )
 from topology.streams import Event
 
-__all__ = ["TimedBatches", "over_delivered"]
+__all__ = ["TimedBatches", "isolate_redelivered", "over_delivered"]
 
 log = logging.getLogger("topology.runtime")
 
@@ -157,3 +157,23 @@ class TimedBatches:
             results[stuck] = Failure(error, retryable=True)
             start = stuck + 1
         return results, pending
+
+
+def isolate_redelivered(events: list[Event]) -> list[list[Event]]:
+    """``events`` in chunks to handle and commit one after the other.
+
+    An event delivered before may be what crashed the worker that had it. Left
+    in one chunk with the events read beside it, a crash on it sends them all
+    back together, again and again, until ``max_deliveries`` dead-letters the
+    lot. So first-time events stay together (the common case: one chunk, as
+    read) and each redelivered one gets a chunk of its own, committed before
+    the next is handled. Their order rotates with their delivery count, so an
+    event stuck behind a crashing one is handled first on a later delivery.
+    """
+    again = [e for e in events if e.deliveries > 1]
+    if not again:
+        return [events]
+    fresh = [e for e in events if e.deliveries == 1]
+    turn = max(e.deliveries for e in again) % len(again)
+    again = again[turn:] + again[:turn]
+    return ([fresh] if fresh else []) + [[e] for e in again]
