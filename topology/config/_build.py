@@ -16,6 +16,7 @@ from topology.config.model import (
     DEFAULT_ACK_GRACE,
     DEFAULT_BATCH,
     DEFAULT_CONSUMERS,
+    DEFAULT_MAX_BATCH_BYTES,
     DEFAULT_MAX_DELIVERIES,
     DEFAULT_RETRY,
     DEFAULT_START,
@@ -81,6 +82,9 @@ def _sink(name: str, spec: dict[str, Any], defaults: dict[str, Any]) -> SinkSpec
         timeout=_seconds(spec.get("timeout"), _seconds(defaults.get("timeout"), 0)) or None,
         max_deliveries=spec.get(
             "max_deliveries", defaults.get("max_deliveries", DEFAULT_MAX_DELIVERIES)
+        ),
+        max_batch_bytes=spec.get(
+            "max_batch_bytes", defaults.get("max_batch_bytes", DEFAULT_MAX_BATCH_BYTES)
         ),
     )
 

@@ -32,6 +32,7 @@ DEFAULT_BATCH = 256
 DEFAULT_CONSUMERS = 1
 DEFAULT_START = "newest"
 DEFAULT_MAX_DELIVERIES = 10
+DEFAULT_MAX_BATCH_BYTES = 16_000_000
 
 
 def _frozen(mapping: Mapping[str, object] | None = None) -> Mapping:
@@ -108,6 +109,8 @@ class SinkSpec:
     timeout: float | None = None
     #: Deliveries of one event (Redis's count) past which it is dead-lettered unhandled.
     max_deliveries: int = DEFAULT_MAX_DELIVERIES
+    #: Bytes of events an actor holds at most (its reads shrink for large events).
+    max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES
 
     @property
     def stream_names(self) -> tuple[str, ...]:

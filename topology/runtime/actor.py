@@ -42,6 +42,7 @@ from topology.runtime.logs import bind_fields, event_fields
 from topology.runtime.metrics import Metrics
 from topology.runtime.pipeline import Chunk, InHand, Lane, LoopLane, Step, Steps, ThreadLane
 from topology.runtime.retry import TRIES_WHEN_STOPPING, FailurePlan, RedisRetry, RetryQueue
+from topology.runtime.sizing import ReadSizer
 from topology.runtime.timeouts import isolate_redelivered, over_delivered
 from topology.streams import Connection, Event, Sink, Stream, pause
 
@@ -96,6 +97,7 @@ class Actor:
         #: previous one commits, and never more than ``batch`` in hand. A small
         #: batch is not split: its per-read cost outweighs what overlapping saves.
         self._chunk = (spec.batch + 1) // 2 if spec.batch >= PIPELINE_MIN_BATCH else spec.batch
+        self._sizer = ReadSizer(spec.max_batch_bytes, self._chunk)
         self._ever_read: set[str] = set(spec.stream_names)  # for the drain's pending flush
         self.last_activity = time.monotonic()
         self.handled = 0
@@ -163,6 +165,7 @@ class Actor:
             await sink.close()
             raise
         self.sink = sink
+        await self._sizer.sample(self.conn.redis, map(self.conn.stream_key, spec.stream_names))
         self.committer = Committer(
             self.conn.redis,
             group=spec.name,
@@ -285,7 +288,10 @@ class Actor:
             return
         room = self.spec.batch - self.in_hand
         if room > 0 and (self._backlog or not self._in_hand.in_lanes):
-            self._read = asyncio.ensure_future(sink.read_batch(min(room, self._chunk)))
+            fits = self._sizer.count()  # large events: fewer per read (max_batch_bytes)
+            sink.count = min(fits, self._chunk)
+            sink.buffer = self.spec.batch if fits >= self._chunk else fits
+            self._read = asyncio.ensure_future(sink.read_batch(min(room, sink.count)))
 
     async def _take_read(self) -> list[Event]:
         """The events of the read, if it is done (a failed read is retried after a backoff)."""
@@ -302,7 +308,8 @@ class Actor:
             events = []
         else:
             self._read_backoff.reset()
-            self._backlog = len(events) >= self._chunk
+            self._sizer.measure(events)
+            self._backlog = len(events) >= min(self._chunk, self._sizer.count())
         if not events and self.sink is not None and self.sink.closed:
             self._stopping = True
         return events
