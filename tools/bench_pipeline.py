@@ -23,6 +23,13 @@ It starts its own server (the binary the tests use), and measures, as median
 4. memory: peak RSS of a worker running 8 actors (``wait4`` rusage of the child).
 5. peers: the same forward stage with dramatiq (Redis broker) and FastStream
    (Redis streams), when they import in ``--peers-python``.
+6. ``--stateful``: a keyed-state forward stage (a running count per key of
+   ``--state-keys`` keys, one output per event). The baseline is hand-written:
+   XREADGROUP COUNT 500 -> the batch's keys read with HGET (one pipeline) ->
+   per event the count updated -> HSET of each key + XADD each + XACK in one
+   MULTI/EXEC. Until the engine runs stateful sinks only the baseline and the
+   stateless forward stage of the same run are measured; the engine's keyed
+   stage is to be set beside them as ratios to both.
 
 Figures are printed as a table and written as JSON (``--json``).
 """
@@ -40,7 +47,7 @@ import sys
 import tempfile
 import textwrap
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -62,12 +69,18 @@ def key(stream: str) -> str:
     return PREFIX + stream
 
 
-def preload(url: str, stream: str, n: int, *, with_ts: bool = False) -> None:
-    """Add ``n`` pulse-format events (fields n, p) to ``stream``, pipelined."""
+def preload(
+    url: str, stream: str, n: int, *, with_ts: bool = False, keys: int | None = None
+) -> None:
+    """Add ``n`` pulse-format events (fields n, p) to ``stream``, pipelined.
+
+    With ``keys``: ~100-byte JSON payloads ``{"user": "u<i % keys>", ...}`` (the keyed stage).
+    """
     r = redis.Redis.from_url(url)
     pipe = r.pipeline(transaction=False)
     for i in range(n):
-        pipe.xadd(key(stream), {"n": "order", "p": PAYLOAD})
+        body = PAYLOAD if keys is None else json.dumps({"user": f"u{i % keys}", "pad": "x" * 70})
+        pipe.xadd(key(stream), {"n": "order", "p": body})
         if i % 1000 == 999:
             pipe.execute()
     pipe.execute()
@@ -137,25 +150,66 @@ def self_cmd(*args: str) -> list[str]:
 # --------------------------------------------------------------------------- hand-written loops
 
 
-def baseline_forward(
-    url: str, src: str, dst: str, limit: int, group: str = "fwd", consumer: str = "c1"
-) -> None:
-    """The hand-written forward stage: XREADGROUP COUNT 500 -> XADD each + XACK, one MULTI/EXEC."""
-    r = redis.Redis.from_url(url)
+def _batches(r: redis.Redis, src: str, limit: int, group: str, consumer: str) -> Iterator[Any]:
+    """The hand-written loops' reads: XREADGROUP COUNT 500 until ``limit`` events (0: forever)."""
     with contextlib.suppress(redis.ResponseError):  # the group exists: resume it
         r.xgroup_create(key(src), group, id="0", mkstream=True)
     done = 0
     while limit <= 0 or done < limit:
         resp = r.xreadgroup(group, consumer, {key(src): ">"}, count=500, block=1000)
-        if not resp:
-            continue
-        entries = resp[0][1]
+        if resp:
+            entries = resp[0][1]
+            yield entries
+            done += len(entries)
+
+
+def baseline_forward(
+    url: str, src: str, dst: str, limit: int, group: str = "fwd", consumer: str = "c1"
+) -> None:
+    """The hand-written forward stage: XREADGROUP COUNT 500 -> XADD each + XACK, one MULTI/EXEC."""
+    r = redis.Redis.from_url(url)
+    for entries in _batches(r, src, limit, group, consumer):
         pipe = r.pipeline(transaction=True)
         for _id, fields in entries:
             pipe.xadd(key(dst), fields)
         pipe.xack(key(src), group, *[e[0] for e in entries])
         pipe.execute()
-        done += len(entries)
+
+
+def state_key(user: str) -> str:
+    return f"bench:state:{user}"
+
+
+def baseline_stateful_forward(
+    url: str, src: str, dst: str, limit: int, group: str = "fwd", consumer: str = "c1"
+) -> None:
+    """The hand-written keyed-state stage: per batch, the keys' states read in one pipeline
+    (HGET), each event counted into its key's state, then HSET of every changed key, one
+    XADD per event and the XACK in one MULTI/EXEC.
+
+    As fast as a hand-written loop gets, not as safe as the engine: nothing checks that
+    another consumer changed a key between the read and the write (one consumer runs here).
+    """
+    r = redis.Redis.from_url(url)
+    for entries in _batches(r, src, limit, group, consumer):
+        users = [json.loads(fields[b"p"])["user"] for _id, fields in entries]
+        distinct = list(dict.fromkeys(users))
+        read = r.pipeline(transaction=False)
+        for user in distinct:
+            read.hget(state_key(user), "s")
+        states = {
+            u: json.loads(raw) if raw else {}
+            for u, raw in zip(distinct, read.execute(), strict=True)
+        }
+        pipe = r.pipeline(transaction=True)
+        for user in users:
+            state = states[user]
+            state["n"] = state.get("n", 0) + 1
+            pipe.xadd(key(dst), {"n": "count", "p": json.dumps({"user": user, "n": state["n"]})})
+        for user, state in states.items():
+            pipe.hset(state_key(user), "s", json.dumps(state))
+        pipe.xack(key(src), group, *[e[0] for e in entries])
+        pipe.execute()
 
 
 def produce_at_rate(url: str, stream: str, rate: float, seconds: float) -> None:
@@ -335,6 +389,24 @@ def bench_forward(url: str, n: int, runs: int, work: Path) -> dict[str, Any]:
         "cpu_us_per_event": per_event,
         "engine_startup_cpu_s": startup,
     }
+
+
+def bench_stateful(url: str, n: int, runs: int, keys: int, work: Path) -> dict[str, Any]:
+    """The keyed-state stage's hand-written baseline, beside the stateless engine forward
+    stage of the same run (the engine's keyed stage joins them once it runs)."""
+    base, stateless = [], []
+    config = write_config(work, {"fwd": ("in", "out")})
+    for _ in range(runs):
+        flush(url)
+        preload(url, "in", n, keys=keys)
+        run_child_cpu(self_cmd("_stateful", url, "in", "out", str(n)))
+        base.append(rate_from_ids(url, "out", n))
+        flush(url)
+        preload(url, "in", n, keys=keys)
+        run_engine(config, url)
+        stateless.append(rate_from_ids(url, "out", n))
+    b, s = summary(base), summary(stateless)
+    return {"keys": keys, "baseline": b, "engine_stateless": s}
 
 
 def bench_scale_out(url: str, n: int, runs: int, work: Path) -> dict[str, Any]:
@@ -604,6 +676,8 @@ def main(argv: list[str] | None = None) -> int:
         role, *rest = argv
         if role == "_forward":
             baseline_forward(rest[0], rest[1], rest[2], int(rest[3]), *rest[4:6])
+        elif role == "_stateful":
+            baseline_stateful_forward(rest[0], rest[1], rest[2], int(rest[3]), *rest[4:6])
         elif role == "_produce":
             produce_at_rate(rest[0], rest[1], float(rest[2]), float(rest[3]))
         elif role == "_measure":
@@ -623,6 +697,10 @@ def main(argv: list[str] | None = None) -> int:
         "--chain-workers", type=int, default=1, help="engine processes in the 3-stage chain"
     )
     p.add_argument("--skip", action="append", default=[], help="forward|chain|scale|memory|peers")
+    p.add_argument(
+        "--stateful", action="store_true", help="also measure the keyed-state forward stage"
+    )
+    p.add_argument("--state-keys", type=int, default=1000, help="distinct keys (--stateful)")
     p.add_argument("--json", default=str(ROOT / "tools" / "out" / "bench_pipeline.json"))
     args = p.parse_args(argv)
     if args.quick:
@@ -704,6 +782,16 @@ def main(argv: list[str] | None = None) -> int:
                         " (target >= 3)",
                         flush=True,
                     )
+        if args.stateful:
+            results["stateful"] = k = bench_stateful(
+                url, args.events, args.runs, args.state_keys, work
+            )
+            print(
+                f"keyed state     baseline {fmt(k['baseline'], '/s')} ({k['keys']} keys)  "
+                f"stateless engine {fmt(k['engine_stateless'], '/s')}  "
+                "engine keyed stage: not run yet",
+                flush=True,
+            )
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(results, indent=2))
     print(f"wrote {args.json}")

@@ -6,8 +6,9 @@ diagram shows exactly what the runtime will run.
 **mermaid** (``mermaid(graph)``): a ``flowchart LR`` in the spirit of pulse's
 diagrams. Sources (stadiums) write into streams; a stream that has topics is a
 subgraph with its topics inside, a stream without is a cylinder; a sink is a
-subgraph titled with its handler, holding its consumers (``<sink>#<i>``; more
-than ``MAX_MERMAID_ACTORS`` fold into one node). Each read edge is labelled
+subgraph titled with its handler (and ``state by <key>`` for a stateful
+sink), holding its consumers (``<sink>#<i>``; more than ``MAX_MERMAID_ACTORS``
+fold into one node). Each read edge is labelled
 with the sink's filter (``topic eu.orders``, ``/regex/`` for a pattern,
 ``matcher module:function``) and its start when not the default; outputs are
 plain arrows, dead-letter edges are dashed. Names never reach the syntax
@@ -19,7 +20,8 @@ with mermaid 11.
 
 **DOT** (``dot(graph)``): a ``digraph`` whose node ids are the graph's node
 ids, every id and label quoted; each stream and its topics sit in a
-``cluster``.
+``cluster``. A stateful sink has a double border (``peripheries=2``) and
+``stateful=true``.
 
 **JSON** (``as_json(graph)``), plain JSON-ready data::
 
@@ -60,7 +62,7 @@ from typing import Any
 import networkx as nx
 
 from topology.config.model import DEFAULT_START, SinkSpec
-from topology.graph import nodes_of, topic_id
+from topology.graph import nodes_of, state_detail, topic_id
 from topology.redact import redact
 
 __all__ = [
@@ -240,7 +242,8 @@ def mermaid(graph: nx.DiGraph) -> str:
             lines.append(f"  {ids[node]}[{_label(data)}]")
             classes["sink"].append(ids[node])
             continue
-        title = ", ".join(filter(None, (spec.handler, data.get("live_text"))))  # + --live
+        parts = (spec.handler, state_detail(spec), data.get("live_text"))  # + --live
+        title = ", ".join(filter(None, parts))
         lines.append(f"  subgraph {ids[node]} [{_title(spec.name, title)}]")
         classes["sink"].append(ids[node])
         if len(actors) > MAX_MERMAID_ACTORS:
@@ -314,9 +317,11 @@ def dot(graph: nx.DiGraph) -> str:
     lines.append('  edge [fontname="Helvetica", fontsize=9];')
 
     def node_line(node: str, data: dict[str, Any], indent: str = "  ") -> str:
+        # A stateful sink: a double border, and an attribute tools can select on.
+        state = ", peripheries=2, stateful=true" if data.get("stateful") else ""
         return (
             f"{indent}{dot_quote(node)} [label={_dot_label(data)}, "
-            f"shape={_DOT_SHAPES[data['kind']]}, kind={dot_quote(data['kind'])}];"
+            f"shape={_DOT_SHAPES[data['kind']]}, kind={dot_quote(data['kind'])}{state}];"
         )
 
     for i, (node, data) in enumerate(nodes_of(graph, "stream")):

@@ -28,9 +28,12 @@ COMMANDS = (
     "emit",
     "tail",
     "status",
+    "state",
     "apply",
     "history",
     "rollback",
+    "replay",
+    "init",
 )
 
 #: The end of each command's ``--help``: what people type, in one place.
@@ -63,6 +66,10 @@ EXAMPLES = {
     "status": """\
   ponos-topology status topology.yaml
   ponos-topology status topology.yaml --format json --redis-url redis://db:6379/0""",
+    "state": """\
+  ponos-topology state topology.yaml totals              # every key of sink totals
+  ponos-topology state topology.yaml totals c42          # one key
+  ponos-topology state topology.yaml totals --format json > totals.json""",
     "apply": """\
   ponos-topology apply topology.yaml --redis-url redis://db:6379/0
   ponos-topology run --deployment orders --redis-url redis://db:6379/0   # on each worker
@@ -74,6 +81,13 @@ EXAMPLES = {
     "rollback": """\
   ponos-topology rollback orders                        # re-publish the previous version
   ponos-topology rollback orders --to 3 --redis-url redis://db:6379/0""",
+    "replay": """\
+  ponos-topology replay topology.yaml orders-dlq --dry-run   # what would move back
+  ponos-topology replay topology.yaml orders-dlq --filter-error HandlerTimeout
+  ponos-topology replay topology.yaml orders-dlq --to orders-retry""",
+    "init": """\
+  ponos-topology init my-topology && cd my-topology
+  ponos-topology init . --name orders --force""",
 }
 
 

@@ -351,18 +351,17 @@ async def _serve(
     )
     with contextlib.suppress(asyncio.TimeoutError):
         await asyncio.wait_for(registry.wait_registered(), 5.0)
-    if args.metrics_port is not None:
-        try:
-            runtime.metrics.serve(args.metrics_port)
-        except OSError as exc:  # in use, or not ours to bind
-            log.error("cannot serve metrics on port %d: %s", args.metrics_port, exc.strerror or exc)
-            await runtime.close()
-            await registry.stop()
-            return EXIT_FAILURE
-        log.info("metrics on :%d/metrics", args.metrics_port)
     started = time.monotonic()
     watcher: Any = None
+    health: Any = None
     try:
+        if args.metrics_port is not None:
+            try:
+                health = _start_health(args.metrics_port, runtime, lambda: watcher or follower)
+            except OSError as exc:  # in use, or not ours to bind
+                port = args.metrics_port
+                log.error("cannot serve metrics on port %d: %s", port, exc.strerror or exc)
+                return EXIT_FAILURE
         try:
             await runtime.apply(topology)
         except ApplyError as exc:
@@ -384,6 +383,8 @@ async def _serve(
     finally:
         if watcher is not None:
             await watcher.stop()
+        if health is not None:
+            await health.stop()
         await runtime.close()
         await registry.stop()
     handled = runtime.handled()
@@ -398,6 +399,38 @@ async def _serve(
     print(summary, flush=True)
     log.info("stopped")
     return EXIT_OK
+
+
+class _Health:
+    """``--metrics-port``: the Redis sampler and the HTTP endpoints, stopped together."""
+
+    def __init__(self, sampler: Any, server: Any) -> None:
+        self.sampler = sampler
+        self.server = server
+
+    async def stop(self) -> None:
+        await self.sampler.stop()
+        self.server.close()
+
+
+def _start_health(port: int, runtime: Any, reloads: Any) -> _Health:
+    """Serve /metrics, /healthz, /readyz; ``reloads()`` is what reloads (its ``results``)."""
+    from topology.runtime.health import HealthServer, Sampler, readiness_problems
+
+    def last_reload() -> str | None:
+        results = getattr(reloads(), "results", None)
+        return results[-1] if results else None
+
+    sampler = Sampler(runtime)
+    server = HealthServer(
+        runtime.metrics.registry,
+        lambda: readiness_problems(runtime, sampler, last_reload),
+        asyncio.get_running_loop(),
+    )
+    bound = server.serve(port)
+    sampler.start()
+    log.info("metrics on :%d/metrics, probes on /healthz and /readyz", bound)
+    return _Health(sampler, server)
 
 
 def _start_reloader(args: argparse.Namespace, runtime: Any, signals: _Signals) -> Any:

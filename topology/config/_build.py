@@ -24,6 +24,7 @@ from topology.config.model import (
     RetryPolicy,
     SinkSpec,
     SourceSpec,
+    StateSpec,
     StreamRef,
     StreamSpec,
     Topology,
@@ -86,7 +87,14 @@ def _sink(name: str, spec: dict[str, Any], defaults: dict[str, Any]) -> SinkSpec
         max_batch_bytes=spec.get(
             "max_batch_bytes", defaults.get("max_batch_bytes", DEFAULT_MAX_BATCH_BYTES)
         ),
+        key=spec.get("key"),
+        state=_state(spec["state"]) if "state" in spec else None,
     )
+
+
+def _state(raw: Any) -> StateSpec:
+    ttl = as_map(raw).get("ttl")
+    return StateSpec(ttl=parse_duration(ttl) if isinstance(ttl, str) else None)
 
 
 def build_model(data: dict[str, Any], path: Path | None) -> Topology:

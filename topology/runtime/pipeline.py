@@ -28,6 +28,7 @@ from typing import Any, Protocol
 
 from topology.runtime.commit import Committer, Entry
 from topology.runtime.handlers import Failure, HandlerRunner, Outcome, SyncRunner
+from topology.runtime.metrics import Metrics
 from topology.runtime.retry import ERROR_BACKOFF_FIRST, RedisRetry, Retry, RetryQueue
 from topology.streams import Event, is_transient
 
@@ -166,6 +167,10 @@ class LaneHost(Protocol):
     """What a lane needs of its actor."""
 
     redis_retry: RedisRetry
+    metrics: Metrics
+
+    @property
+    def sink_name(self) -> str: ...
 
     @property
     def name(self) -> str: ...
@@ -243,15 +248,22 @@ class LoopLane(Lane):
             self.in_hand.settle(chunk, call_now)
 
     async def _step(self, kind: str, arg: Any, previous: asyncio.Future[None] | None) -> Any:
+        host = self.host
         if kind == Step.HANDLE:
             async with self._handle_lock:  # one chunk in the handler, in read order
-                return await self.handler.run(arg)
-        retry = self.host.redis_retry
+                started = time.perf_counter()
+                outcomes = await self.handler.run(arg)
+                host.metrics.observe_handler(host.sink_name, time.perf_counter() - started)
+                return outcomes
+        retry = host.redis_retry
         if kind == Step.COUNT:
             return await retry.run(self.committer.count_attempts, arg)
         if previous is not None and not previous.done():
             await asyncio.wait((previous,))  # commits in read order (not cancelled if we are)
-        return await retry.run(self.committer.commit, arg)
+        started = time.perf_counter()
+        conflicts = await retry.run(self.committer.commit, arg)
+        host.metrics.observe_commit(host.sink_name, time.perf_counter() - started)
+        return conflicts
 
 
 class ThreadLane(Lane):
@@ -302,7 +314,10 @@ class ThreadLane(Lane):
             while True:
                 reply: Any
                 if kind == Step.HANDLE:
+                    started = time.perf_counter()
                     reply = self.runner.run_blocking(arg, self.loop)
+                    elapsed = time.perf_counter() - started
+                    self.host.metrics.observe_handler(self.host.sink_name, elapsed)
                 else:
                     self._settle_sent()  # one reply awaited at a time: the previous chunk's
                     if kind == Step.COMMIT:
@@ -334,6 +349,7 @@ class ThreadLane(Lane):
             return
         chunk, steps, entries = sent
         committer = self.committer
+        started = time.perf_counter()  # the wait for the reply: the send went before
         try:
             try:
                 conflicts = committer.finish_commit_blocking()
@@ -342,6 +358,8 @@ class ThreadLane(Lane):
                     raise
                 # fenced: running the whole commit again is safe
                 conflicts = self.host.redis_retry.run_blocking(committer.commit_blocking, entries)
+            elapsed = time.perf_counter() - started
+            self.host.metrics.observe_commit(self.host.sink_name, elapsed)
             with contextlib.suppress(StopIteration):
                 steps.send(conflicts)
         except Exception:

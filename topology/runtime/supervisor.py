@@ -249,6 +249,13 @@ class Runtime:
 
         for name in names:
             spec = new.sinks[name]
+            if spec.state is not None:
+                # Run as a stateless sink, handler(event, state) would fail on every
+                # event and dead-letter it: refuse until the commit carries the state.
+                raise ApplyError(
+                    f"nothing changed: sink {name!r} has keyed state (key/state), which "
+                    "this version validates and inspects but cannot run yet"
+                )
             handler = load(spec.handler)
             matcher = load(spec.matcher) if spec.matcher else None
             prepared[name] = _Prepared(spec, handler, matcher)
