@@ -153,14 +153,14 @@ def _events(*deliveries: int) -> list[Event]:
     ]
 
 
-def test_redelivered_events_are_handled_one_chunk_each_in_rotating_order() -> None:
-    fresh = _events(1, 1, 1)
-    assert isolate_redelivered(fresh) == [fresh]  # the common case: one chunk, as read
-    mixed = _events(1, 2, 1, 2)
+def test_suspect_events_are_handled_one_chunk_each_in_rotating_order() -> None:
+    fresh = _events(1, 2, 1)
+    assert isolate_redelivered(fresh) == [fresh]  # one redelivery is routine: one chunk
+    mixed = _events(1, 3, 2, 3)
     assert [[e.id for e in part] for part in isolate_redelivered(mixed)] == [
         ["1-0", "1-2"],
+        ["1-3"],  # rotated by the delivery count
         ["1-1"],
-        ["1-3"],
     ]
     # An event read behind a crashing one goes first on the next delivery.
     assert [p[0].id for p in isolate_redelivered(_events(3, 3))] == ["1-1", "1-0"]

@@ -159,21 +159,26 @@ class TimedBatches:
         return results, pending
 
 
+#: Deliveries after which an event is suspect: handled and committed on its own. One
+#: redelivery is routine (a worker stopped, a connection stalled): those stay batched.
+SUSPECT_AFTER = 2
+
+
 def isolate_redelivered(events: list[Event]) -> list[list[Event]]:
     """``events`` in chunks to handle and commit one after the other.
 
-    An event delivered before may be what crashed the worker that had it. Left
-    in one chunk with the events read beside it, a crash on it sends them all
-    back together, again and again, until ``max_deliveries`` dead-letters the
-    lot. So first-time events stay together (the common case: one chunk, as
-    read) and each redelivered one gets a chunk of its own, committed before
+    An event that keeps coming back may be what crashes the workers that take
+    it. Left in one chunk with the events read beside it, a crash on it sends
+    them all back together, again and again, until ``max_deliveries``
+    dead-letters the lot. So the others stay together (the common case: one
+    chunk, as read) and each suspect gets a chunk of its own, committed before
     the next is handled. Their order rotates with their delivery count, so an
     event stuck behind a crashing one is handled first on a later delivery.
     """
-    again = [e for e in events if e.deliveries > 1]
+    again = [e for e in events if e.deliveries > SUSPECT_AFTER]
     if not again:
         return [events]
-    fresh = [e for e in events if e.deliveries == 1]
+    fresh = [e for e in events if e.deliveries <= SUSPECT_AFTER]
     turn = max(e.deliveries for e in again) % len(again)
     again = again[turn:] + again[:turn]
     return ([fresh] if fresh else []) + [[e] for e in again]
