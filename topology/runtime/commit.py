@@ -51,7 +51,7 @@ from redis.exceptions import NoScriptError, RedisClusterException, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from topology.config.model import StreamSpec
-from topology.streams import Event, is_plain, missed, packed_or_none
+from topology.streams import Event, is_plain, missed, opened_before_a_stall, packed_or_none
 
 __all__ = ["COMMIT_SCRIPT", "Add", "Committer", "Entry"]
 
@@ -296,6 +296,7 @@ class PackedSender:
         self.redis = redis
         self._own: Any = None
         self._own_busy = False
+        self._opened = 0.0  # when the own connection connected (monotonic)
 
     async def send(self, packed: bytes) -> Any:
         if self._own_busy:
@@ -305,8 +306,11 @@ class PackedSender:
             conn = self._own = self.redis.connection_pool.make_connection()
         self._own_busy = True
         try:
+            if conn.is_connected and opened_before_a_stall(conn, self._opened):
+                await conn.disconnect(nowait=True)
             if not conn.is_connected:
                 await conn.connect()
+                self._opened = time.monotonic()
             return await _round_trip(conn, packed, check_health=False)
         finally:
             self._own_busy = False
@@ -354,6 +358,7 @@ class BlockingLink:
         self._cls = cls
         self._options = options
         self._conn: Any = None
+        self._opened = 0.0  # when the connection was made (monotonic)
         self.awaiting = 0  # replies sent for and not read yet
 
     @classmethod
@@ -366,8 +371,12 @@ class BlockingLink:
         """Send ``commands`` pipelined; :meth:`read` reads their replies in order."""
         assert not self.awaiting, "a reply of the blocking connection is still unread"
         conn = self._conn
+        if conn is not None and opened_before_a_stall(conn, self._opened):
+            conn.disconnect()
+            conn = None
         if conn is None:
             conn = self._conn = self._cls(**self._options)
+            self._opened = time.monotonic()
         try:
             conn.send_packed_command([_pack(conn, c) for c in commands], check_health=False)
         except RedisTimeoutError:

@@ -19,6 +19,7 @@ from topology.streams._deadline import (
     after_failure,
     drop_idle_connections,
     missed,
+    opened_before_a_stall,
 )
 from topology.streams._event import Event
 from topology.streams._keys import DEFAULT_PREFIX, StreamKeys
@@ -65,6 +66,7 @@ __all__ = [
     "is_refused_for_now",
     "is_transient",
     "missed",
+    "opened_before_a_stall",
     "packed_or_none",
     "parse_start",
     "pause",

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from typing import Any
 
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -26,6 +27,7 @@ __all__ = [
     "drop_idle_connections",
     "missed",
     "node_of",
+    "opened_before_a_stall",
     "read_deadline",
 ]
 
@@ -59,11 +61,26 @@ def node_of(connection: Any) -> str:
     return f"{getattr(connection, 'host', '?')}:{getattr(connection, 'port', '?')}"
 
 
+#: When a call to each node last missed its deadline (monotonic seconds).
+_missed_at: dict[str, float] = {}
+
+
 def missed(connection: Any, seconds: float, what: str) -> DeadlineExceeded:
     """The error to raise for a call on ``connection`` past its deadline, said once."""
-    exc = DeadlineExceeded(node_of(connection), seconds, what)
+    node = node_of(connection)
+    _missed_at[node] = time.monotonic()
+    exc = DeadlineExceeded(node, seconds, what)
     log.warning("%s", exc)
     return exc
+
+
+def opened_before_a_stall(connection: Any, opened: float) -> bool:
+    """Whether a call to ``connection``'s node missed its deadline since ``opened``.
+
+    A connection kept aside (a committer's own) then likely shares the stalled
+    path: reconnecting before using it costs a handshake, not a whole deadline.
+    """
+    return _missed_at.get(node_of(connection), 0.0) > opened
 
 
 def read_deadline(block: float, margin: float | None) -> float:
