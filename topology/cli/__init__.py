@@ -12,6 +12,7 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 __all__ = ["EXIT_FAILURE", "EXIT_OK", "EXIT_USAGE", "main"]
 
@@ -34,6 +35,8 @@ COMMANDS = (
     "rollback",
     "replay",
     "init",
+    "dashboard",
+    "test",
 )
 
 #: The end of each command's ``--help``: what people type, in one place.
@@ -88,6 +91,15 @@ EXAMPLES = {
     "init": """\
   ponos-topology init my-topology && cd my-topology
   ponos-topology init . --name orders --force""",
+    "dashboard": """\
+  ponos-topology dashboard topology.yaml                # http://127.0.0.1:8765/ (run started)
+  ponos-topology dashboard --deployment orders --redis-url redis://db:6379/0 --port 8080
+  ponos-topology run topology.yaml --ui-port 8765       # the same page, served by the worker
+  curl -s http://127.0.0.1:8765/api/snapshot            # the same figures as JSON""",
+    "test": """\
+  ponos-topology test                                   # every *_test.yaml under this folder
+  ponos-topology test configs/pipeline_test.yaml --timeout 5
+  ponos-topology test configs/ --format junit -o report.xml   # for CI""",
 }
 
 
@@ -97,7 +109,7 @@ def _plain(text: str) -> str:
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # argparse exits 2 too, but says it our way
+    def error(self, message: str) -> NoReturn:  # argparse exits 2 too, but says it our way
         self.print_usage(sys.stderr)
         print(f"{self.prog}: error: {message}", file=sys.stderr)
         raise SystemExit(EXIT_USAGE)
@@ -120,13 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"ponos-topology {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for name in COMMANDS:
-        try:
-            module = importlib.import_module(f"topology.cli.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"topology.cli.{name}":
-                raise
-            continue  # command not built yet
-        command = module.add_parser(sub)
+        command = importlib.import_module(f"topology.cli.{name}").add_parser(sub)
         if name in EXAMPLES:
             command.epilog = f"examples:\n{EXAMPLES[name]}"
             command.formatter_class = argparse.RawDescriptionHelpFormatter

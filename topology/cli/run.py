@@ -25,7 +25,11 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from topology.config.model import Topology
+    from topology.runtime import Reloader, Runtime
 
 __all__ = ["add_parser", "run"]
 
@@ -94,6 +98,17 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="serve Prometheus /metrics on this port (1-65535)",
     )
     parser.add_argument(
+        "--ui-port",
+        type=_any_port,
+        metavar="PORT",
+        help="serve the live dashboard on this port (0: any free port, logged)",
+    )
+    parser.add_argument(
+        "--ui-host",
+        default="127.0.0.1",
+        help="address of the dashboard (default 127.0.0.1; anything else is reachable by others)",
+    )
+    parser.add_argument(
         "--log-format",
         choices=("text", "json"),
         default="text",
@@ -112,15 +127,20 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     return parser
 
 
-def _port(text: str) -> int:
+def _port(text: str, lowest: int = 1) -> int:
     """A TCP port to listen on; anything else is a usage error (argparse: exit 2)."""
     try:
         port = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
-    if not 1 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"a port is from 1 to 65535, not {port}")
+    if not lowest <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is from {lowest} to 65535, not {port}")
     return port
+
+
+def _any_port(text: str) -> int:
+    """A TCP port, or 0 for any free one."""
+    return _port(text, lowest=0)
 
 
 def _seconds(text: str) -> float:
@@ -157,7 +177,7 @@ def run(args: argparse.Namespace) -> int:
         args.deploy_key = deploy_key(args.deploy_key_file, "ponos-topology run")
         if deployment_url_missing(args.redis_url, "ponos-topology run --deployment"):
             return EXIT_USAGE
-    topology: Any = None
+    topology: Topology | None = None
     if args.config is not None:
         topology, problems = check(args.config)
         for problem in problems:
@@ -225,7 +245,7 @@ class _Signals:
         self.loop.call_later(HARD_EXIT_GRACE, os._exit, 1)
 
 
-async def _main(args: argparse.Namespace, topology: Any, state: _RunState) -> int:
+async def _main(args: argparse.Namespace, topology: Topology | None, state: _RunState) -> int:
     from topology.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
     from topology.runtime.connect import RedisUnavailableError, RedisUrlError, open_redis
 
@@ -235,7 +255,7 @@ async def _main(args: argparse.Namespace, topology: Any, state: _RunState) -> in
     signals = _Signals(loop, main)
     signals.install()
     try:
-        if args.deployment is not None:
+        if topology is None:  # run checked: CONFIG or --deployment
             return await _follow_deployment(args, signals, state)
         async with open_redis(
             topology, cli_url=args.redis_url, data_dir=args.data_dir, owner=True
@@ -318,9 +338,9 @@ async def _serve(
 ) -> int:
     from topology import __version__
     from topology.cli import EXIT_FAILURE, EXIT_OK
+    from topology.runtime import ApplyError, Runtime
     from topology.runtime.logs import SUMMARY_LOGGER, bind_fields
-    from topology.runtime.supervisor import ApplyError, Runtime
-    from topology.runtime.workers import WorkerRegistry, new_worker_id
+    from topology.runtime.workers import GenerationLog, WorkerRegistry, new_worker_id
 
     # A deployment worker is registered while it waits for a valid version.
     registry = registry or WorkerRegistry(connected.client, topology.name, new_worker_id())
@@ -335,13 +355,15 @@ async def _serve(
         base_dir=topology.base_dir,
         drain_timeout=args.drain_timeout,
     )
+    generations = GenerationLog()
     registry.start(
         lambda: {
             "version": __version__,
             "generation": runtime.generation,
+            "generations": generations(runtime.generation),
             "config": str(topology.path),
             "actors": len(runtime.actors()),
-            "handled": runtime.handled(),
+            **runtime.metrics.counters(),  # handled, failed, dead_lettered, conflicts
             **(
                 {"deployment_version": follower.version, "deployment_rejected": follower.rejected}
                 if follower is not None
@@ -354,6 +376,7 @@ async def _serve(
     started = time.monotonic()
     watcher: Any = None
     health: Any = None
+    ui: Any = None
     try:
         if args.metrics_port is not None:
             try:
@@ -361,6 +384,10 @@ async def _serve(
             except OSError as exc:  # in use, or not ours to bind
                 port = args.metrics_port
                 log.error("cannot serve metrics on port %d: %s", port, exc.strerror or exc)
+                return EXIT_FAILURE
+        if args.ui_port is not None:
+            ui = await _start_ui(args, runtime, connected)
+            if ui is None:
                 return EXIT_FAILURE
         try:
             await runtime.apply(topology)
@@ -385,6 +412,8 @@ async def _serve(
             await watcher.stop()
         if health is not None:
             await health.stop()
+        if ui is not None:
+            await ui.stop()
         await runtime.close()
         await registry.stop()
     handled = runtime.handled()
@@ -413,7 +442,7 @@ class _Health:
         self.server.close()
 
 
-def _start_health(port: int, runtime: Any, reloads: Any) -> _Health:
+def _start_health(port: int, runtime: Runtime, reloads: Any) -> _Health:
     """Serve /metrics, /healthz, /readyz; ``reloads()`` is what reloads (its ``results``)."""
     from topology.runtime.health import HealthServer, Sampler, readiness_problems
 
@@ -433,18 +462,38 @@ def _start_health(port: int, runtime: Any, reloads: Any) -> _Health:
     return _Health(sampler, server)
 
 
-def _start_reloader(args: argparse.Namespace, runtime: Any, signals: _Signals) -> Any:
-    """The hot-reload hook (issue 5): SIGHUP always, file watching unless --no-watch."""
+async def _start_ui(args: argparse.Namespace, runtime: Any, connected: Any) -> Any:
+    """The dashboard of this worker's runtime, or None after logging why it cannot listen."""
+    from topology.dashboard import from_runtime, serve, warn_if_exposed
+
     try:
-        from topology.runtime.reload import Reloader
-    except ImportError:  # reload not built: SIGHUP only logs
+        ui = await serve(
+            connected.client,
+            connected.url_redacted,
+            from_runtime(runtime),
+            host=args.ui_host,
+            port=args.ui_port,
+        )
+    except OSError as exc:
+        log.error("cannot serve the dashboard on %s:%s: %s", args.ui_host, args.ui_port, exc)
         return None
+    warn_if_exposed(args.ui_host, "ponos-topology run")
+    log.info("dashboard on %s", ui.url)
+    return ui
+
+
+def _start_reloader(args: argparse.Namespace, runtime: Runtime, signals: _Signals) -> Reloader:
+    """The hot-reload hook: SIGHUP always, file watching unless --no-watch."""
+    from topology.runtime import Reloader
+
     reloader = Reloader(Path(args.config), runtime, hup=signals.reload, watch=not args.no_watch)
     reloader.start()
     return reloader
 
 
-async def _wait(args: argparse.Namespace, runtime: Any, signals: _Signals, summary: Any) -> None:
+async def _wait(
+    args: argparse.Namespace, runtime: Runtime, signals: _Signals, summary: logging.Logger
+) -> None:
     """Until a signal, or idle for ``--stop-when-idle`` with nothing pending."""
     next_summary = time.monotonic() + SUMMARY_EVERY
     last_counts = dict(runtime.handled())

@@ -497,7 +497,7 @@ class DeploymentFollower:
             self.wake()
 
     async def _follow_loop(self, apply: Callable[[Topology], Any]) -> None:
-        from topology.runtime.supervisor import ApplyError
+        from topology.runtime.runtime import ApplyError
 
         backoff = Backoff(0.1, MAX_RESUBSCRIBE_DELAY)
         while not self._stopping.is_set():
