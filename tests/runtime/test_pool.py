@@ -297,3 +297,32 @@ def test_the_embedded_server_is_started_once_and_shared(tmp_path: Path) -> None:
     assert len(counts) == 2 and sum(counts) == 2000, proc.stdout  # one server, one stream
     assert proc.stderr.count("embedded server started") == 1, proc.stderr
     assert not (data / "server.json").exists() or "pid" not in (data / "server.json").read_text()
+
+
+def test_deployment_workers_all_follow_each_applied_version(
+    tmp_path: Path, redis_url: str, client: redis.Redis
+) -> None:
+    from tests.runtime.test_deployment import Worker, cli
+    from tests.runtime.test_deployment import write_config as write_deployed
+
+    config = write_deployed(tmp_path, "pdep")
+    assert cli("apply", str(config), "--redis-url", redis_url).returncode == 0
+    pool = Worker(redis_url, "pdep", tmp_path, "--workers", "2", "--no-watch")
+    try:
+        wait_until(lambda: len(children(client, "pdep")) == 2, 60, "two children")
+        client.xadd("pulse:stream:a", {"n": "e", "p": "one"})
+        wait_until(lambda: client.xlen("pulse:stream:out") == 1, 30, "version 1 at work")
+        write_deployed(tmp_path, "pdep", streams="a, b")
+        assert cli("apply", str(config), "--redis-url", redis_url).returncode == 0
+        wait_until(
+            lambda: (
+                [e.get("deployment_version") for e in children(client, "pdep").values()] == [2, 2]
+            ),
+            60,
+            "version 2 in both children",
+        )
+        client.xadd("pulse:stream:b", {"n": "e", "p": "two"})
+        wait_until(lambda: client.xlen("pulse:stream:out") == 2, 30, "version 2 at work")
+    finally:
+        code = pool.stop()
+    assert code == 0, pool.text()
