@@ -8,6 +8,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -326,3 +327,23 @@ def test_deployment_workers_all_follow_each_applied_version(
     finally:
         code = pool.stop()
     assert code == 0, pool.text()
+
+
+def test_a_second_signal_stops_every_child_at_once(
+    tmp_path: Path, redis_url: str, client: redis.Redis
+) -> None:
+    config = write_config(tmp_path, name="ptwice", delay=0.5, ack_grace="60s", batch=16)
+    fill(client, 200)
+    proc = start_pool(config, redis_url, client, "--drain-timeout", "60")
+    wait_until(lambda: pending(client, "in", "first") > 16, 60, "batches in hand in both")
+    started = time.monotonic()
+    proc.send_signal(signal.SIGTERM)  # drain: the batches in hand would take 8 s each...
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if "draining every worker" in line:
+            break
+    proc.send_signal(signal.SIGTERM)  # ...but a second signal stops them at once
+    proc.communicate(timeout=60)
+    assert time.monotonic() - started < 8
+    assert proc.returncode != 0
+    assert pending(client, "in", "first") > 0  # left for redelivery

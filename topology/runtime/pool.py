@@ -73,6 +73,9 @@ BACKOFF_MAX = 30.0
 STABLE_AFTER = 30.0
 #: Beyond the children's own drain timeout, how long to wait before SIGKILL.
 DRAIN_GRACE = 5.0
+#: After a second signal, how long the children get to stop at once before SIGKILL
+#: (two signals sent close together may reach a child as one: it would drain).
+HARD_STOP_GRACE = 3.0
 #: Seconds a probe of a child's /readyz may take.
 PROBE_TIMEOUT = 1.0
 
@@ -160,6 +163,7 @@ class _Pool:
         self.stop = asyncio.Event()
         self.hup = asyncio.Event()
         self.signals = 0
+        self.hard_deadline = float("inf")
         self.env: dict[str, str] = dict(os.environ)
         self.metrics_dir: str | None = None
 
@@ -177,6 +181,7 @@ class _Pool:
             self.stop.set()
         else:
             log.warning("%s again: every worker stops now", sig.name)
+            self.hard_deadline = time.monotonic() + HARD_STOP_GRACE
         self.signal_children(signal.SIGTERM)
 
     def signal_children(self, sig: signal.Signals) -> None:
@@ -278,7 +283,7 @@ class _Pool:
             proc = slot.proc
             if proc is None:
                 continue
-            while proc.poll() is None and time.monotonic() < deadline:
+            while proc.poll() is None and time.monotonic() < min(deadline, self.hard_deadline):
                 await asyncio.sleep(TICK)  # another process: no event of ours to await
             if proc.poll() is None:
                 log.warning("worker %d (pid %d) did not stop: killing it", slot.index, proc.pid)
