@@ -722,17 +722,19 @@ def bench_peers(url: str, python: str, n: int, work: Path, engine_rate: float) -
 
 
 def target(
-    targets: list[dict[str, Any]], name: str, value: float, goal: float, at_least: bool = True
+    results: dict[str, Any], name: str, value: float, goal: float, at_least: bool = True
 ) -> str:
     """Record one of the targets (a ratio to the hand-written figure); its printed form."""
     met = value >= goal if at_least else value <= goal
-    targets.append({"target": name, "value": value, "goal": goal, "at_least": at_least, "met": met})
+    results.setdefault("targets", []).append(
+        {"target": name, "value": value, "goal": goal, "at_least": at_least, "met": met}
+    )
     return (
         f"{value:.2f} (target {'>=' if at_least else '<='} {goal:g}: {'met' if met else 'NOT met'})"
     )
 
 
-def chain_targets(c: dict[str, Any], targets: list[dict[str, Any]]) -> list[str]:
+def chain_targets(c: dict[str, Any], results: dict[str, Any]) -> list[str]:
     """The 3-stage chain's targets: p99 at 5k ev/s and saturation, engine / hand-written."""
     lines = []
     for row in c["latency"]:
@@ -743,29 +745,156 @@ def chain_targets(c: dict[str, Any], targets: list[dict[str, Any]]) -> list[str]
         ratio = row["engine"]["p99_ms"] / row["baseline"]["p99_ms"]
         lines.append(
             f"  target 3-stage p99 @ 5,000/s engine/hand-written "
-            f"{target(targets, '3-stage p99 @ 5k', ratio, 1.0, at_least=False)}"
+            f"{target(results, '3-stage p99 @ 5k', ratio, 1.0, at_least=False)}"
             f"  per window [{min(per_window):.2f}-{max(per_window):.2f}]"
         )
     ratio = c["saturation_engine"] / c["saturation_baseline"]
     lines.append(
         f"  target 3-stage saturation engine/hand-written "
-        f"{target(targets, '3-stage saturation', ratio, 1.0)}"
+        f"{target(results, '3-stage saturation', ratio, 1.0)}"
     )
     return lines
+
+
+def _child(role: str, rest: list[str]) -> None:
+    """The roles this script runs itself as, in child processes."""
+    if role == "_forward":
+        baseline_forward(rest[0], rest[1], rest[2], int(rest[3]), *rest[4:6])
+    elif role == "_stateful":
+        baseline_stateful_forward(rest[0], rest[1], rest[2], int(rest[3]), *rest[4:6])
+    elif role == "_produce":
+        produce_at_rate(rest[0], rest[1], float(rest[2]), float(rest[3]))
+    elif role == "_measure":
+        measure_latency(rest[0], rest[1], int(rest[2]), rest[3])
+
+
+def _report_forward(
+    args: argparse.Namespace, url: str, work: Path, results: dict[str, Any]
+) -> None:
+    results["forward"] = f = bench_forward(url, args.events, args.runs, work)
+    print(
+        f"forward stage   baseline {fmt(f['baseline'], '/s')}  "
+        f"engine {fmt(f['engine'], '/s')}  "
+        f"ratio {target(results, 'forward stage', f['ratio'], 1.2)}",
+        flush=True,
+    )
+    c = f["cpu_us_per_event"]
+    print(
+        f"  CPU per event   baseline worker {c['base_worker']:.1f} us + server "
+        f"{c['base_server']:.1f} us;  engine worker {c['eng_worker']:.1f} us + server "
+        f"{c['eng_server']:.1f} us",
+        flush=True,
+    )
+
+
+def _report_chain(args: argparse.Namespace, url: str, work: Path, results: dict[str, Any]) -> None:
+    results["chain"] = c = bench_chain(
+        url, args.events, [5000, 20000], args.seconds, work, args.chain_workers, args.runs
+    )
+    c["engine_workers"] = args.chain_workers
+    for row in c["latency"]:
+        for who in ("baseline", "engine"):
+            m = row[who]
+            label = who if who == "baseline" else f"engine x{args.chain_workers}"
+            p99s = [w["p99_ms"] for w in m["windows"]]
+            print(
+                f"3-stage {label:11} @ {row['rate']:>6,.0f}/s  "
+                f"p50 {m['p50_ms']:.1f} ms  p99 {m['p99_ms']:.1f} ms "
+                f"[{min(p99s):.1f}-{max(p99s):.1f}]"
+                f"  max {m['max_ms']:.1f} ms  sustained {m['sustained']:,.0f}/s",
+                flush=True,
+            )
+    print(
+        f"3-stage saturation  baseline {c['saturation_baseline']:,.0f}/s  "
+        f"engine x{args.chain_workers} {c['saturation_engine']:,.0f}/s",
+        flush=True,
+    )
+    print("\n".join(chain_targets(c, results)), flush=True)
+
+
+def _report_scale(args: argparse.Namespace, url: str, work: Path, results: dict[str, Any]) -> None:
+    results["scale_out"] = s = bench_scale_out(url, args.events, args.runs, work)
+    print(
+        f"scale-out       --workers 1 {fmt(s['one'], '/s')}  --workers 2 "
+        f"{fmt(s['two'], '/s')}  speed-up {s['speedup']:.2f}",
+        flush=True,
+    )
+    print(
+        f"  hand-written    1 process {fmt(s['baseline_one'], '/s')}  2 processes "
+        f"{fmt(s['baseline_two'], '/s')}  speed-up {s['baseline_speedup']:.2f}",
+        flush=True,
+    )
+    print(
+        "  target scale-out speed-up engine/hand-written "
+        f"{target(results, 'scale-out 1->2', s['ratio'], 1.0)}",
+        flush=True,
+    )
+
+
+def _report_memory(args: argparse.Namespace, url: str, work: Path, results: dict[str, Any]) -> None:
+    results["memory"] = m = bench_memory(url, min(args.events, 50_000), work)
+    print(
+        f"memory          peak RSS with 8 actors: one process {m['peak_rss_mb']:.1f} MB;"
+        f" --workers 2: parent {m['pool_parent_mb']:.1f} MB, largest worker "
+        f"{m['pool_worker_mb']:.1f} MB",
+        flush=True,
+    )
+    worker = max(m["peak_rss_mb"], m["pool_worker_mb"])
+    print(
+        "  target RSS per worker MB "
+        f"{target(results, 'RSS per worker MB', worker, 60, False)}"
+        f"\n  target RSS of the parent MB "
+        f"{target(results, 'RSS parent MB', m['pool_parent_mb'], 40, False)}",
+        flush=True,
+    )
+
+
+def _report_peers(args: argparse.Namespace, url: str, work: Path, results: dict[str, Any]) -> None:
+    engine_rate = results.get("forward", {}).get("engine", {}).get("median", 0.0)
+    results["peers"] = peers = bench_peers(
+        url, args.peers_python, min(args.events, 50_000), work, engine_rate
+    )
+    for name, res in peers.items():
+        if "skipped" in res:
+            print(f"peer {name:10} skipped: {res['skipped']}")
+        else:
+            print(
+                f"peer {name:10} {res['events_per_s']:,.0f}/s  "
+                f"engine/peer {res.get('engine_ratio', 0):.1f}x"
+                " (target >= 3)",
+                flush=True,
+            )
+
+
+#: The parts of the benchmark, by their ``--skip`` name, in the order they run.
+def _report_stateful(
+    args: argparse.Namespace, url: str, work: Path, results: dict[str, Any]
+) -> None:
+    if not args.stateful:
+        return
+    results["stateful"] = k = bench_stateful(url, args.events, args.runs, args.state_keys, work)
+    print(
+        f"keyed state     baseline {fmt(k['baseline'], '/s')} ({k['keys']} keys)  "
+        f"stateless engine {fmt(k['engine_stateless'], '/s')}  "
+        "engine keyed stage: not run yet",
+        flush=True,
+    )
+
+
+REPORTS = {
+    "forward": _report_forward,
+    "chain": _report_chain,
+    "scale": _report_scale,
+    "memory": _report_memory,
+    "peers": _report_peers,
+    "stateful": _report_stateful,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0].startswith("_"):  # child roles
-        role, *rest = argv
-        if role == "_forward":
-            baseline_forward(rest[0], rest[1], rest[2], int(rest[3]), *rest[4:6])
-        elif role == "_stateful":
-            baseline_stateful_forward(rest[0], rest[1], rest[2], int(rest[3]), *rest[4:6])
-        elif role == "_produce":
-            produce_at_rate(rest[0], rest[1], float(rest[2]), float(rest[3]))
-        elif role == "_measure":
-            measure_latency(rest[0], rest[1], int(rest[2]), rest[3])
+        _child(argv[0], argv[1:])
         return 0
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--events", type=int, default=200_000)
@@ -794,109 +923,14 @@ def main(argv: list[str] | None = None) -> int:
         args.events, args.runs, args.seconds = 50_000, 1, 3.0
     work = Path(tempfile.mkdtemp(prefix="ponos-bench-"))
     results: dict[str, Any] = {"events": args.events, "runs": args.runs}
-    targets: list[dict[str, Any]] = []
-    results["targets"] = targets
     with ServerProcess(work / "redis") as server:
         url = server.url
         results["server"] = redis.Redis.from_url(url).info("server")["redis_version"]
-        if "forward" not in args.skip:
-            results["forward"] = f = bench_forward(url, args.events, args.runs, work)
-            print(
-                f"forward stage   baseline {fmt(f['baseline'], '/s')}  "
-                f"engine {fmt(f['engine'], '/s')}  "
-                f"ratio {target(targets, 'forward stage', f['ratio'], 1.2)}",
-                flush=True,
-            )
-            c = f["cpu_us_per_event"]
-            print(
-                f"  CPU per event   baseline worker {c['base_worker']:.1f} us + server "
-                f"{c['base_server']:.1f} us;  engine worker {c['eng_worker']:.1f} us + server "
-                f"{c['eng_server']:.1f} us",
-                flush=True,
-            )
-        if "chain" not in args.skip:
-            results["chain"] = c = bench_chain(
-                url, args.events, [5000, 20000], args.seconds, work, args.chain_workers, args.runs
-            )
-            c["engine_workers"] = args.chain_workers
-            for row in c["latency"]:
-                for who in ("baseline", "engine"):
-                    m = row[who]
-                    label = who if who == "baseline" else f"engine x{args.chain_workers}"
-                    p99s = [w["p99_ms"] for w in m["windows"]]
-                    print(
-                        f"3-stage {label:11} @ {row['rate']:>6,.0f}/s  "
-                        f"p50 {m['p50_ms']:.1f} ms  p99 {m['p99_ms']:.1f} ms "
-                        f"[{min(p99s):.1f}-{max(p99s):.1f}]"
-                        f"  max {m['max_ms']:.1f} ms  sustained {m['sustained']:,.0f}/s",
-                        flush=True,
-                    )
-            print(
-                f"3-stage saturation  baseline {c['saturation_baseline']:,.0f}/s  "
-                f"engine x{args.chain_workers} {c['saturation_engine']:,.0f}/s",
-                flush=True,
-            )
-            print("\n".join(chain_targets(c, targets)), flush=True)
-        if "scale" not in args.skip:
-            results["scale_out"] = s = bench_scale_out(url, args.events, args.runs, work)
-            print(
-                f"scale-out       --workers 1 {fmt(s['one'], '/s')}  --workers 2 "
-                f"{fmt(s['two'], '/s')}  speed-up {s['speedup']:.2f}",
-                flush=True,
-            )
-            print(
-                f"  hand-written    1 process {fmt(s['baseline_one'], '/s')}  2 processes "
-                f"{fmt(s['baseline_two'], '/s')}  speed-up {s['baseline_speedup']:.2f}",
-                flush=True,
-            )
-            print(
-                "  target scale-out speed-up engine/hand-written "
-                f"{target(targets, 'scale-out 1->2', s['ratio'], 1.0)}",
-                flush=True,
-            )
-        if "memory" not in args.skip:
-            results["memory"] = m = bench_memory(url, min(args.events, 50_000), work)
-            print(
-                f"memory          peak RSS with 8 actors: one process {m['peak_rss_mb']:.1f} MB;"
-                f" --workers 2: parent {m['pool_parent_mb']:.1f} MB, largest worker "
-                f"{m['pool_worker_mb']:.1f} MB",
-                flush=True,
-            )
-            worker = max(m["peak_rss_mb"], m["pool_worker_mb"])
-            print(
-                "  target RSS per worker MB "
-                f"{target(targets, 'RSS per worker MB', worker, 60, False)}"
-                f"\n  target RSS of the parent MB "
-                f"{target(targets, 'RSS parent MB', m['pool_parent_mb'], 40, False)}",
-                flush=True,
-            )
-        if "peers" not in args.skip:
-            engine_rate = results.get("forward", {}).get("engine", {}).get("median", 0.0)
-            results["peers"] = peers = bench_peers(
-                url, args.peers_python, min(args.events, 50_000), work, engine_rate
-            )
-            for name, res in peers.items():
-                if "skipped" in res:
-                    print(f"peer {name:10} skipped: {res['skipped']}")
-                else:
-                    print(
-                        f"peer {name:10} {res['events_per_s']:,.0f}/s  "
-                        f"engine/peer {res.get('engine_ratio', 0):.1f}x"
-                        " (target >= 3)",
-                        flush=True,
-                    )
-        if args.stateful:
-            results["stateful"] = k = bench_stateful(
-                url, args.events, args.runs, args.state_keys, work
-            )
-            print(
-                f"keyed state     baseline {fmt(k['baseline'], '/s')} ({k['keys']} keys)  "
-                f"stateless engine {fmt(k['engine_stateless'], '/s')}  "
-                "engine keyed stage: not run yet",
-                flush=True,
-            )
+        for name, report in REPORTS.items():
+            if name not in args.skip:
+                report(args, url, work, results)
     print("targets:")
-    for t in targets:
+    for t in results.get("targets", []):
         sign = ">=" if t["at_least"] else "<="
         verdict = "met" if t["met"] else "NOT met"
         print(f"  {t['target']:20} {t['value']:8.2f}  {sign} {t['goal']:g}  {verdict}")

@@ -90,7 +90,13 @@ class Plan:
 
     @property
     def is_empty(self) -> bool:
-        return not any(getattr(self, f.name) for f in fields(self) if f.name not in ("old", "new"))
+        return not (self.has_live_changes or self.unsupported)
+
+    @property
+    def has_live_changes(self) -> bool:
+        """Anything a reload applies (what it cannot apply is in ``unsupported``)."""
+        skip = ("old", "new", "unsupported")
+        return any(getattr(self, f.name) for f in fields(self) if f.name not in skip)
 
     def sink_change(self, name: str) -> SinkChange | None:
         """The change of sink ``name``, or None when it is unchanged (or added/removed)."""

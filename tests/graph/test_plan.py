@@ -207,6 +207,15 @@ def test_name_and_redis_changes_are_unsupported_without_leaking_the_password() -
     assert "s3cret" not in text and "0th3r" not in text
 
 
+def test_a_plan_of_only_what_a_reload_cannot_apply_has_no_live_changes() -> None:
+    old = orders()
+    renamed = diff(old, dataclasses.replace(old, name="shipping"))
+    assert renamed.unsupported and not renamed.is_empty
+    assert not renamed.has_live_changes  # the runtime leaves the running topology alone
+    rescaled = diff(old, replace_sink(old, "enrich", consumers=8))
+    assert rescaled.has_live_changes and not rescaled.unsupported
+
+
 def test_to_json_is_plain_data_mirroring_the_plan() -> None:
     old = orders()
     new = replace_sink(old, "enrich", consumers=8, handler="handlers:enrich_v2")

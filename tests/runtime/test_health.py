@@ -14,8 +14,8 @@ import redis.asyncio as aioredis
 from tests.helpers import wait_for, wait_until
 from tests.runtime.test_run_cli import start_run
 from topology.config import load
+from topology.runtime import Runtime
 from topology.runtime.health import Sampler, readiness_problems
-from topology.runtime.supervisor import Runtime
 from topology.server import ServerProcess, free_port
 from topology.streams import Connection
 

@@ -16,7 +16,7 @@ from tests.helpers import wait_for
 from tests.runtime.test_run_cli import start_run
 from topology.cli import main
 from topology.config import load
-from topology.runtime.supervisor import Runtime
+from topology.runtime import Runtime
 from topology.streams import Connection
 
 

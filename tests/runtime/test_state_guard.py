@@ -11,7 +11,7 @@ import redis.asyncio as aioredis
 
 from tests.runtime.test_supervisor import HANDLERS, sink, topo
 from topology.config.model import StateSpec
-from topology.runtime.supervisor import ApplyError, Runtime
+from topology.runtime import ApplyError, Runtime
 from topology.streams import Connection
 
 

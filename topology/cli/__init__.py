@@ -12,6 +12,7 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 __all__ = ["EXIT_FAILURE", "EXIT_OK", "EXIT_USAGE", "main"]
 
@@ -97,7 +98,7 @@ def _plain(text: str) -> str:
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # argparse exits 2 too, but says it our way
+    def error(self, message: str) -> NoReturn:  # argparse exits 2 too, but says it our way
         self.print_usage(sys.stderr)
         print(f"{self.prog}: error: {message}", file=sys.stderr)
         raise SystemExit(EXIT_USAGE)
@@ -120,13 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"ponos-topology {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for name in COMMANDS:
-        try:
-            module = importlib.import_module(f"topology.cli.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"topology.cli.{name}":
-                raise
-            continue  # command not built yet
-        command = module.add_parser(sub)
+        command = importlib.import_module(f"topology.cli.{name}").add_parser(sub)
         if name in EXAMPLES:
             command.epilog = f"examples:\n{EXAMPLES[name]}"
             command.formatter_class = argparse.RawDescriptionHelpFormatter

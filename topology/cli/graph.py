@@ -96,7 +96,7 @@ async def annotate_live(graph: Any, client: Any, conn: Any) -> None:
                 continue
             info = groups.get(edge["stream"], {}).get(data["name"])
             if info is None:
-                live = {"pending": 0, "lag": None, "group": False}
+                live: dict[str, Any] = {"pending": 0, "lag": None, "group": False}
             else:
                 raw_lag = info.get("lag")
                 live = {

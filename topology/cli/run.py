@@ -25,7 +25,11 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from topology.config.model import Topology
+    from topology.runtime import Reloader, Runtime
 
 __all__ = ["add_parser", "run"]
 
@@ -171,7 +175,7 @@ def run(args: argparse.Namespace) -> int:
         args.deploy_key = deploy_key(args.deploy_key_file, "ponos-topology run")
         if deployment_url_missing(args.redis_url, "ponos-topology run --deployment"):
             return EXIT_USAGE
-    topology: Any = None
+    topology: Topology | None = None
     if args.config is not None:
         topology, problems = check(args.config)
         for problem in problems:
@@ -246,7 +250,7 @@ class _Signals:
         self.loop.call_later(HARD_EXIT_GRACE, os._exit, 1)
 
 
-async def _main(args: argparse.Namespace, topology: Any, state: _RunState) -> int:
+async def _main(args: argparse.Namespace, topology: Topology | None, state: _RunState) -> int:
     from topology.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
     from topology.runtime.connect import RedisUnavailableError, RedisUrlError, open_redis
 
@@ -256,7 +260,7 @@ async def _main(args: argparse.Namespace, topology: Any, state: _RunState) -> in
     signals = _Signals(loop, main)
     signals.install()
     try:
-        if args.deployment is not None:
+        if topology is None:  # run checked: CONFIG or --deployment
             return await _follow_deployment(args, signals, state)
         async with open_redis(
             topology, cli_url=args.redis_url, data_dir=args.data_dir, owner=True
@@ -341,9 +345,9 @@ async def _serve(
 ) -> int:
     from topology import __version__
     from topology.cli import EXIT_FAILURE, EXIT_OK
+    from topology.runtime import ApplyError, Runtime
     from topology.runtime.logs import SUMMARY_LOGGER, bind_fields
     from topology.runtime.pool import child_info
-    from topology.runtime.supervisor import ApplyError, Runtime
     from topology.runtime.workers import WorkerRegistry, new_worker_id
 
     # A deployment worker is registered while it waits for a valid version.
@@ -438,7 +442,7 @@ class _Health:
         self.server.close()
 
 
-def _start_health(port: int, runtime: Any, reloads: Any) -> _Health:
+def _start_health(port: int, runtime: Runtime, reloads: Any) -> _Health:
     """Serve /metrics, /healthz, /readyz; ``reloads()`` is what reloads (its ``results``)."""
     from topology.runtime.health import HealthServer, Sampler, readiness_problems
 
@@ -458,18 +462,18 @@ def _start_health(port: int, runtime: Any, reloads: Any) -> _Health:
     return _Health(sampler, server)
 
 
-def _start_reloader(args: argparse.Namespace, runtime: Any, signals: _Signals) -> Any:
-    """The hot-reload hook (issue 5): SIGHUP always, file watching unless --no-watch."""
-    try:
-        from topology.runtime.reload import Reloader
-    except ImportError:  # reload not built: SIGHUP only logs
-        return None
+def _start_reloader(args: argparse.Namespace, runtime: Runtime, signals: _Signals) -> Reloader:
+    """The hot-reload hook: SIGHUP always, file watching unless --no-watch."""
+    from topology.runtime import Reloader
+
     reloader = Reloader(Path(args.config), runtime, hup=signals.reload, watch=not args.no_watch)
     reloader.start()
     return reloader
 
 
-async def _wait(args: argparse.Namespace, runtime: Any, signals: _Signals, summary: Any) -> None:
+async def _wait(
+    args: argparse.Namespace, runtime: Runtime, signals: _Signals, summary: logging.Logger
+) -> None:
     """Until a signal, or idle for ``--stop-when-idle`` with nothing pending."""
     next_summary = time.monotonic() + SUMMARY_EVERY
     last_counts = dict(runtime.handled())

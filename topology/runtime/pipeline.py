@@ -134,8 +134,9 @@ class InHand:
     def _requeue(self, retries: list[Retry]) -> None:
         self._requeued += len(retries)
         self.retries.push(retries)
-        if self._kick is not None:
-            set_none(self._kick)  # the loop re-plans its wake-up
+        for wake in (self._kick, self._waiter):  # the loop re-plans its wake-up
+            if wake is not None:
+                set_none(wake)
 
     def waits(self, read: asyncio.Future[Any] | None, stopping: bool) -> set[asyncio.Future[Any]]:
         """What the actor's loop waits for next, beside ``read``.
@@ -157,9 +158,16 @@ class InHand:
         return waits
 
     def _next_progress(self) -> asyncio.Future[None]:
+        loop = asyncio.get_running_loop()
         with self._lock:
+            # Looked again under the lock the settling thread takes: a chunk settled
+            # since the caller's look found no waiter to wake, so none is made.
+            if not self.in_lanes:
+                settled = loop.create_future()
+                settled.set_result(None)
+                return settled
             if self._waiter is None or self._waiter.done():
-                self._waiter = asyncio.get_running_loop().create_future()
+                self._waiter = loop.create_future()
             return self._waiter
 
 

@@ -111,7 +111,7 @@ class Reloader:
 
     async def _reload(self, reason: str) -> str:
         from topology.config import check
-        from topology.runtime.supervisor import ApplyError
+        from topology.runtime.runtime import ApplyError
 
         async with self._lock:
             self.reloads += 1
