@@ -347,3 +347,28 @@ def test_a_second_signal_stops_every_child_at_once(
     assert time.monotonic() - started < 8
     assert proc.returncode != 0
     assert pending(client, "in", "first") > 0  # left for redelivery
+
+
+def test_only_the_first_child_keeps_the_dashboard_flags() -> None:
+    from topology.runtime.pool import ONE_CHILD_FLAGS, _without
+
+    argv = ["run", "c.yaml", "--ui-port", "8765", "--ui-host=0.0.0.0", "--quiet"]
+    assert _without(argv, ONE_CHILD_FLAGS) == ["run", "c.yaml", "--quiet"]
+
+
+def test_one_dashboard_per_pool(tmp_path: Path, redis_url: str, client: redis.Redis) -> None:
+    config = write_config(tmp_path, name="pui", delay=0)
+    log = tmp_path / "stderr.log"
+    with log.open("w") as err_file:
+        proc = start_pool(config, redis_url, client, "--ui-port", "0", stderr=err_file)
+    try:
+        # generation 1 is applied after the dashboard step: both children are past it
+        wait_until(
+            lambda: [e.get("generation") for e in children(client, "pui").values()] == [1, 1],
+            60,
+            "both children running generation 1",
+        )
+        assert log.read_text().count("dashboard on ") == 1, log.read_text()
+    finally:
+        stop(proc)
+    assert proc.returncode == 0, log.read_text()

@@ -98,6 +98,17 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="serve Prometheus /metrics on this port (1-65535)",
     )
     parser.add_argument(
+        "--ui-port",
+        type=_any_port,
+        metavar="PORT",
+        help="serve the live dashboard on this port (0: any free port, logged)",
+    )
+    parser.add_argument(
+        "--ui-host",
+        default="127.0.0.1",
+        help="address of the dashboard (default 127.0.0.1; anything else is reachable by others)",
+    )
+    parser.add_argument(
         "--log-format",
         choices=("text", "json"),
         default="text",
@@ -124,15 +135,20 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     return parser
 
 
-def _port(text: str) -> int:
+def _port(text: str, lowest: int = 1) -> int:
     """A TCP port to listen on; anything else is a usage error (argparse: exit 2)."""
     try:
         port = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
-    if not 1 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"a port is from 1 to 65535, not {port}")
+    if not lowest <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is from {lowest} to 65535, not {port}")
     return port
+
+
+def _any_port(text: str) -> int:
+    """A TCP port, or 0 for any free one."""
+    return _port(text, lowest=0)
 
 
 def _workers(text: str) -> int:
@@ -348,7 +364,7 @@ async def _serve(
     from topology.runtime import ApplyError, Runtime
     from topology.runtime.logs import SUMMARY_LOGGER, bind_fields
     from topology.runtime.pool import child_info
-    from topology.runtime.workers import WorkerRegistry, new_worker_id
+    from topology.runtime.workers import GenerationLog, WorkerRegistry, new_worker_id
 
     # A deployment worker is registered while it waits for a valid version.
     registry = registry or WorkerRegistry(connected.client, topology.name, new_worker_id())
@@ -363,13 +379,15 @@ async def _serve(
         base_dir=topology.base_dir,
         drain_timeout=args.drain_timeout,
     )
+    generations = GenerationLog()
     registry.start(
         lambda: {
             "version": __version__,
             "generation": runtime.generation,
+            "generations": generations(runtime.generation),
             "config": str(topology.path),
             "actors": len(runtime.actors()),
-            "handled": runtime.handled(),
+            **runtime.metrics.counters(),  # handled, failed, dead_lettered, conflicts
             **(
                 {"deployment_version": follower.version, "deployment_rejected": follower.rejected}
                 if follower is not None
@@ -383,6 +401,7 @@ async def _serve(
     started = time.monotonic()
     watcher: Any = None
     health: Any = None
+    ui: Any = None
     try:
         if args.metrics_port is not None:
             try:
@@ -390,6 +409,10 @@ async def _serve(
             except OSError as exc:  # in use, or not ours to bind
                 port = args.metrics_port
                 log.error("cannot serve metrics on port %d: %s", port, exc.strerror or exc)
+                return EXIT_FAILURE
+        if args.ui_port is not None:
+            ui = await _start_ui(args, runtime, connected)
+            if ui is None:
                 return EXIT_FAILURE
         try:
             await runtime.apply(topology)
@@ -414,6 +437,8 @@ async def _serve(
             await watcher.stop()
         if health is not None:
             await health.stop()
+        if ui is not None:
+            await ui.stop()
         await runtime.close()
         await registry.stop()
     handled = runtime.handled()
@@ -460,6 +485,26 @@ def _start_health(port: int, runtime: Runtime, reloads: Any) -> _Health:
     sampler.start()
     log.info("metrics on :%d/metrics, probes on /healthz and /readyz", bound)
     return _Health(sampler, server)
+
+
+async def _start_ui(args: argparse.Namespace, runtime: Any, connected: Any) -> Any:
+    """The dashboard of this worker's runtime, or None after logging why it cannot listen."""
+    from topology.dashboard import from_runtime, serve, warn_if_exposed
+
+    try:
+        ui = await serve(
+            connected.client,
+            connected.url_redacted,
+            from_runtime(runtime),
+            host=args.ui_host,
+            port=args.ui_port,
+        )
+    except OSError as exc:
+        log.error("cannot serve the dashboard on %s:%s: %s", args.ui_host, args.ui_port, exc)
+        return None
+    warn_if_exposed(args.ui_host, "ponos-topology run")
+    log.info("dashboard on %s", ui.url)
+    return ui
 
 
 def _start_reloader(args: argparse.Namespace, runtime: Runtime, signals: _Signals) -> Reloader:

@@ -99,6 +99,16 @@ class Metrics:
         with self._lock:
             return dict(tally)
 
+    def counters(self) -> dict[str, dict[str, int]]:
+        """Every per-sink tally by name, for the worker's heartbeat (the dashboard's rates)."""
+        with self._lock:
+            return {
+                "handled": dict(self.handled),
+                "failed": dict(self.failed),
+                "dead_lettered": dict(self.dead),
+                "conflicts": dict(self.conflicts),
+            }
+
     def add_handled(self, sink: str, n: int) -> None:
         if n:
             with self._lock:

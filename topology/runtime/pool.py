@@ -65,6 +65,9 @@ log = logging.getLogger("topology.pool")
 URL_ENV = "PONOS_POOL_REDIS_URL"
 #: JSON describing a child's place in its pool (parent pid and host, slot, size).
 POOL_ENV = "PONOS_POOL"
+#: Options (each taking a value) only the child of slot 0 keeps: one dashboard per pool
+#: (its figures come from Redis, the whole deployment's), not N on one port.
+ONE_CHILD_FLAGS = ("--ui-port", "--ui-host")
 #: Seconds the parent sleeps between two looks at its children.
 TICK = 0.2
 #: First restart delay, and its ceiling; a child that ran this long resets it.
@@ -200,7 +203,8 @@ class _Pool:
         """
         from topology.server import _die_with_parent, free_port
 
-        argv = [*self.argv, "--workers", "1", "--no-watch"]
+        argv = self.argv if slot.index == 0 else _without(self.argv, ONE_CHILD_FLAGS)
+        argv = [*argv, "--workers", "1", "--no-watch"]
         if self.args.metrics_port is not None:
             slot.port = free_port()
             argv += ["--metrics-port", str(slot.port)]
@@ -428,6 +432,20 @@ def _probe(port: int | None) -> list[str]:
         return body.splitlines() or [f"HTTP {exc.code}"]
     except OSError:
         return ["not serving its probes yet"]
+
+
+def _without(argv: list[str], flags: tuple[str, ...]) -> list[str]:
+    """``argv`` without ``flags`` and their values (``--flag VALUE`` or ``--flag=VALUE``)."""
+    out: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg in flags:
+            skip = True
+        elif not arg.startswith(tuple(f"{flag}=" for flag in flags)):
+            out.append(arg)
+    return out
 
 
 def _exit_text(code: int) -> str:

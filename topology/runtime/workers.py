@@ -19,6 +19,7 @@ import logging
 import os
 import secrets
 import socket
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from topology.runtime.keys import EngineKeys
 
 __all__ = [
     "MISSED_BEATS",
+    "GenerationLog",
     "WorkerRegistry",
     "live_workers",
     "new_worker_id",
@@ -120,6 +122,26 @@ async def read_workers(client: Any, deployment: str) -> dict[str, dict[str, Any]
 async def live_workers(client: Any, deployment: str) -> dict[str, dict[str, Any]]:
     """The registry entries that beat recently."""
     return {k: v for k, v in (await read_workers(client, deployment)).items() if v["live"]}
+
+
+class GenerationLog:
+    """When this worker's last few generations began, for its heartbeat.
+
+    A reload shows in the registry as a new ``generation``; the times let a
+    dashboard opened afterwards still list the reloads (this machine's clock:
+    for people to read, not to order workers by).
+    """
+
+    def __init__(self, keep: int = 5) -> None:
+        self._entries: list[dict[str, Any]] = []
+        self._keep = keep
+
+    def __call__(self, generation: int) -> list[dict[str, Any]]:
+        """The log, newest first, after noting ``generation`` if it is new."""
+        if generation and (not self._entries or self._entries[0]["generation"] != generation):
+            self._entries.insert(0, {"generation": generation, "at": time.time()})
+            del self._entries[self._keep :]
+        return list(self._entries)
 
 
 class WorkerRegistry:

@@ -154,7 +154,7 @@ class Consumer:
         self._streams: dict[str, Stream] = {}
         self._names_by_key: dict[bytes, str] = {}
         self._buffer: deque[Event] = deque()
-        #: Set when the caller empties the buffer (a claim pass waits for room).
+        #: Set when the caller takes the buffer down to half (a claim pass waits for room).
         self._taken = asyncio.Event()
         # The in-flight read, until it has ended (even when its caller gave up on it).
         self._read_task: asyncio.Future[Any] | None = None
@@ -262,7 +262,10 @@ class Consumer:
                     buf.clear()
                     self._taken.set()
                     return batch
-                return [buf.popleft() for _ in range(max_events)]
+                batch = [buf.popleft() for _ in range(max_events)]
+                if len(buf) * 2 <= self.buffer:
+                    self._taken.set()
+                return batch
             await self._fill()
         return []
 
@@ -274,7 +277,7 @@ class Consumer:
         while not self._closed:
             if buf:
                 event = buf.popleft()
-                if not buf:
+                if len(buf) * 2 <= self.buffer:
                     self._taken.set()
                 return event
             await self._fill()

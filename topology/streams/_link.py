@@ -10,6 +10,17 @@ aborting that connection's transport: whatever the read is doing (connecting,
 writing, waiting), it ends at once with a connection error. The next read
 reconnects. Entries the server handed to an aborted read are found again by the
 consumer (see ``Sink._after_interrupted_read``).
+
+Nothing is ever sent on a transport being cut. On CPython 3.12.x and 3.13.0,
+``writelines`` on an aborted transport either raises ``AttributeError`` or
+registers a writer for the dead socket that outlives it, and a later socket
+given the same descriptor then never sees its connect complete (the read
+waits out the connect timeout). Hence: a link is not cut while redis-py sets
+the connection up (its handshake sends several commands): an abort then only
+marks the call, which stops before sending the read; and a call first replaces
+a connection whose transport is closing (cut earlier, or lost while idle).
+Whatever a cut read raises, the caller gets ``ReadInterrupted``, so it reads
+again at once instead of backing off as from a server that went away.
 """
 
 from __future__ import annotations
@@ -18,6 +29,7 @@ import contextlib
 from typing import Any
 
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
 
 from topology.streams._wire import packed_or_none
 
@@ -31,12 +43,24 @@ class ReadInterrupted(RedisConnectionError):
 class ReadLink:
     """One redis.asyncio connection used for one blocking command at a time."""
 
-    __slots__ = ("_aborted", "_connection", "busy")
+    __slots__ = ("_aborted", "_connecting", "_connection", "busy")
 
     def __init__(self, connection: Any) -> None:
         self._connection = connection
         self._aborted = False
+        self._connecting = False
         self.busy = False
+
+    @property
+    def cut(self) -> bool:
+        """Whether the connection's transport is closed or closing (cut, or lost)."""
+        transport = self._transport()
+        return transport is not None and transport.is_closing()
+
+    def _transport(self) -> Any:
+        # redis.asyncio keeps the stream writer in ``_writer`` (4.x to 8.x).
+        writer = getattr(self._connection, "_writer", None)
+        return getattr(writer, "transport", None)
 
     async def call(self, *args: Any) -> Any:
         """Send ``args`` (command name as bytes: no reply callback) and return the raw reply."""
@@ -44,28 +68,44 @@ class ReadLink:
         self._aborted = False
         self.busy = True
         try:
+            if self.cut:  # cut during an earlier call, or lost while idle: never send on it
+                await connection.disconnect(nowait=True)
             if not connection.is_connected:
-                await connection.connect()
-            if self._aborted:  # aborted while connecting (no transport to cut yet)
+                self._connecting = True
+                try:
+                    await connection.connect()
+                finally:
+                    self._connecting = False
+            if self._aborted:  # aborted while connecting: the read is not sent
                 raise ReadInterrupted("read interrupted")
-            packed = packed_or_none(args)
-            if packed is None:
-                await connection.send_command(*args, check_health=False)
-            else:
-                await connection.send_packed_command(packed, check_health=False)
+            await self._send(args)
             return await connection.read_response()
+        except ResponseError:  # the server's reply, whether cut or not
+            raise
+        except Exception as exc:
+            if not self._aborted or isinstance(exc, ReadInterrupted):
+                raise
+            raise ReadInterrupted("read interrupted") from exc
         finally:
             self.busy = False
+
+    async def _send(self, args: tuple[Any, ...]) -> None:
+        connection = self._connection
+        packed = packed_or_none(args)
+        if packed is None:
+            await connection.send_command(*args, check_health=False)
+        else:
+            await connection.send_packed_command(packed, check_health=False)
 
     def abort(self) -> None:
         """End the command in flight now: cut the transport (the owner reconnects later)."""
         if not self.busy:
             return
         self._aborted = True
-        # redis.asyncio keeps the stream writer in ``_writer`` (4.x to 8.x); the
-        # read in flight sees end-of-stream and disconnects the connection itself.
-        writer = getattr(self._connection, "_writer", None)
-        transport = getattr(writer, "transport", None)
+        if self._connecting:  # the handshake may still send: the call stops after it
+            return
+        # The read in flight sees end-of-stream and disconnects the connection itself.
+        transport = self._transport()
         if transport is not None:
             transport.abort()
 

@@ -7,6 +7,7 @@ import contextlib
 import logging
 import os
 import socket
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -469,8 +470,9 @@ class Sink(Consumer):
 
         A backlog larger than the buffer (a consumer that died holding big
         batches, a long outage) is taken page after page in the same pass: the
-        next page as soon as the caller has taken the last one, the lease kept
-        meanwhile so other instances do not fight over it. The pass ends when
+        next page as soon as the caller has taken half the buffer (so claiming
+        overlaps handling), the lease kept meanwhile so other instances do not
+        fight over it. The pass ends when
         nothing idle is left, or when the caller takes nothing for half an ack
         grace (it is busy: the next pass goes on).
         """
@@ -479,6 +481,7 @@ class Sink(Consumer):
         if not await redis.set(self._lease_key, self.consumer, nx=True, px=lease_ms):
             return 0
         total = 0
+        renewed = time.monotonic()
         try:
             while True:
                 page, more = await self._claim_page()
@@ -487,22 +490,25 @@ class Sink(Consumer):
                     return total
                 if not await self._wait_taken(self.ack_grace / 2):
                     return total
-                if not await self._extend_lease(
-                    keys=[self._lease_key], args=[self.consumer, lease_ms]
-                ):
-                    return total  # lost it (paused past its TTL): the holder goes on
+                if time.monotonic() - renewed > self.ack_grace / 3:
+                    renewed = time.monotonic()
+                    held = await self._extend_lease(
+                        keys=[self._lease_key], args=[self.consumer, lease_ms]
+                    )
+                    if not held:
+                        return total  # lost it (paused past its TTL): the holder goes on
         finally:
             with contextlib.suppress(*RETRYABLE_ERRORS):
                 await self._release_lease(keys=[self._lease_key], args=[self.consumer])
 
     async def _wait_taken(self, timeout: float) -> bool:
-        """Wait until the caller has emptied the buffer; False after ``timeout``."""
-        if not self._buffer:
+        """Wait until the caller has taken the buffer down to half; False after ``timeout``."""
+        if len(self._buffer) * 2 <= self.buffer:
             return True
         self._taken.clear()
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._taken.wait(), timeout)
-        return not self._buffer
+        return len(self._buffer) * 2 <= self.buffer
 
     async def _claim_page(self) -> tuple[int, bool]:
         """Claim up to the buffer's room over every stream; ``(claimed, more left)``."""
