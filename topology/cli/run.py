@@ -117,6 +117,14 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument("--quiet", action="store_true", help="drop the periodic summary lines")
     parser.add_argument(
+        "--workers",
+        type=_workers,
+        default=1,
+        metavar="N|auto",
+        help="run N worker processes under one supervising parent (auto: one per usable CPU;"
+        " default 1: this process alone)",
+    )
+    parser.add_argument(
         "--drain-timeout",
         type=_seconds,
         default=30.0,
@@ -141,6 +149,12 @@ def _port(text: str, lowest: int = 1) -> int:
 def _any_port(text: str) -> int:
     """A TCP port, or 0 for any free one."""
     return _port(text, lowest=0)
+
+
+def _workers(text: str) -> int:
+    from topology.runtime.pool import parse_workers
+
+    return parse_workers(text)
 
 
 def _seconds(text: str) -> float:
@@ -184,6 +198,13 @@ def run(args: argparse.Namespace) -> int:
             print(problem, file=sys.stderr)
         if topology is None:
             return EXIT_USAGE
+    if args.workers > 1:
+        from topology.runtime.pool import run_pool
+
+        return run_pool(args, topology)
+    from topology.runtime.pool import take_child_env
+
+    take_child_env(args)  # in a pool's child: the parent's Redis
     state = _RunState()
     try:
         code = asyncio.run(_main(args, topology, state))
@@ -282,6 +303,7 @@ async def _follow_deployment(args: argparse.Namespace, signals: _Signals, state:
     from topology.config.model import Topology
     from topology.runtime.connect import open_redis
     from topology.runtime.deployment import DeploymentFollower
+    from topology.runtime.pool import child_info
     from topology.runtime.workers import WorkerRegistry, new_worker_id
     from topology.streams import Connection
 
@@ -309,6 +331,7 @@ async def _follow_deployment(args: argparse.Namespace, signals: _Signals, state:
                 "generation": 0,
                 "deployment_version": follower.version,
                 "deployment_rejected": follower.rejected,
+                **child_info(),
             }
         )
         try:
@@ -340,6 +363,7 @@ async def _serve(
     from topology.cli import EXIT_FAILURE, EXIT_OK
     from topology.runtime import ApplyError, Runtime
     from topology.runtime.logs import SUMMARY_LOGGER, bind_fields
+    from topology.runtime.pool import child_info
     from topology.runtime.workers import GenerationLog, WorkerRegistry, new_worker_id
 
     # A deployment worker is registered while it waits for a valid version.
@@ -369,6 +393,7 @@ async def _serve(
                 if follower is not None
                 else {}
             ),
+            **child_info(),
         }
     )
     with contextlib.suppress(asyncio.TimeoutError):

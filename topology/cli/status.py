@@ -11,7 +11,8 @@ that a sink's count is of the newest ones, shown as ``N+``). A stateful sink
 also shows its number of state keys (a ``SCAN``).
 Per source: ended, failed, or which worker holds its lease. Per worker: id,
 version, generation, the deployment version it runs (and the last one it
-rejected, with why) and the age of its last heartbeat. The Redis URL is shown
+rejected, with why) and the age of its last heartbeat; the children of a
+``run --workers`` pool are listed under their parent (host and pid). The Redis URL is shown
 with its password masked, and the whole output is redacted once more before it
 is printed: nothing a worker published can leak a password either.
 """
@@ -92,18 +93,33 @@ def format_text(data: dict[str, Any]) -> str:
     lines.append("workers:")
     if not data["workers"]:
         lines.append("  (none)")
+    pools: dict[tuple[str, Any], list[str]] = {}
     for wid, w in data["workers"].items():
-        state = "live" if w.get("live") else "stale"
-        applied = w.get("deployment_version")
-        config = f"  config v{applied}" if applied is not None else ""
-        refused = w.get("deployment_rejected")
-        if isinstance(refused, dict):
-            config += f"  (v{refused.get('version')} rejected: {refused.get('reason')})"
-        lines.append(
-            f"  {wid}  version {w.get('version', '?')}  generation {w.get('generation', '?')}"
-            f"{config}  beat {w.get('age', 0):.1f}s ago  {state}"
-        )
+        pool = w.get("pool")
+        if isinstance(pool, dict):  # a child of `run --workers`: shown under its parent
+            where = (str(pool.get("host", "?")), pool.get("parent_pid", "?"))
+            pools.setdefault(where, []).append(
+                f"    {_worker_line(wid, w)}  slot {pool.get('slot')}"
+            )
+        else:
+            lines.append(f"  {_worker_line(wid, w)}")
+    for (host, pid), children in pools.items():
+        lines.append(f"  pool on {host}, parent pid {pid}: {len(children)} workers")
+        lines.extend(children)
     return "\n".join(lines)
+
+
+def _worker_line(wid: str, w: dict[str, Any]) -> str:
+    state = "live" if w.get("live") else "stale"
+    applied = w.get("deployment_version")
+    config = f"  config v{applied}" if applied is not None else ""
+    refused = w.get("deployment_rejected")
+    if isinstance(refused, dict):
+        config += f"  (v{refused.get('version')} rejected: {refused.get('reason')})"
+    return (
+        f"{wid}  version {w.get('version', '?')}  generation {w.get('generation', '?')}"
+        f"{config}  beat {w.get('age', 0):.1f}s ago  {state}"
+    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from topology.runtime.keys import EngineKeys
+from topology.streams import after_failure
 
 __all__ = [
     "MISSED_BEATS",
@@ -208,6 +209,7 @@ class WorkerRegistry:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # Redis down: keep trying, say it once
+                await after_failure(self.client, exc)
                 if not failing:
                     log.warning("heartbeat failed: %s", exc)
                 failing = True

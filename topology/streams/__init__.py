@@ -12,7 +12,15 @@ Usable on its own; imports nothing of the engine::
 """
 
 from topology.streams._connection import AddOutcomeUnknown, Connection
-from topology.streams._consumer import event_filter
+from topology.streams._consumer import event_filter, socket_timeout_of
+from topology.streams._deadline import (
+    DEFAULT_TIMEOUT,
+    DeadlineExceeded,
+    after_failure,
+    drop_idle_connections,
+    missed,
+    opened_before_a_stall,
+)
 from topology.streams._event import Event
 from topology.streams._keys import DEFAULT_PREFIX, StreamKeys
 from topology.streams._lease import RELEASE_LEASE_SCRIPT
@@ -33,11 +41,13 @@ from topology.streams._wire import decode_entry, entry_fields, is_plain, packed_
 
 __all__ = [
     "DEFAULT_PREFIX",
+    "DEFAULT_TIMEOUT",
     "RELEASE_LEASE_SCRIPT",
     "RETRYABLE_ERRORS",
     "AddOutcomeUnknown",
     "Backoff",
     "Connection",
+    "DeadlineExceeded",
     "Event",
     "Reader",
     "ReaderOptions",
@@ -46,15 +56,20 @@ __all__ = [
     "Stream",
     "StreamKeys",
     "Topic",
+    "after_failure",
     "decode_entry",
+    "drop_idle_connections",
     "encode_payload",
     "entry_fields",
     "event_filter",
     "is_plain",
     "is_refused_for_now",
     "is_transient",
+    "missed",
+    "opened_before_a_stall",
     "packed_or_none",
     "parse_start",
     "pause",
+    "socket_timeout_of",
     "stream_name_problem",
 ]

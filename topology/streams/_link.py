@@ -11,6 +11,10 @@ writing, waiting), it ends at once with a connection error. The next read
 reconnects. Entries the server handed to an aborted read are found again by the
 consumer (see ``Sink._after_interrupted_read``).
 
+The link's reads have a deadline of their own (:mod:`._deadline`): the BLOCK
+plus a margin. A read still unanswered then is on a connection that stopped
+forwarding; the link drops it and the consumer reads again on a new one.
+
 Nothing is ever sent on a transport being cut. On CPython 3.12.x and 3.13.0,
 ``writelines`` on an aborted transport either raises ``AttributeError`` or
 registers a writer for the dead socket that outlives it, and a later socket
@@ -30,7 +34,9 @@ from typing import Any
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from topology.streams._deadline import missed
 from topology.streams._wire import packed_or_none
 
 __all__ = ["ReadInterrupted", "ReadLink", "new_link"]
@@ -43,13 +49,15 @@ class ReadInterrupted(RedisConnectionError):
 class ReadLink:
     """One redis.asyncio connection used for one blocking command at a time."""
 
-    __slots__ = ("_aborted", "_connecting", "_connection", "busy")
+    __slots__ = ("_aborted", "_connecting", "_connection", "busy", "deadline")
 
-    def __init__(self, connection: Any) -> None:
+    def __init__(self, connection: Any, deadline: float | None = None) -> None:
         self._connection = connection
         self._aborted = False
         self._connecting = False
         self.busy = False
+        #: Seconds a command may go unanswered (the connection's socket timeout).
+        self.deadline = deadline
 
     @property
     def cut(self) -> bool:
@@ -82,6 +90,14 @@ class ReadLink:
             return await connection.read_response()
         except ResponseError:  # the server's reply, whether cut or not
             raise
+        except RedisTimeoutError as exc:
+            if self._aborted:
+                raise ReadInterrupted("read interrupted") from exc
+            if self.deadline is None:
+                raise
+            # Past its deadline: redis-py has dropped the connection; the next call
+            # makes a new one.
+            raise missed(connection, self.deadline, "a blocking read") from None
         except Exception as exc:
             if not self._aborted or isinstance(exc, ReadInterrupted):
                 raise
@@ -115,8 +131,11 @@ class ReadLink:
             await self._connection.disconnect(nowait=True)
 
 
-def new_link(redis: Any, node: Any = None) -> ReadLink | None:
+def new_link(redis: Any, node: Any = None, deadline: float | None = None) -> ReadLink | None:
     """A link with the settings of the client's connections (or of cluster ``node``'s).
+
+    ``deadline`` (seconds) replaces their socket timeout: a blocking read needs
+    its BLOCK plus a margin, not the bound of a plain command.
 
     None when the client exposes no way to make one (then the consumer falls
     back to the shared pool and task cancellation). The connection does not
@@ -133,7 +152,11 @@ def new_link(redis: Any, node: Any = None) -> ReadLink | None:
         return None
     kwargs = dict(kwargs)
     kwargs["retry"] = Retry(NoBackoff(), 0)
+    if deadline is not None:
+        kwargs["socket_timeout"] = deadline
+        if "orig_socket_timeout" in kwargs:  # what a maintenance notice restores
+            kwargs["orig_socket_timeout"] = deadline
     try:
-        return ReadLink(connection_class(**kwargs))
+        return ReadLink(connection_class(**kwargs), deadline)
     except TypeError:  # a connection class with other settings: use the pool
         return None

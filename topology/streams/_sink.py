@@ -560,14 +560,38 @@ class Sink(Consumer):
                 min(room, self.count),
             )
             cursor, entries = reply[0], reply[1]
+            first = len(claimed)
             unmatched = self._to_events(
                 ((stream.key.encode(), entries),), claimed, track=False, skip=skip
             )
+            if len(claimed) > first:
+                await self._count_deliveries(stream.key, claimed[first:])
             for name, ids in (unmatched or {}).items():
                 unmatched_all.setdefault(name, []).extend(ids)
             if cursor in (b"0-0", "0-0"):
                 await self._remove_stale_consumers(stream.key)
                 return False
+
+    async def _count_deliveries(self, key: str, events: list[Event]) -> None:
+        """Set the claimed ``events``' delivery counts (XAUTOCLAIM does not return them).
+
+        One XPENDING over their id range, on this consumer (they are ours now).
+        An event that keeps coming back may be what kills the consumers that
+        take it: the count lets the caller stop handing it to them.
+        """
+        rows = await self.conn.execute_raw(
+            key,
+            b"XPENDING",
+            key,
+            self.name,
+            events[0].id,
+            events[-1].id,
+            len(events) + self.buffer + self.count,
+            self.consumer,
+        )
+        counts = {_text(row[0]): int(row[3]) for row in rows or ()}
+        for event in events:
+            event.deliveries = counts.get(event.id, event.deliveries)
 
     async def _remove_stale_consumers(self, key: str) -> None:
         """Drop consumers of the group with nothing pending, idle for 3 x ack_grace."""
@@ -597,3 +621,7 @@ class Sink(Consumer):
             task.cancel()
             # Give the cancellation a moment to unwind, never more than a few ms.
             await asyncio.wait((task,), timeout=0.05)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
