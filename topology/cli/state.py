@@ -89,6 +89,9 @@ def run(args: argparse.Namespace) -> int:
     from topology.cli import EXIT_OK, EXIT_USAGE
     from topology.cli._connection import load_config, run_command
 
+    if not isinstance(args.sink, str):  # after a doubled "--", argparse leaves [] there
+        print(f"{PROG}: error: the following arguments are required: SINK", file=sys.stderr)
+        return EXIT_USAGE
     topology = load_config(args.config)
     if topology is None:
         return EXIT_USAGE
