@@ -101,3 +101,10 @@ async def test_the_test_file_init_writes_holds(tmp_path: Path, r: aioredis.Redis
 def test_ponos_topology_test_passes_the_file_init_writes(tmp_path: Path) -> None:
     assert main(["init", str(tmp_path), "--name", "demo"]) == 0
     assert main(["test", str(tmp_path / "demo_test.yaml")]) == 0
+
+
+def test_init_refuses_a_folder_name_with_a_nul(capsys: pytest.CaptureFixture[str]) -> None:
+    from topology.cli import main
+
+    assert main(["init", "a\x00b"]) == 2
+    assert "cannot hold a NUL" in capsys.readouterr().err

@@ -141,6 +141,9 @@ def run(args: argparse.Namespace) -> int:
     from topology.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 
     prog = "ponos-topology init"
+    if "\x00" in args.dir:  # no file system takes it: say so rather than fail on it
+        print(f"{prog}: error: DIR {args.dir!r}: a folder name cannot hold a NUL", file=sys.stderr)
+        return EXIT_USAGE
     folder = Path(args.dir)
     name = args.name or _name_from(folder)
     if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", name):
