@@ -327,6 +327,9 @@ async def _serve(
     worker_id = registry.worker_id
     bind_fields(worker=worker_id)  # every line of this process, actors' included
     where = "embedded server" if connected.server is not None else connected.url_redacted
+    if connected.conn.cluster:
+        masters = len(connected.client.get_primaries())  # type: ignore[attr-defined]
+        where += f" (Redis Cluster detected: {masters} masters)"
     log.info("ponos-topology %s: %s on %s, worker %s", __version__, topology.name, where, worker_id)
     runtime = Runtime(
         connected.conn,

@@ -33,6 +33,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping
+from typing import Any
 
 from topology.config.model import SinkSpec, StreamSpec
 from topology.runtime.commit import Committer
@@ -41,6 +42,7 @@ from topology.runtime.logs import bind_fields, event_fields
 from topology.runtime.metrics import Metrics
 from topology.runtime.pipeline import Chunk, InHand, Lane, LoopLane, Step, Steps, ThreadLane
 from topology.runtime.retry import TRIES_WHEN_STOPPING, FailurePlan, RedisRetry, RetryQueue
+from topology.runtime.workers import ConsumerOwners
 from topology.streams import Connection, Event, Sink, Stream, pause
 
 __all__ = ["Actor"]
@@ -67,8 +69,10 @@ class Actor:
         streams: Callable[[], Mapping[str, StreamSpec]],
         metrics: Metrics,
         matcher: Callable[[Event], bool] | None = None,
+        owners: ConsumerOwners | None = None,
     ) -> None:
         self.spec = spec
+        self.owners = owners
         self.index = index
         self.conn = conn
         self.handler = handler
@@ -153,6 +157,8 @@ class Actor:
             topic=spec.topic,
             topic_pattern=spec.topic_pattern,
             matcher=self.matcher,
+            held=self._retries.held,
+            **self._owner_hooks(),
         )
         try:
             for ref in rest:
@@ -174,6 +180,16 @@ class Actor:
         self._task = asyncio.create_task(self._run(), name=f"actor {self.name}")
         self._task.add_done_callback(self._on_exit)
         log.info("actor %s started (consumer %s)", self.name, sink.consumer)
+
+    def _owner_hooks(self) -> dict[str, Any]:
+        """The consumer's name (its worker's id first) and the heartbeat check that tells
+        a claim pass whether another consumer's worker is dead."""
+        if self.owners is None:
+            return {}
+        return {
+            "consumer": self.owners.consumer_name(self.name),
+            "consumer_alive": self.owners.alive,
+        }
 
     def _new_lane(self, committer: Committer) -> Lane:
         """The thread lane when the handler has a thread of its own and the committer a

@@ -38,6 +38,7 @@ per chunk; see ``tools/profile_light.py``).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
@@ -50,17 +51,31 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisClusterException, ResponseError
 
 from topology.config.model import StreamSpec
-from topology.streams import Event, is_plain, packed_or_none
+from topology.streams import (
+    Backoff,
+    Event,
+    describe_error,
+    is_plain,
+    is_transient,
+    packed_or_none,
+)
+from topology.streams._consumer import is_nogroup
 
 __all__ = ["COMMIT_SCRIPT", "Add", "Committer", "Entry"]
 
 log = logging.getLogger("topology.runtime")
 
 
+#: First delay after a Redis error in the commit path (the retry doubles it).
+ERROR_BACKOFF_FIRST = 0.1
 #: Commit modes: one script with the attempts hash; one script for the streams and
 #: the counters cleared beside it (cluster, streams in one slot); a fenced but
 #: non-atomic pipeline (cluster, streams in several slots).
 FULL, NO_ATTEMPTS, SPLIT = "full", "no-attempts", "split"
+#: Tries of clearing committed events' attempt counters beside the commit, and their
+#: backoff (the first delay is the commit retry's).
+CLEANUP_TRIES = 4
+CLEANUP_BACKOFF_CAP = 1.0
 
 
 def _is_cross_slot(exc: Exception) -> bool:
@@ -442,15 +457,14 @@ class ScriptBesideAttempts(ScriptCommit):
         return conflicts
 
     async def _clear_attempts(self, entries: Sequence[Entry], conflicts: list[int]) -> None:
-        c = self.committer
         skip = set(conflicts)
-        fields = [
-            attempts_field(e.event.stream_name, e.event.id)
-            for i, e in enumerate(entries)
-            if i not in skip
-        ]
-        if fields:  # one extra round trip per batch, on a cluster only
-            await c.redis.hdel(c.attempts_key, *fields)
+        await self.committer.clear_attempts(
+            [
+                attempts_field(e.event.stream_name, e.event.id)
+                for i, e in enumerate(entries)
+                if i not in skip
+            ]
+        )
 
 
 class SplitCommit(CommitMode):
@@ -463,24 +477,14 @@ class SplitCommit(CommitMode):
     name = SPLIT
 
     async def commit(self, entries: Sequence[Entry]) -> list[int]:
-        """The cross-slot fallback: ownership check, then adds, acks and counters pipelined.
-
-        Still fenced (an event claimed away writes nothing), but not atomic:
-        at-least-once on the output streams.
-        """
+        """Check, then add and wait for every add, then ack: the acks are only sent once
+        every output of the batch is confirmed, so a node failing half-way leaves its
+        events pending (their outputs may then be written twice, never lost)."""
         c = self.committer
-        redis = c.redis
+        owned = await self._owned(entries)
         key_of = c._stream_key
-        check = redis.pipeline(transaction=False)
-        for entry in entries:
-            ev = entry.event
-            check.xpending_range(
-                key_of(ev.stream_name), c.group, ev.id, ev.id, 1, consumername=c.consumer
-            )
-        replies = await check.execute(raise_on_error=False)  # NOGROUP -> not owned
-        owned = [isinstance(reply, list) and bool(reply) for reply in replies]
         specs = c._streams()
-        pipe = redis.pipeline(transaction=False)
+        adds = c.redis.pipeline(transaction=False)
         acks: dict[str, list[str]] = {}
         trim: set[str] = set()
         fields: list[str] = []
@@ -494,22 +498,45 @@ class SplitCommit(CommitMode):
                     args += ["MAXLEN", "~", spec.max_len]
                 if spec is not None and spec.ttl is not None:
                     trim.add(add.stream)
-                pipe.execute_command(*args, "*", *add.fields)
+                adds.execute_command(*args, "*", *add.fields)
             acks.setdefault(entry.event.stream_name, []).append(entry.event.id)
             fields.append(attempts_field(entry.event.stream_name, entry.event.id))
-        for stream, ids in acks.items():
-            pipe.execute_command("XACK", key_of(stream), c.group, *ids)
-        if fields:
-            pipe.hdel(c.attempts_key, *fields)
+        if not acks:
+            return [i for i, mine in enumerate(owned) if not mine]
         now_ms = int(time.time() * 1000)
         for stream in trim:
             ttl = specs[stream].ttl or 0
-            pipe.execute_command(
+            adds.execute_command(
                 "XTRIM", key_of(stream), "MINID", "~", max(0, now_ms - int(ttl * 1000))
             )
-        if acks:
-            await pipe.execute()
+        if len(adds):
+            await adds.execute()  # raises if any add failed: nothing is acked then
+        ack = c.redis.pipeline(transaction=False)
+        for stream, ids in acks.items():
+            ack.execute_command("XACK", key_of(stream), c.group, *ids)
+        await ack.execute()
+        await c.clear_attempts(fields)
         return [i for i, mine in enumerate(owned) if not mine]
+
+    async def _owned(self, entries: Sequence[Entry]) -> list[bool]:
+        """Whether each entry is still pending on this consumer. A check that errors
+        (a node away) raises, to be retried: only a clear answer counts as not owned."""
+        c = self.committer
+        check = c.redis.pipeline(transaction=False)
+        for entry in entries:
+            ev = entry.event
+            check.xpending_range(
+                c._stream_key(ev.stream_name), c.group, ev.id, ev.id, 1, consumername=c.consumer
+            )
+        owned: list[bool] = []
+        for reply in await check.execute(raise_on_error=False):
+            if isinstance(reply, Exception):
+                if not is_nogroup(reply):  # NOGROUP: the group is gone, nothing is ours
+                    raise reply
+                owned.append(False)
+            else:
+                owned.append(isinstance(reply, list) and bool(reply))
+        return owned
 
 
 _MODES: dict[str, type[CommitMode]] = {
@@ -674,6 +701,39 @@ class Committer:
         except NoScriptError:  # a restarted or flushed server: load, run again
             self._script.sha = await self.redis.script_load(COMMIT_SCRIPT)
             return await self._script(keys=keys, args=args)
+
+    async def clear_attempts(self, fields: Sequence[str]) -> None:
+        """Delete the attempt counters of committed events, beside the commit.
+
+        The commit went through: a failure here must not make the batch look
+        uncommitted (a retried commit would count its events as conflicts). It is
+        tried again while the server is away for a moment, then left: a counter of
+        an acked event is never read again, only kept until this is retried.
+        """
+        if not fields:
+            return
+        backoff = Backoff(ERROR_BACKOFF_FIRST, CLEANUP_BACKOFF_CAP)
+        for _ in range(CLEANUP_TRIES):
+            try:
+                await self.redis.hdel(self.attempts_key, *fields)
+                return
+            except Exception as exc:
+                if not is_transient(exc):
+                    log.warning(
+                        "sink %s: the commit went through but its %d attempt counter(s) "
+                        "were not cleared (%s); they stay in %s",
+                        self.group,
+                        len(fields),
+                        describe_error(exc),
+                        self.attempts_key,
+                    )
+                    return
+                await asyncio.sleep(backoff.next())  # a backoff, not a synchronisation
+        log.warning(
+            "sink %s: %d attempt counter(s) of committed events not cleared: Redis away",
+            self.group,
+            len(fields),
+        )
 
     async def count_attempts(self, events: Sequence[Event]) -> list[int]:
         """``HINCRBY`` each event's failed-attempts counter; the new counts."""

@@ -31,6 +31,7 @@ from topology.runtime.actor import Actor
 from topology.runtime.handlers import runner_for
 from topology.runtime.keys import EngineKeys
 from topology.runtime.metrics import Metrics
+from topology.runtime.workers import ConsumerOwners
 from topology.streams import Connection
 
 __all__ = ["ApplyError", "Runtime"]
@@ -84,6 +85,7 @@ class Runtime:
         self.worker_id = worker_id
         self.base_dir = base_dir
         self.keys = EngineKeys(deployment)
+        self.owners = ConsumerOwners(conn.redis, deployment, worker_id)
         self.metrics = metrics or Metrics()
         self.drain_timeout = drain_timeout
         self.topology = Topology.empty(deployment)
@@ -265,6 +267,7 @@ class Runtime:
             streams=self.streams,
             metrics=self.metrics,
             matcher=prepared.matcher,
+            owners=self.owners,
         )
 
     async def _start_actors(

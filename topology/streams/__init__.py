@@ -23,11 +23,13 @@ from topology.streams._reader import Reader
 from topology.streams._retry import (
     RETRYABLE_ERRORS,
     Backoff,
+    describe_error,
     is_refused_for_now,
+    is_routine_redirect,
     is_transient,
     pause,
 )
-from topology.streams._sink import Sink
+from topology.streams._sink import STALE_AFTER, ConsumerAlive, Sink
 from topology.streams._stream import Stream, Topic, stream_name_problem
 from topology.streams._wire import decode_entry, entry_fields, is_plain, packed_or_none
 
@@ -35,9 +37,11 @@ __all__ = [
     "DEFAULT_PREFIX",
     "RELEASE_LEASE_SCRIPT",
     "RETRYABLE_ERRORS",
+    "STALE_AFTER",
     "AddOutcomeUnknown",
     "Backoff",
     "Connection",
+    "ConsumerAlive",
     "Event",
     "Reader",
     "ReaderOptions",
@@ -47,11 +51,13 @@ __all__ = [
     "StreamKeys",
     "Topic",
     "decode_entry",
+    "describe_error",
     "encode_payload",
     "entry_fields",
     "event_filter",
     "is_plain",
     "is_refused_for_now",
+    "is_routine_redirect",
     "is_transient",
     "packed_or_none",
     "parse_start",

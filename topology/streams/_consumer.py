@@ -26,13 +26,20 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from redis.exceptions import AskError, ResponseError
+from redis.exceptions import AskError, MovedError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from topology.streams._event import Event
 from topology.streams._link import ReadInterrupted, ReadLink, new_link
 from topology.streams._options import ReaderOptions
-from topology.streams._retry import RETRYABLE_ERRORS, Backoff, pause
+from topology.streams._retry import (
+    RETRYABLE_ERRORS,
+    Backoff,
+    describe_error,
+    is_routine_redirect,
+    is_transient,
+    pause,
+)
 from topology.streams._wire import entries_of
 
 if TYPE_CHECKING:
@@ -338,7 +345,7 @@ class Consumer:
             except RETRYABLE_ERRORS as err:
                 await self._retry_later(err)
             return
-        if isinstance(exc, RETRYABLE_ERRORS):
+        if is_transient(exc) or is_routine_redirect(exc):
             await self._retry_later(exc)
             return
         raise exc
@@ -356,12 +363,13 @@ class Consumer:
         """Jittered exponential backoff (50 ms -> 2 s), cut short by a change or close."""
         delay = self._backoff.next()
         failures = self._backoff.failures
-        if failures == 1 or failures % 20 == 0:
+        if is_routine_redirect(exc):  # a cluster moving slots: the next read follows
+            log.debug("%s: read redirected (%s); reading again", self, exc)
+        elif failures == 1 or failures % 20 == 0:
             log.warning(
-                "%s: read failed (%s: %s); retrying (attempt %d)",
+                "%s: read failed (%s); retrying (attempt %d)",
                 self,
-                type(exc).__name__,
-                exc,
+                describe_error(exc),
                 failures,
             )
         self._wake.clear()
@@ -396,11 +404,15 @@ class Consumer:
             return await self.conn.execute_raw(keys[0], *args)
         try:
             return await link.call(*args)
-        except AskError:  # MovedError too: the slots moved
+        except MovedError:  # the slot moved for good
             await self.conn.redis.nodes_manager.initialize()
             if self._read_aborted:
                 raise ReadInterrupted("read interrupted") from None
             return await self._link(keys[0]).call(*args)
+        except AskError as exc:  # a slot migrating: this key has left already
+            if self._read_aborted:
+                raise ReadInterrupted("read interrupted") from None
+            return await self.conn.asking(exc, *args)
         except (RedisConnectionError, OSError):
             if self.conn.cluster and not self._read_aborted:
                 # A node went away (failover?): refresh the map for the next attempt.

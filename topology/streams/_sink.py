@@ -8,7 +8,7 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence, Set
 from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import ResponseError
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from topology.streams._connection import Connection
     from topology.streams._stream import Stream
 
-__all__ = ["Sink"]
+__all__ = ["ConsumerAlive", "Sink"]
 
 log = logging.getLogger("topology.streams")
 
@@ -39,8 +39,15 @@ end
 return -1
 """
 
-#: A consumer with nothing pending and idle for this many ack grace periods is stale.
-STALE_AFTER_GRACES = 3
+#: Without a ``consumer_alive`` hook, a consumer with nothing pending is taken for
+#: dead once idle this long (seconds), or this many ack graces if that is longer:
+#: far past any pause of a live one (a long handler, a stalled network, a worker
+#: waiting for Redis to come back).
+STALE_AFTER = 3600.0
+STALE_AFTER_GRACES = 100
+
+#: Whether consumer ``name`` of the group, idle ``idle_ms``, still has a live owner.
+ConsumerAlive = Callable[[str, int], Awaitable[bool]]
 
 #: Idle time (ms) given to entries handed back (``XCLAIM ... IDLE``): past any
 #: sensible ack grace, so the next claim pass of any instance takes them, and far
@@ -63,6 +70,15 @@ class Sink(Consumer):
     Un-acked events are re-claimed after ``ack_grace`` seconds by one instance
     (the holder of the claim lease) and delivered again. Events the filter does
     not match are acked at once (pulse leaves them pending forever).
+
+    Hooks for a caller that knows more than the streams do: ``consumer`` names
+    this instance's consumer (default ``host-pid-random``); ``held`` returns the
+    ``(stream, id)`` of events the caller still holds on purpose (e.g. waiting
+    for a retry), which a claim pass never hands it again; ``consumer_alive``
+    tells whether another consumer of the group still has a live owner. A
+    consumer is only ever removed from the group when it has nothing pending and
+    its owner is dead: by default, when it has been idle for
+    :data:`STALE_AFTER` seconds (or :data:`STALE_AFTER_GRACES` ack graces).
     """
 
     def __init__(
@@ -79,6 +95,9 @@ class Sink(Consumer):
         topic_pattern: str | None = SinkOptions.topic_pattern,
         matcher: Callable[[Event], bool] | None = SinkOptions.matcher,
         no_ack: bool = SinkOptions.no_ack,
+        consumer: str | None = None,
+        held: Callable[[], Set[tuple[str, str]]] | None = None,
+        consumer_alive: ConsumerAlive | None = None,
     ) -> None:
         if not name:
             raise ValueError("a sink needs a name")
@@ -95,7 +114,9 @@ class Sink(Consumer):
         )
         super().__init__(conn, options, event_filter(topic, topic_pattern, matcher))
         self.name = name
-        self.consumer = _consumer_name()
+        self.consumer = consumer or _consumer_name()
+        self._held = held
+        self._consumer_alive = consumer_alive or self._idle_not_too_long
         self.ack_grace = ack_grace
         self.no_ack = no_ack
         self.topic = topic
@@ -507,6 +528,8 @@ class Sink(Consumer):
         claimed: list[Event] = []
         unmatched_all: dict[str, list[str]] = {}
         skip = {(e.stream_name, e.id) for e in self._buffer}
+        if self._held is not None:
+            skip |= self._held()
         more = False
         for stream in list(self._streams.values()):
             more = await self._claim_stream(stream, claimed, unmatched_all, skip) or more
@@ -562,20 +585,37 @@ class Sink(Consumer):
                 return False
 
     async def _remove_stale_consumers(self, key: str) -> None:
-        """Drop consumers of the group with nothing pending, idle for 3 x ack_grace."""
+        """Drop consumers of the group with nothing pending whose owner is dead.
+
+        Deleting a consumer drops its pending entries: one holding any is left
+        for the claim pass to empty first (and the delete script checks again,
+        atomically). A live consumer may be idle for long (a handler busy, its
+        worker waiting for Redis), so idleness alone is not death: that is
+        ``consumer_alive``'s to say.
+        """
         redis = self.conn.redis
-        stale_ms = STALE_AFTER_GRACES * self.ack_grace * 1000
         for info in await redis.xinfo_consumers(key, self.name):
             name = info.get("name") if "name" in info else info.get(b"name")
             pending = info.get("pending", info.get(b"pending", 1))
-            idle = info.get("idle", info.get(b"idle", 0))
+            idle = int(info.get("idle", info.get(b"idle", 0)))
             if isinstance(name, bytes):
                 name = name.decode()
-            if name == self.consumer or int(pending) != 0 or int(idle) <= stale_ms:
+            if name == self.consumer or int(pending) != 0:
+                continue
+            if await self._consumer_alive(name, idle):
                 continue
             removed = await self._delete_idle_consumer(keys=[key], args=[self.name, name])
             if removed != -1:
-                log.info("sink %r: removed stale consumer %r", self.name, name)
+                log.info(
+                    "sink %r: removed consumer %r (nothing pending, owner gone, idle %.0fs)",
+                    self.name,
+                    name,
+                    idle / 1000,
+                )
+
+    async def _idle_not_too_long(self, name: str, idle_ms: int) -> bool:
+        """The default ``consumer_alive``: alive unless idle far longer than any pause."""
+        return idle_ms <= 1000 * max(STALE_AFTER, STALE_AFTER_GRACES * self.ack_grace)
 
     # -- closing ---------------------------------------------------------------------
 

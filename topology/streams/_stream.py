@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Set
 from typing import TYPE_CHECKING, Any
 
 from topology.streams._options import ReaderOptions, SinkOptions
@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from topology.streams._connection import Connection
     from topology.streams._event import Event
     from topology.streams._reader import Reader
-    from topology.streams._sink import Sink
+    from topology.streams._sink import ConsumerAlive, Sink
 
 __all__ = ["Stream", "Topic", "stream_name_problem"]
 
@@ -129,6 +129,9 @@ class Stream:
         topic_pattern: str | None = SinkOptions.topic_pattern,
         matcher: Callable[[Event], bool] | None = SinkOptions.matcher,
         no_ack: bool = SinkOptions.no_ack,
+        consumer: str | None = None,
+        held: Callable[[], Set[tuple[str, str]]] | None = None,
+        consumer_alive: ConsumerAlive | None = None,
     ) -> Sink:
         """A member of consumer group ``name`` on this stream (see :class:`Sink`)."""
         from topology.streams._sink import Sink
@@ -145,6 +148,9 @@ class Stream:
             topic_pattern=topic_pattern,
             matcher=matcher,
             no_ack=no_ack,
+            consumer=consumer,
+            held=held,
+            consumer_alive=consumer_alive,
         )
         try:
             await sink.add_stream(self)
