@@ -73,6 +73,7 @@ async def annotate_live(graph: Any, client: Any, conn: Any) -> None:
     from redis.exceptions import ResponseError
 
     from topology.graph import nodes_of
+    from topology.streams import read_group_lag
 
     lengths: dict[str, int] = {}
     for _node, data in nodes_of(graph, "stream"):
@@ -95,18 +96,22 @@ async def annotate_live(graph: Any, client: Any, conn: Any) -> None:
             if edge.get("kind") != "read":
                 continue
             info = groups.get(edge["stream"], {}).get(data["name"])
+            live: dict[str, Any]
             if info is None:
                 live = {"pending": 0, "lag": None, "group": False}
             else:
-                raw_lag = info.get("lag")
+                state = await read_group_lag(conn, conn.stream_key(edge["stream"]), data["name"])
                 live = {
                     "pending": int(info.get("pending") or 0),
-                    "lag": None if raw_lag is None else int(raw_lag),
+                    "lag": None if state is None else state.lag,
                     "group": True,
                 }
+                if state is not None and state.trimmed_unread:  # lost, not waiting
+                    live["trimmed_unread"] = state.trimmed_unread
             edge["live"] = live
             edge["live_text"] = (
                 f"pending {live['pending']}, lag {_lag(live['lag'])}"
+                + (f", trimmed unread {live['trimmed_unread']}" if "trimmed_unread" in live else "")
                 if live["group"]
                 else "no group yet"
             )

@@ -1,8 +1,10 @@
 """``ponos-topology status CONFIG``: what the deployment's Redis says about it now.
 
 Per sink and stream: the consumer group's consumers, pending (delivered, not
-acked) and lag (entries not yet delivered: ``XINFO GROUPS`` ``lag``, Redis >= 7;
-``?`` when the server cannot tell), and the length of its dead-letter stream.
+acked) and lag (entries not yet delivered, ``?`` when the server cannot tell:
+see ``topology.streams.group_lag``, which does not believe a lag Redis 7.0 can
+misreport), entries trimmed away before the sink read them (lost to it, not
+waiting), and the length of its dead-letter stream.
 Per source: ended, failed, or which worker holds its lease. Per worker: id,
 version, generation, the deployment version it runs (and the last one it
 rejected, with why) and the age of its last heartbeat. The Redis URL is shown
@@ -45,14 +47,17 @@ def _get(info: dict[Any, Any], key: str) -> Any:
     return _s(info.get(key, info.get(key.encode())))
 
 
-async def _group_info(client: Any, key: str, group: str) -> dict[str, Any]:
+async def _group_info(client: Any, conn: Any, key: str, group: str) -> dict[str, Any]:
     from redis.exceptions import ResponseError
+
+    from topology.streams import read_group_lag
 
     out: dict[str, Any] = {"exists": True, "length": await client.xlen(key), "group": False}
     if out["length"] == 0 and not await client.exists(key):
         return {"exists": False, "length": 0, "group": False}
     try:
         groups = await client.xinfo_groups(key)
+        state = await read_group_lag(conn, key, group)
     except ResponseError:
         return out
     for info in groups:
@@ -61,8 +66,9 @@ async def _group_info(client: Any, key: str, group: str) -> dict[str, Any]:
         out.update(
             group=True,
             pending=int(_get(info, "pending") or 0),
-            lag=_get(info, "lag"),
+            lag=None if state is None else state.lag,
             last_delivered_id=_get(info, "last-delivered-id"),
+            trimmed_unread=None if state is None else state.trimmed_unread,
         )
         consumers = await client.xinfo_consumers(key, group)
         out["consumers"] = [
@@ -85,8 +91,12 @@ async def collect(client: Any, conn: Any, topology: Any, url_redacted: str) -> d
     sinks: dict[str, Any] = {}
     for name, sink in sorted(topology.sinks.items()):
         streams = {
-            s: await _group_info(client, conn.stream_key(s), name) for s in sink.stream_names
+            s: await _group_info(client, conn, conn.stream_key(s), name) for s in sink.stream_names
         }
+        for s, info in streams.items():
+            if info.get("trimmed_unread"):
+                spec = topology.streams.get(s)
+                info["trimmed_by"] = (spec.trimmed_by if spec else "") or "trimmed elsewhere"
         dead = None
         if sink.dead_letter:
             dead = {
@@ -121,6 +131,14 @@ async def collect(client: Any, conn: Any, topology: Any, url_redacted: str) -> d
     }
 
 
+def _trimmed(info: dict[str, Any]) -> str:
+    """Entries trimmed away before the sink read them: lost to it, not waiting."""
+    n = info.get("trimmed_unread")
+    if not n:
+        return ""
+    return f"  trimmed unread {n} ({info.get('trimmed_by', 'trimming')})"
+
+
 def _lag(value: Any) -> str:
     return "?" if value is None else str(value)
 
@@ -142,7 +160,7 @@ def format_text(data: dict[str, Any]) -> str:
                 lines.append(
                     f"    {stream}: consumers {len(info['consumers'])}  pending {info['pending']}"
                     f"  lag {_lag(info['lag'])}  length {info['length']}"
-                    f"  last delivered {info['last_delivered_id']}"
+                    f"  last delivered {info['last_delivered_id']}{_trimmed(info)}"
                 )
     if data["sources"]:
         lines.append("sources:")

@@ -50,6 +50,7 @@ def _stream(name: str, spec: Any) -> StreamSpec:
         max_len=spec.get("max_len"),
         ttl=_seconds(spec.get("ttl"), 0.0) if "ttl" in spec else None,
         topics=tuple(spec.get("topics", ())),
+        lossy=spec.get("lossy") is True,
     )
 
 

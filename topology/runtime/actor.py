@@ -33,6 +33,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping
+from functools import partial
 from typing import Any
 
 from topology.config.model import SinkSpec, StreamSpec
@@ -43,7 +44,7 @@ from topology.runtime.metrics import Metrics
 from topology.runtime.pipeline import Chunk, InHand, Lane, LoopLane, Step, Steps, ThreadLane
 from topology.runtime.retry import TRIES_WHEN_STOPPING, FailurePlan, RedisRetry, RetryQueue
 from topology.runtime.workers import ConsumerOwners
-from topology.streams import Connection, Event, Sink, Stream, pause
+from topology.streams import Connection, Event, GroupLag, Sink, Stream, pause
 
 __all__ = ["Actor"]
 
@@ -70,9 +71,11 @@ class Actor:
         metrics: Metrics,
         matcher: Callable[[Event], bool] | None = None,
         owners: ConsumerOwners | None = None,
+        on_trimmed: Callable[[str, str, GroupLag], None] | None = None,
     ) -> None:
         self.spec = spec
         self.owners = owners
+        self.on_trimmed = on_trimmed
         self.index = index
         self.conn = conn
         self.handler = handler
@@ -158,6 +161,7 @@ class Actor:
             topic_pattern=spec.topic_pattern,
             matcher=self.matcher,
             held=self._retries.held,
+            on_trimmed=None if self.on_trimmed is None else partial(self.on_trimmed, spec.name),
             **self._owner_hooks(),
         )
         try:

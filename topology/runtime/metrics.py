@@ -37,6 +37,12 @@ class Metrics:
             ["sink"],
             registry=r,
         )
+        self.trimmed_unread = Counter(
+            "ponos_events_trimmed_unread",
+            "Entries trimmed from a stream (max_len, ttl) before the sink read them",
+            ["sink", "stream"],
+            registry=r,
+        )
         self.reloads = Counter("ponos_reloads", "Plans applied, by result", ["result"], registry=r)
         self.generation = Gauge("ponos_generation", "Applied topology generation", registry=r)
         self.actors = Gauge("ponos_actors", "Running actors", ["sink"], registry=r)
@@ -75,6 +81,10 @@ class Metrics:
             with self._lock:
                 self.conflicts[sink] += n
             self.commit_conflicts.labels(sink).inc(n)
+
+    def add_trimmed_unread(self, sink: str, stream: str, n: int) -> None:
+        if n:
+            self.trimmed_unread.labels(sink, stream).inc(n)
 
     def serve(self, port: int, addr: str = "0.0.0.0") -> Any:
         """Expose ``/metrics`` on ``port`` (a daemon thread); returns the server."""

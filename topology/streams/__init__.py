@@ -15,6 +15,7 @@ from topology.streams._connection import AddOutcomeUnknown, Connection
 from topology.streams._consumer import event_filter
 from topology.streams._event import Event
 from topology.streams._keys import DEFAULT_PREFIX, StreamKeys
+from topology.streams._lag import GroupLag, group_lag, read_group_lag
 from topology.streams._lease import RELEASE_LEASE_SCRIPT
 from topology.streams._options import ReaderOptions, SinkOptions
 from topology.streams._payload import encode_payload
@@ -43,6 +44,7 @@ __all__ = [
     "Connection",
     "ConsumerAlive",
     "Event",
+    "GroupLag",
     "Reader",
     "ReaderOptions",
     "Sink",
@@ -55,6 +57,7 @@ __all__ = [
     "encode_payload",
     "entry_fields",
     "event_filter",
+    "group_lag",
     "is_plain",
     "is_refused_for_now",
     "is_routine_redirect",
@@ -62,5 +65,6 @@ __all__ = [
     "packed_or_none",
     "parse_start",
     "pause",
+    "read_group_lag",
     "stream_name_problem",
 ]

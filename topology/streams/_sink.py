@@ -15,6 +15,7 @@ from redis.exceptions import ResponseError
 
 from topology.streams._consumer import Consumer, event_filter, is_nogroup
 from topology.streams._event import Event
+from topology.streams._lag import GroupLag, read_group_lag
 from topology.streams._lease import EXTEND_LEASE_SCRIPT, RELEASE_LEASE_SCRIPT
 from topology.streams._options import SinkOptions
 from topology.streams._position import parse_start, validate_start
@@ -79,6 +80,8 @@ class Sink(Consumer):
     consumer is only ever removed from the group when it has nothing pending and
     its owner is dead: by default, when it has been idle for
     :data:`STALE_AFTER` seconds (or :data:`STALE_AFTER_GRACES` ack graces).
+    ``on_trimmed(stream, state)`` hears of entries a stream's own trimming
+    removed before the group read them (default: a WARNING).
     """
 
     def __init__(
@@ -98,6 +101,7 @@ class Sink(Consumer):
         consumer: str | None = None,
         held: Callable[[], Set[tuple[str, str]]] | None = None,
         consumer_alive: ConsumerAlive | None = None,
+        on_trimmed: Callable[[str, GroupLag], None] | None = None,
     ) -> None:
         if not name:
             raise ValueError("a sink needs a name")
@@ -117,6 +121,8 @@ class Sink(Consumer):
         self.consumer = consumer or _consumer_name()
         self._held = held
         self._consumer_alive = consumer_alive or self._idle_not_too_long
+        self._on_trimmed = on_trimmed
+        self._trim_seen: dict[str, str | None] = {}  # stream -> group position reported
         self.ack_grace = ack_grace
         self.no_ack = no_ack
         self.topic = topic
@@ -253,6 +259,44 @@ class Sink(Consumer):
                 await self._xack(unmatched)
 
     async def _before_read(self) -> None:
+        await self._check_trimmed()
+        await self._hand_back_removed()
+
+    async def _check_trimmed(self) -> None:
+        """Before reading a stream that trims itself (``max_len``, ``ttl``): has trimming
+        overtaken the group, removing entries it never read?
+
+        Only knowable before the read that skips the gap (the server keeps no
+        trace of it afterwards), hence here, one ``XINFO`` pair per such stream
+        and read. Each gap is reported once (by the group's position), to
+        ``on_trimmed`` or as a WARNING.
+        """
+        if self.no_ack:
+            return
+        for name, stream in list(self._streams.items()):
+            if stream.max_len is None and stream.ttl is None:
+                continue
+            try:
+                state = await read_group_lag(self.conn, stream.key, self.name)
+            except (*RETRYABLE_ERRORS, ResponseError) as exc:
+                log.debug("sink %r: trimming check of %s skipped: %s", self.name, name, exc)
+                continue
+            if state is None or not state.trimmed_unread:
+                continue
+            if self._trim_seen.get(name) == state.last_delivered_id:
+                continue
+            self._trim_seen[name] = state.last_delivered_id
+            if self._on_trimmed is not None:
+                self._on_trimmed(name, state)
+            else:
+                log.warning(
+                    "sink %r: %d entries of stream %r were trimmed before it read them",
+                    self.name,
+                    state.trimmed_unread,
+                    name,
+                )
+
+    async def _hand_back_removed(self) -> None:
         """Hand back entries of removed streams (see :meth:`remove_stream`).
 
         ``XCLAIM ... IDLE JUSTID`` to ourselves: they stay pending (nothing is

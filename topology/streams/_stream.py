@@ -14,6 +14,7 @@ from topology.streams._wire import entry_fields
 if TYPE_CHECKING:
     from topology.streams._connection import Connection
     from topology.streams._event import Event
+    from topology.streams._lag import GroupLag
     from topology.streams._reader import Reader
     from topology.streams._sink import ConsumerAlive, Sink
 
@@ -132,6 +133,7 @@ class Stream:
         consumer: str | None = None,
         held: Callable[[], Set[tuple[str, str]]] | None = None,
         consumer_alive: ConsumerAlive | None = None,
+        on_trimmed: Callable[[str, GroupLag], None] | None = None,
     ) -> Sink:
         """A member of consumer group ``name`` on this stream (see :class:`Sink`)."""
         from topology.streams._sink import Sink
@@ -151,6 +153,7 @@ class Stream:
             consumer=consumer,
             held=held,
             consumer_alive=consumer_alive,
+            on_trimmed=on_trimmed,
         )
         try:
             await sink.add_stream(self)
