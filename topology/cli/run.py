@@ -365,6 +365,7 @@ async def _serve(
         log.info("metrics on :%d/metrics", args.metrics_port)
     started = time.monotonic()
     watcher: Any = None
+    failed_sources: list[str] = []
     try:
         try:
             await runtime.apply(topology)
@@ -376,6 +377,7 @@ async def _serve(
         else:
             watcher = _start_reloader(args, runtime, signals)
         await _wait(args, runtime, signals, logging.getLogger(SUMMARY_LOGGER))
+        failed_sources = _failed_sources(runtime)
         log.info("stopping: draining in-flight batches (up to %.0fs)", args.drain_timeout)
         if watcher is not None:
             await watcher.stop()
@@ -400,7 +402,15 @@ async def _serve(
         )
     print(summary, flush=True)
     log.info("stopped")
+    if failed_sources and args.stop_when_idle is not None:
+        log.error("stopped with failed source(s): %s", ", ".join(failed_sources))
+        return EXIT_FAILURE
     return EXIT_OK
+
+
+def _failed_sources(runtime: Any) -> list[str]:
+    """Sources that raised in this worker: a run that ends by itself reports them."""
+    return sorted(n for n, s in runtime.sources.items() if getattr(s, "failed", None))
 
 
 def _start_reloader(args: argparse.Namespace, runtime: Any, signals: _Signals) -> Any:

@@ -93,7 +93,11 @@ def build_model(data: dict[str, Any], path: Path | None) -> Topology:
         streams={name: _stream(name, spec) for name, spec in as_map(data.get("streams")).items()},
         sources={
             name: SourceSpec(
-                name=name, handler=spec["handler"], stream=spec["stream"], topic=spec.get("topic")
+                name=name,
+                handler=spec["handler"],
+                stream=spec["stream"],
+                topic=spec.get("topic"),
+                rerun=spec.get("rerun") is True,
             )
             for name, spec in as_map(data.get("sources")).items()
         },

@@ -105,6 +105,8 @@ class SourceSpec:
     handler: str  # "module:attribute" of a (async) generator function
     stream: str
     topic: str | None = None  # default topic of what it yields
+    #: A fresh start of the deployment runs it again even after it ended.
+    rerun: bool = False
 
 
 @dataclass(frozen=True)
