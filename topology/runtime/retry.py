@@ -30,6 +30,7 @@ from topology.streams import (
     describe_error,
     entry_fields,
     is_refused_for_now,
+    is_routine_redirect,
     is_transient,
     pause,
 )
@@ -184,6 +185,9 @@ class RedisRetry:
         if not is_transient(exc) or self.give_up(backoff.failures + 1):
             raise exc
         delay = backoff.next()
+        if is_routine_redirect(exc):  # a slot moving: the next try follows it
+            log.debug("actor %s: Redis step redirected (%s)", self.name, exc)
+            return min(delay, ERROR_BACKOFF_FIRST)
         self._streak_tries += 1
         if not self.failing:
             self.failing = True

@@ -83,7 +83,7 @@ _CLUSTER_IN_FLUX = (
 def is_transient(exc: BaseException) -> bool:
     """Worth trying the same step again later: the server is away or refuses for now,
     or a cluster is moving slots or electing a master."""
-    if isinstance(exc, RETRYABLE_ERRORS) or is_refused_for_now(exc):
+    if isinstance(exc, RETRYABLE_ERRORS) or is_refused_for_now(exc) or is_routine_redirect(exc):
         return True
     return type(exc) is RedisClusterException and any(m in str(exc) for m in _CLUSTER_IN_FLUX)
 
