@@ -37,6 +37,7 @@ from functools import partial
 from typing import Any
 
 from topology.config.model import SinkSpec, StreamSpec
+from topology.redact import redact_text
 from topology.runtime.commit import Committer
 from topology.runtime.handlers import HandlerRunner
 from topology.runtime.logs import bind_fields, event_fields
@@ -44,7 +45,7 @@ from topology.runtime.metrics import Metrics
 from topology.runtime.pipeline import Chunk, InHand, Lane, LoopLane, Step, Steps, ThreadLane
 from topology.runtime.retry import TRIES_WHEN_STOPPING, FailurePlan, RedisRetry, RetryQueue
 from topology.runtime.workers import ConsumerOwners
-from topology.streams import Connection, Event, GroupLag, Sink, Stream, pause
+from topology.streams import Connection, Event, GroupLag, Sink, Stream, describe_error, pause
 
 __all__ = ["Actor"]
 
@@ -315,7 +316,12 @@ class Actor:
             events = read.result()
         except Exception as exc:  # read errors the sink did not retry itself
             delay = self._read_backoff.next()
-            log.error("actor %s: read failed (retrying in %.1fs): %r", self.name, delay, exc)
+            log.error(
+                "actor %s: read failed (retrying in %.1fs): %s",
+                self.name,
+                delay,
+                redact_text(describe_error(exc)),
+            )
             await pause(delay)
             events = []
         else:
