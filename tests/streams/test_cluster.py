@@ -190,3 +190,30 @@ async def test_reads_during_a_slot_migration_follow_ask(
             await cconn.redis.nodes_manager.initialize()
     finally:
         await sink.close()
+
+
+def test_errors_of_a_cluster_in_flux_are_retried_and_redirects_are_routine() -> None:
+    """What a master kill or a slot migration raises through redis-py's cluster client is
+    worth trying again, never final (the commit is held and retried)."""
+    from redis.exceptions import (
+        AskError,
+        BusyLoadingError,
+        ClusterDownError,
+        MovedError,
+        RedisClusterException,
+        TryAgainError,
+    )
+
+    for exc in (
+        RedisClusterException("TTL exhausted."),
+        ClusterDownError("CLUSTERDOWN The cluster is down"),
+        TryAgainError("TRYAGAIN Multiple keys request during rehashing of slot"),
+        BusyLoadingError("Redis is loading the dataset in memory"),
+        MovedError("3999 127.0.0.1:6381"),
+        AskError("3999 127.0.0.1:6381"),
+    ):
+        assert streams.is_transient(exc), exc
+    assert streams.is_routine_redirect(AskError("1 127.0.0.1:7000"))
+    assert not streams.is_transient(RedisClusterException("Keys in request don't hash"))
+    text = streams.describe_error(AskError("3999 127.0.0.1:6381"))
+    assert text.startswith("AskError: 3999 127.0.0.1:6381")
