@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 from topology import Emit, Event
 
@@ -11,9 +12,6 @@ log = logging.getLogger(__name__)
 
 USERS = 20
 CLICKS_PER_USER = 10
-
-#: Per user: clicks seen so far, and whether a purchase closed the session.
-clicks: dict[str, int] = {}
 
 
 def generate_clicks() -> Iterator[Emit]:
@@ -27,21 +25,22 @@ async def generate_purchases() -> AsyncIterator[Emit]:
         yield Emit("order.paid", {"user": f"u{i}", "amount": 10 + i})
 
 
-def aggregate(event: Event) -> Emit | None:
-    """Counts clicks per user; a purchase emits the user's summary (clicks before buying).
+def aggregate(event: Event, state: dict[str, Any]) -> Emit | None:
+    """Counts a user's clicks; a purchase emits the summary (clicks before buying).
 
-    The stream an event came from is ``event.stream_name``: that is how a sink
-    reading several streams tells them apart.
+    ``state`` is this user's state (the sink's ``key: user``), ``{}`` at first;
+    changing it in place is what gets committed. Clearing it deletes the key,
+    so the next session starts from zero. The stream an event came from is
+    ``event.stream_name``: that is how a sink reading several streams tells
+    them apart.
     """
     data = event.json()
-    user = data["user"]
     if event.stream_name == "clicks":
-        clicks[user] = clicks.get(user, 0) + 1
+        state["clicks"] = state.get("clicks", 0) + 1
         return None
-    return Emit(
-        "session.summary",
-        {"user": user, "clicks": clicks.pop(user, 0), "amount": data["amount"]},
-    )
+    summary = {"user": data["user"], "clicks": state.get("clicks", 0), "amount": data["amount"]}
+    state.clear()
+    return Emit("session.summary", summary)
 
 
 def print_summary(event: Event) -> None:

@@ -23,6 +23,13 @@ It starts its own server (the binary the tests use), and measures, as median
 4. memory: peak RSS of a worker running 8 actors (``wait4`` rusage of the child).
 5. peers: the same forward stage with dramatiq (Redis broker) and FastStream
    (Redis streams), when they import in ``--peers-python``.
+6. ``--stateful``: a keyed-state forward stage (a running count per key of
+   ``--state-keys`` keys, one output per event). The baseline is hand-written:
+   XREADGROUP COUNT 500 -> the batch's keys read with HGET (one pipeline) ->
+   per event the count updated -> HSET of each key + XADD each + XACK in one
+   MULTI/EXEC. Until the engine runs stateful sinks only the baseline and the
+   stateless forward stage of the same run are measured; the engine's keyed
+   stage is to be set beside them as ratios to both.
 
 Figures are printed as a table and written as JSON (``--json``).
 """
@@ -40,7 +47,7 @@ import sys
 import tempfile
 import textwrap
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -62,12 +69,18 @@ def key(stream: str) -> str:
     return PREFIX + stream
 
 
-def preload(url: str, stream: str, n: int, *, with_ts: bool = False) -> None:
-    """Add ``n`` pulse-format events (fields n, p) to ``stream``, pipelined."""
+def preload(
+    url: str, stream: str, n: int, *, with_ts: bool = False, keys: int | None = None
+) -> None:
+    """Add ``n`` pulse-format events (fields n, p) to ``stream``, pipelined.
+
+    With ``keys``: ~100-byte JSON payloads ``{"user": "u<i % keys>", ...}`` (the keyed stage).
+    """
     r = redis.Redis.from_url(url)
     pipe = r.pipeline(transaction=False)
     for i in range(n):
-        pipe.xadd(key(stream), {"n": "order", "p": PAYLOAD})
+        body = PAYLOAD if keys is None else json.dumps({"user": f"u{i % keys}", "pad": "x" * 70})
+        pipe.xadd(key(stream), {"n": "order", "p": body})
         if i % 1000 == 999:
             pipe.execute()
     pipe.execute()
@@ -137,25 +150,66 @@ def self_cmd(*args: str) -> list[str]:
 # --------------------------------------------------------------------------- hand-written loops
 
 
-def baseline_forward(
-    url: str, src: str, dst: str, limit: int, group: str = "fwd", consumer: str = "c1"
-) -> None:
-    """The hand-written forward stage: XREADGROUP COUNT 500 -> XADD each + XACK, one MULTI/EXEC."""
-    r = redis.Redis.from_url(url)
+def _batches(r: redis.Redis, src: str, limit: int, group: str, consumer: str) -> Iterator[Any]:
+    """The hand-written loops' reads: XREADGROUP COUNT 500 until ``limit`` events (0: forever)."""
     with contextlib.suppress(redis.ResponseError):  # the group exists: resume it
         r.xgroup_create(key(src), group, id="0", mkstream=True)
     done = 0
     while limit <= 0 or done < limit:
         resp = r.xreadgroup(group, consumer, {key(src): ">"}, count=500, block=1000)
-        if not resp:
-            continue
-        entries = resp[0][1]
+        if resp:
+            entries = resp[0][1]
+            yield entries
+            done += len(entries)
+
+
+def baseline_forward(
+    url: str, src: str, dst: str, limit: int, group: str = "fwd", consumer: str = "c1"
+) -> None:
+    """The hand-written forward stage: XREADGROUP COUNT 500 -> XADD each + XACK, one MULTI/EXEC."""
+    r = redis.Redis.from_url(url)
+    for entries in _batches(r, src, limit, group, consumer):
         pipe = r.pipeline(transaction=True)
         for _id, fields in entries:
             pipe.xadd(key(dst), fields)
         pipe.xack(key(src), group, *[e[0] for e in entries])
         pipe.execute()
-        done += len(entries)
+
+
+def state_key(user: str) -> str:
+    return f"bench:state:{user}"
+
+
+def baseline_stateful_forward(
+    url: str, src: str, dst: str, limit: int, group: str = "fwd", consumer: str = "c1"
+) -> None:
+    """The hand-written keyed-state stage: per batch, the keys' states read in one pipeline
+    (HGET), each event counted into its key's state, then HSET of every changed key, one
+    XADD per event and the XACK in one MULTI/EXEC.
+
+    As fast as a hand-written loop gets, not as safe as the engine: nothing checks that
+    another consumer changed a key between the read and the write (one consumer runs here).
+    """
+    r = redis.Redis.from_url(url)
+    for entries in _batches(r, src, limit, group, consumer):
+        users = [json.loads(fields[b"p"])["user"] for _id, fields in entries]
+        distinct = list(dict.fromkeys(users))
+        read = r.pipeline(transaction=False)
+        for user in distinct:
+            read.hget(state_key(user), "s")
+        states = {
+            u: json.loads(raw) if raw else {}
+            for u, raw in zip(distinct, read.execute(), strict=True)
+        }
+        pipe = r.pipeline(transaction=True)
+        for user in users:
+            state = states[user]
+            state["n"] = state.get("n", 0) + 1
+            pipe.xadd(key(dst), {"n": "count", "p": json.dumps({"user": user, "n": state["n"]})})
+        for user, state in states.items():
+            pipe.hset(state_key(user), "s", json.dumps(state))
+        pipe.xack(key(src), group, *[e[0] for e in entries])
+        pipe.execute()
 
 
 def produce_at_rate(url: str, stream: str, rate: float, seconds: float) -> None:
@@ -335,6 +389,24 @@ def bench_forward(url: str, n: int, runs: int, work: Path) -> dict[str, Any]:
         "cpu_us_per_event": per_event,
         "engine_startup_cpu_s": startup,
     }
+
+
+def bench_stateful(url: str, n: int, runs: int, keys: int, work: Path) -> dict[str, Any]:
+    """The keyed-state stage's hand-written baseline, beside the stateless engine forward
+    stage of the same run (the engine's keyed stage joins them once it runs)."""
+    base, stateless = [], []
+    config = write_config(work, {"fwd": ("in", "out")})
+    for _ in range(runs):
+        flush(url)
+        preload(url, "in", n, keys=keys)
+        run_child_cpu(self_cmd("_stateful", url, "in", "out", str(n)))
+        base.append(rate_from_ids(url, "out", n))
+        flush(url)
+        preload(url, "in", n, keys=keys)
+        run_engine(config, url)
+        stateless.append(rate_from_ids(url, "out", n))
+    b, s = summary(base), summary(stateless)
+    return {"keys": keys, "baseline": b, "engine_stateless": s}
 
 
 def bench_scale_out(url: str, n: int, runs: int, work: Path) -> dict[str, Any]:
@@ -598,16 +670,131 @@ def bench_peers(url: str, python: str, n: int, work: Path, engine_rate: float) -
 # --------------------------------------------------------------------------- main
 
 
+def _child(role: str, rest: list[str]) -> None:
+    """The roles this script runs itself as, in child processes."""
+    if role == "_forward":
+        baseline_forward(rest[0], rest[1], rest[2], int(rest[3]), *rest[4:6])
+    elif role == "_stateful":
+        baseline_stateful_forward(rest[0], rest[1], rest[2], int(rest[3]), *rest[4:6])
+    elif role == "_produce":
+        produce_at_rate(rest[0], rest[1], float(rest[2]), float(rest[3]))
+    elif role == "_measure":
+        measure_latency(rest[0], rest[1], int(rest[2]), rest[3])
+
+
+def _report_forward(
+    args: argparse.Namespace, url: str, work: Path, results: dict[str, Any]
+) -> None:
+    results["forward"] = f = bench_forward(url, args.events, args.runs, work)
+    print(
+        f"forward stage   baseline {fmt(f['baseline'], '/s')}  "
+        f"engine {fmt(f['engine'], '/s')}  "
+        f"ratio {f['ratio']:.2f} (target >= 0.8)",
+        flush=True,
+    )
+    c = f["cpu_us_per_event"]
+    print(
+        f"  CPU per event   baseline worker {c['base_worker']:.1f} us + server "
+        f"{c['base_server']:.1f} us;  engine worker {c['eng_worker']:.1f} us + server "
+        f"{c['eng_server']:.1f} us",
+        flush=True,
+    )
+
+
+def _report_chain(args: argparse.Namespace, url: str, work: Path, results: dict[str, Any]) -> None:
+    results["chain"] = c = bench_chain(
+        url, args.events, [5000, 20000], args.seconds, work, args.chain_workers, args.runs
+    )
+    c["engine_workers"] = args.chain_workers
+    for row in c["latency"]:
+        for who in ("baseline", "engine"):
+            m = row[who]
+            label = who if who == "baseline" else f"engine x{args.chain_workers}"
+            p99s = [w["p99_ms"] for w in m["windows"]]
+            target = " (target < 10 ms)" if who == "engine" and row["rate"] == 5000 else ""
+            print(
+                f"3-stage {label:11} @ {row['rate']:>6,.0f}/s  "
+                f"p50 {m['p50_ms']:.1f} ms  p99 {m['p99_ms']:.1f} ms "
+                f"[{min(p99s):.1f}-{max(p99s):.1f}]{target}"
+                f"  max {m['max_ms']:.1f} ms  sustained {m['sustained']:,.0f}/s",
+                flush=True,
+            )
+    print(
+        f"3-stage saturation  baseline {c['saturation_baseline']:,.0f}/s  "
+        f"engine {c['saturation_engine']:,.0f}/s"
+        f"  ratio {c['saturation_engine'] / c['saturation_baseline']:.2f}",
+        flush=True,
+    )
+
+
+def _report_scale(args: argparse.Namespace, url: str, work: Path, results: dict[str, Any]) -> None:
+    results["scale_out"] = s = bench_scale_out(url, args.events, args.runs, work)
+    print(
+        f"scale-out       1 worker {fmt(s['one'], '/s')}  2 workers {fmt(s['two'], '/s')}  "
+        f"speed-up {s['speedup']:.2f} (target >= 1.6)",
+        flush=True,
+    )
+    print(
+        f"  hand-written    1 process {fmt(s['baseline_one'], '/s')}  2 processes "
+        f"{fmt(s['baseline_two'], '/s')}  speed-up {s['baseline_speedup']:.2f}",
+        flush=True,
+    )
+
+
+def _report_memory(args: argparse.Namespace, url: str, work: Path, results: dict[str, Any]) -> None:
+    results["memory"] = m = bench_memory(url, min(args.events, 50_000), work)
+    print(
+        f"memory          peak RSS with 8 actors {m['peak_rss_mb']:.1f} MB (target < 60)",
+        flush=True,
+    )
+
+
+def _report_peers(args: argparse.Namespace, url: str, work: Path, results: dict[str, Any]) -> None:
+    engine_rate = results.get("forward", {}).get("engine", {}).get("median", 0.0)
+    results["peers"] = peers = bench_peers(
+        url, args.peers_python, min(args.events, 50_000), work, engine_rate
+    )
+    for name, res in peers.items():
+        if "skipped" in res:
+            print(f"peer {name:10} skipped: {res['skipped']}")
+        else:
+            print(
+                f"peer {name:10} {res['events_per_s']:,.0f}/s  "
+                f"engine/peer {res.get('engine_ratio', 0):.1f}x"
+                " (target >= 3)",
+                flush=True,
+            )
+
+
+#: The parts of the benchmark, by their ``--skip`` name, in the order they run.
+def _report_stateful(
+    args: argparse.Namespace, url: str, work: Path, results: dict[str, Any]
+) -> None:
+    if not args.stateful:
+        return
+    results["stateful"] = k = bench_stateful(url, args.events, args.runs, args.state_keys, work)
+    print(
+        f"keyed state     baseline {fmt(k['baseline'], '/s')} ({k['keys']} keys)  "
+        f"stateless engine {fmt(k['engine_stateless'], '/s')}  "
+        "engine keyed stage: not run yet",
+        flush=True,
+    )
+
+
+REPORTS = {
+    "forward": _report_forward,
+    "chain": _report_chain,
+    "scale": _report_scale,
+    "memory": _report_memory,
+    "peers": _report_peers,
+    "stateful": _report_stateful,
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0].startswith("_"):  # child roles
-        role, *rest = argv
-        if role == "_forward":
-            baseline_forward(rest[0], rest[1], rest[2], int(rest[3]), *rest[4:6])
-        elif role == "_produce":
-            produce_at_rate(rest[0], rest[1], float(rest[2]), float(rest[3]))
-        elif role == "_measure":
-            measure_latency(rest[0], rest[1], int(rest[2]), rest[3])
+        _child(argv[0], argv[1:])
         return 0
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--events", type=int, default=200_000)
@@ -623,6 +810,10 @@ def main(argv: list[str] | None = None) -> int:
         "--chain-workers", type=int, default=1, help="engine processes in the 3-stage chain"
     )
     p.add_argument("--skip", action="append", default=[], help="forward|chain|scale|memory|peers")
+    p.add_argument(
+        "--stateful", action="store_true", help="also measure the keyed-state forward stage"
+    )
+    p.add_argument("--state-keys", type=int, default=1000, help="distinct keys (--stateful)")
     p.add_argument("--json", default=str(ROOT / "tools" / "out" / "bench_pipeline.json"))
     args = p.parse_args(argv)
     if args.quick:
@@ -632,78 +823,9 @@ def main(argv: list[str] | None = None) -> int:
     with ServerProcess(work / "redis") as server:
         url = server.url
         results["server"] = redis.Redis.from_url(url).info("server")["redis_version"]
-        if "forward" not in args.skip:
-            results["forward"] = f = bench_forward(url, args.events, args.runs, work)
-            print(
-                f"forward stage   baseline {fmt(f['baseline'], '/s')}  "
-                f"engine {fmt(f['engine'], '/s')}  "
-                f"ratio {f['ratio']:.2f} (target >= 0.8)",
-                flush=True,
-            )
-            c = f["cpu_us_per_event"]
-            print(
-                f"  CPU per event   baseline worker {c['base_worker']:.1f} us + server "
-                f"{c['base_server']:.1f} us;  engine worker {c['eng_worker']:.1f} us + server "
-                f"{c['eng_server']:.1f} us",
-                flush=True,
-            )
-        if "chain" not in args.skip:
-            results["chain"] = c = bench_chain(
-                url, args.events, [5000, 20000], args.seconds, work, args.chain_workers, args.runs
-            )
-            c["engine_workers"] = args.chain_workers
-            for row in c["latency"]:
-                for who in ("baseline", "engine"):
-                    m = row[who]
-                    label = who if who == "baseline" else f"engine x{args.chain_workers}"
-                    p99s = [w["p99_ms"] for w in m["windows"]]
-                    target = " (target < 10 ms)" if who == "engine" and row["rate"] == 5000 else ""
-                    print(
-                        f"3-stage {label:11} @ {row['rate']:>6,.0f}/s  "
-                        f"p50 {m['p50_ms']:.1f} ms  p99 {m['p99_ms']:.1f} ms "
-                        f"[{min(p99s):.1f}-{max(p99s):.1f}]{target}"
-                        f"  max {m['max_ms']:.1f} ms  sustained {m['sustained']:,.0f}/s",
-                        flush=True,
-                    )
-            print(
-                f"3-stage saturation  baseline {c['saturation_baseline']:,.0f}/s  "
-                f"engine {c['saturation_engine']:,.0f}/s"
-                f"  ratio {c['saturation_engine'] / c['saturation_baseline']:.2f}",
-                flush=True,
-            )
-        if "scale" not in args.skip:
-            results["scale_out"] = s = bench_scale_out(url, args.events, args.runs, work)
-            print(
-                f"scale-out       1 worker {fmt(s['one'], '/s')}  2 workers {fmt(s['two'], '/s')}  "
-                f"speed-up {s['speedup']:.2f} (target >= 1.6)",
-                flush=True,
-            )
-            print(
-                f"  hand-written    1 process {fmt(s['baseline_one'], '/s')}  2 processes "
-                f"{fmt(s['baseline_two'], '/s')}  speed-up {s['baseline_speedup']:.2f}",
-                flush=True,
-            )
-        if "memory" not in args.skip:
-            results["memory"] = m = bench_memory(url, min(args.events, 50_000), work)
-            print(
-                f"memory          peak RSS with 8 actors {m['peak_rss_mb']:.1f} MB (target < 60)",
-                flush=True,
-            )
-        if "peers" not in args.skip:
-            engine_rate = results.get("forward", {}).get("engine", {}).get("median", 0.0)
-            results["peers"] = peers = bench_peers(
-                url, args.peers_python, min(args.events, 50_000), work, engine_rate
-            )
-            for name, res in peers.items():
-                if "skipped" in res:
-                    print(f"peer {name:10} skipped: {res['skipped']}")
-                else:
-                    print(
-                        f"peer {name:10} {res['events_per_s']:,.0f}/s  "
-                        f"engine/peer {res.get('engine_ratio', 0):.1f}x"
-                        " (target >= 3)",
-                        flush=True,
-                    )
+        for name, report in REPORTS.items():
+            if name not in args.skip:
+                report(args, url, work, results)
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(results, indent=2))
     print(f"wrote {args.json}")

@@ -140,8 +140,26 @@ class Workers:
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     kills: int = 0
 
-    def start(self) -> None:
+    crashes: int = 0
+
+    def start(self, timeout: float) -> None:
+        """Start every worker and wait until each runs its topology (faults come after)."""
         self.procs = [self._spawn(i) for i in range(self.count)]
+        deadline = time.monotonic() + timeout
+        for index in range(self.count):
+            log = self.logs / f"worker{index}.log"
+            while b"running:" not in (log.read_bytes() if log.exists() else b""):
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"worker {index} did not start: see {log}")
+                self.revive()
+                time.sleep(0.05)  # another process's progress: nothing of ours to await
+
+    def revive(self) -> None:
+        """Start again a worker that exited by itself (counted: a crash is a finding)."""
+        for index, proc in enumerate(self.procs):
+            if proc.poll() is not None:
+                self.crashes += 1
+                self.procs[index] = self._spawn(index)
 
     def _spawn(self, index: int) -> subprocess.Popen[bytes]:
         log = open(self.logs / f"worker{index}.log", "ab")  # noqa: SIM115 - the child owns it
@@ -188,6 +206,7 @@ class Run:
     tag: str = ""
     exactly_once: bool = True
     produced: int = 0
+    workers: Workers | None = None
 
     def key(self, stream: str) -> str:
         return f"pulse:stream:{self.tag}{stream}"
@@ -243,14 +262,14 @@ class Run:
         (self.folder / "chaos_handlers.py").write_text(HANDLERS)
         config = self.folder / "chaos.yaml"
         config.write_text(config_text(self.tag))
-        workers = Workers(config, self.url, self.args.workers, self.folder)
+        workers = self.workers = Workers(config, self.url, self.args.workers, self.folder)
         expected_dead = sum(1 for s in range(self.args.events) if s % FAIL_EVERY == FAIL_AT)
         result = Result(self.name, self.args.events, dead_expected=expected_dead)
         result.exactly_once = self.exactly_once
         rng = random.Random(self.args.seed)
         stop = threading.Event()
         producer = threading.Thread(target=self.produce, args=(stop,), daemon=True)
-        workers.start()
+        workers.start(self.args.recovery_timeout)
         producer.start()
         try:
             result.restarts = faults(self, workers, rng)
@@ -261,6 +280,8 @@ class Run:
             stop.set()
             workers.stop()
         result.kills = workers.kills
+        if workers.crashes:
+            result.note = f"{workers.crashes} worker(s) exited by themselves"
         self._tally(result)
         return result
 
@@ -270,7 +291,9 @@ class Run:
         while time.monotonic() < deadline:
             if self.count("done") >= target and self.count("dlq") >= expected_dead:
                 return time.monotonic() - since
-            time.sleep(0.1)  # other processes' progress: nothing of ours to await
+            time.sleep(0.1)
+            if self.workers is not None:
+                self.workers.revive()  # other processes' progress: nothing of ours to await
         return None
 
     def _tally(self, result: Result) -> None:
@@ -290,6 +313,8 @@ def pace(run: Run, seconds: float) -> bool:
     end = time.monotonic() + seconds
     while time.monotonic() < end:
         time.sleep(0.05)
+        if run.workers is not None:
+            run.workers.revive()
     return run.count("done") + run.count("dlq") < run.args.events - 1
 
 

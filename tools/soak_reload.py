@@ -203,11 +203,8 @@ def main() -> int:
             server.stop()
 
 
-def soak(args: argparse.Namespace, folder: Path, url: str) -> int:
-    client = redis.Redis.from_url(url)
-    (folder / "soak_handlers.py").write_text(HANDLERS)
-    config = folder / "soak.yaml"
-    config.write_text(config_text(**VARIANTS[0]))
+def start_run(args: argparse.Namespace, config: Path, url: str) -> subprocess.Popen[str] | None:
+    """``run`` on ``config``, once it watches the file (None if it exits before)."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "topology.cli", "run", str(config), "--redis-url", url, "--quiet"],
         stdout=subprocess.PIPE,
@@ -219,9 +216,33 @@ def soak(args: argparse.Namespace, folder: Path, url: str) -> int:
         if args.verbose:
             sys.stderr.write(line)
         if "watching" in line:
-            break
-    else:
-        print("run exited before watching its config", file=sys.stderr)
+            return proc
+    print("run exited before watching its config", file=sys.stderr)
+    return None
+
+
+def wait_for_outputs(
+    client: redis.Redis, proc: subprocess.Popen[str], out: int, extra: int, timeout: float
+) -> None:
+    """Until ``out`` and ``out_extra`` hold ``out`` and ``extra`` entries, ``run`` exits,
+    or ``timeout`` passes."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        if (
+            client.xlen("pulse:stream:out") >= out
+            and client.xlen("pulse:stream:out_extra") >= extra
+        ):
+            return
+        time.sleep(0.2)  # polling another process's progress
+
+
+def soak(args: argparse.Namespace, folder: Path, url: str) -> int:
+    client = redis.Redis.from_url(url)
+    (folder / "soak_handlers.py").write_text(HANDLERS)
+    config = folder / "soak.yaml"
+    config.write_text(config_text(**VARIANTS[0]))
+    proc = start_run(args, config, url)
+    if proc is None or proc.stderr is None:
         return 2
     logs = LogReader(proc.stderr, args.verbose)
     logs.start()
@@ -249,13 +270,7 @@ def soak(args: argparse.Namespace, folder: Path, url: str) -> int:
             time.sleep(0.05)  # polling another process's log for the last reload
         expected_in = {str(i).encode() for i in range(0, producer.seq, 2)}
         expected_all = {str(i).encode() for i in range(producer.seq)}
-        deadline = time.monotonic() + args.drain_timeout
-        while time.monotonic() < deadline and proc.poll() is None:
-            if client.xlen("pulse:stream:out") >= producer.seq and client.xlen(
-                "pulse:stream:out_extra"
-            ) >= len(expected_in):
-                break
-            time.sleep(0.2)  # polling another process's progress
+        wait_for_outputs(client, proc, producer.seq, len(expected_in), args.drain_timeout)
         drained_in = time.monotonic() - (producer.ended_at or time.monotonic())
     finally:
         producer.stop_flag.set()

@@ -21,13 +21,14 @@ naming ``os:abort`` or ``pdb:set_trace`` runs nothing.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib
 import importlib.util
 import inspect
 import os
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from difflib import get_close_matches
 from importlib.machinery import PathFinder
@@ -35,7 +36,14 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-__all__ = ["REF_PATTERN", "CallableImportError", "Origins", "import_callable"]
+__all__ = [
+    "REF_PATTERN",
+    "CallableImportError",
+    "Origins",
+    "code_fingerprints",
+    "import_callable",
+    "module_file",
+]
 
 #: What a reference looks like; the JSON Schema carries the same pattern.
 _DOTTED = r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*"
@@ -293,3 +301,27 @@ def _walk(module: ModuleType, module_name: str, attr_path: str, origins: Origins
         if refusal is not None:
             raise CallableImportError(refusal)
     return target
+
+
+def module_file(module_name: str) -> Path | None:
+    """The source file of an imported module (None when not imported or not from a file)."""
+    module = sys.modules.get(module_name)
+    origin = getattr(module, "__file__", None)
+    return Path(origin).absolute() if isinstance(origin, str) else None
+
+
+def code_fingerprints(refs: Iterable[str]) -> dict[str, str]:
+    """sha256 of the file of each already imported module that ``refs`` name.
+
+    Only the named module's own file: a helper module it imports is not
+    followed (editing one needs a change of the named module, or a restart).
+    """
+    out: dict[str, str] = {}
+    for ref in refs:
+        name = ref.split(":", 1)[0]
+        path = module_file(name)
+        if name in out or path is None:
+            continue
+        with contextlib.suppress(OSError):
+            out[name] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return out

@@ -14,9 +14,12 @@ id                          ``kind``  other attributes
 ``source:<name>``           source    ``name``, ``spec`` (SourceSpec)
 ``stream:<name>``           stream    ``name``, ``spec`` (StreamSpec)
 ``topic:<stream>/<topic>``  topic     ``name`` (the topic), ``stream``
-``sink:<name>``             sink      ``name``, ``spec`` (SinkSpec)
+``sink:<name>``             sink      ``name``, ``spec`` (SinkSpec), ``stateful``
 ``actor:<sink>#<i>``        actor     ``name`` (``<sink>#<i>``), ``sink``, ``index``
 ==========================  ========  ==========================================
+
+``stateful`` is True for a sink with keyed state (``key`` and ``state``); its
+detail then says ``state by <key>`` and the state's ttl.
 
 Every node also has ``label`` (what a diagram prints first) and ``detail``
 (a short second line: handler, retention, ...). In a topic id, ``%`` and ``/``
@@ -61,6 +64,7 @@ __all__ = [
     "sink_filter",
     "sink_id",
     "source_id",
+    "state_detail",
     "stream_id",
     "topic_id",
 ]
@@ -109,9 +113,17 @@ def _stream_detail(spec: StreamSpec) -> str:
     return spec.trimmed_by
 
 
+def state_detail(spec: SinkSpec) -> str:
+    """``state by <key>[, ttl <d>]`` for a stateful sink, else ``""``."""
+    if spec.state is None:
+        return ""
+    ttl = "" if spec.state.ttl is None else f", ttl {format_duration(spec.state.ttl)}"
+    return f"state by {spec.key}{ttl}"
+
+
 def _sink_detail(spec: SinkSpec) -> str:
     consumers = f"{spec.consumers} consumer" + ("" if spec.consumers == 1 else "s")
-    return f"{spec.handler}, {consumers}"
+    return ", ".join(filter(None, (spec.handler, consumers, state_detail(spec))))
 
 
 def _source_detail(spec: SourceSpec) -> str:
@@ -179,7 +191,13 @@ def build(topology: Topology) -> nx.DiGraph:
     for sink in topology.sinks.values():
         node = sink_id(sink.name)
         graph.add_node(
-            node, kind="sink", name=sink.name, spec=sink, label=sink.name, detail=_sink_detail(sink)
+            node,
+            kind="sink",
+            name=sink.name,
+            spec=sink,
+            label=sink.name,
+            detail=_sink_detail(sink),
+            stateful=sink.state is not None,
         )
         kind, value = sink_filter(sink)
         for ref in sink.streams:

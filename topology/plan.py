@@ -6,6 +6,13 @@ changed. Starting is not a special case: the runtime applies
 ``diff(Topology.empty(), topology)``, in which every stream, sink and source
 is added, so the first start exercises the same code as every reload.
 
+Handler code is part of what is compared: a topology carries a fingerprint of
+each handler module's file (``Topology.code``), so a sink or source whose
+module changed on disk while the config did not is restarted (re-importing the
+module) — ``SinkChange.code_changed`` names the modules, and ``describe`` says
+"handler code changed". A module without a fingerprint on either side (a
+hand-built model) never counts as changed.
+
 Start positions apply to *new* consumer groups only. A changed ``start`` on a
 stream a sink already reads does not move the existing group (that would skip
 or replay events behind the operator's back); the plan records it in
@@ -19,12 +26,21 @@ removals at the very end; the lines the engine cannot apply live come first.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
 import networkx as nx
 
-from topology.config.model import RetryPolicy, SinkSpec, SourceSpec, StreamRef, StreamSpec, Topology
+from topology.config.model import (
+    RetryPolicy,
+    SinkSpec,
+    SourceSpec,
+    StateSpec,
+    StreamRef,
+    StreamSpec,
+    Topology,
+)
 from topology.graph import build, format_duration, nodes_of, read_edges
 
 __all__ = ["Plan", "SinkChange", "diff"]
@@ -47,10 +63,12 @@ class SinkChange:
     #: (stream, old start, new start) for kept streams: recorded, not applied
     #: (start positions apply to new groups only).
     starts_changed: tuple[tuple[str, str, str], ...] = ()
+    #: Handler/matcher modules whose file changed: the actors restart on the new code.
+    code_changed: tuple[str, ...] = ()
 
     @property
     def needs_restart(self) -> bool:
-        return bool(self.restart)
+        return bool(self.restart or self.code_changed)
 
 
 @dataclass(frozen=True)
@@ -72,7 +90,13 @@ class Plan:
 
     @property
     def is_empty(self) -> bool:
-        return not any(getattr(self, f.name) for f in fields(self) if f.name not in ("old", "new"))
+        return not (self.has_live_changes or self.unsupported)
+
+    @property
+    def has_live_changes(self) -> bool:
+        """Anything a reload applies (what it cannot apply is in ``unsupported``)."""
+        skip = ("old", "new", "unsupported")
+        return any(getattr(self, f.name) for f in fields(self) if f.name not in skip)
 
     def sink_change(self, name: str) -> SinkChange | None:
         """The change of sink ``name``, or None when it is unchanged (or added/removed)."""
@@ -97,7 +121,8 @@ class Plan:
             lines.append(f"sink {name}: added ({_consumers(self.new.sinks[name].consumers)})")
         for name in self.sources_changed:
             old_src, new_src = self.old.sources[name], self.new.sources[name]
-            lines.append(f"source {name}: {_source_delta(old_src, new_src)} (restart)")
+            delta = _source_delta(old_src, new_src) or "handler code changed"
+            lines.append(f"source {name}: {delta} (restart)")
         lines += [f"source {name}: added" for name in self.sources_added]
         lines += [f"stream {name}: removed (its data is kept)" for name in self.streams_removed]
         return lines
@@ -124,6 +149,7 @@ class Plan:
                     "starts_changed": [
                         {"stream": s, "old": o, "new": n} for s, o, n in c.starts_changed
                     ],
+                    "code_changed": list(c.code_changed),
                 }
                 for c in self.sinks_changed
             ],
@@ -148,6 +174,8 @@ def _show(value: object) -> str:
             f"{{max_attempts: {value.max_attempts}, backoff: {format_duration(value.backoff)}, "
             f"max_backoff: {format_duration(value.max_backoff)}}}"
         )
+    if isinstance(value, StateSpec):
+        return "{}" if value.ttl is None else f"{{ttl: {format_duration(value.ttl)}}}"
     if isinstance(value, tuple):
         return "[" + ", ".join(_show(v) for v in value) + "]"
     if isinstance(value, float):
@@ -188,7 +216,29 @@ def _describe_sink_change(change: SinkChange, old: SinkSpec, new: SinkSpec) -> l
         lines.append(
             f"{prefix} {name} {_show(getattr(old, name))} -> {_show(getattr(new, name))} (restart)"
         )
+    if change.code_changed:
+        lines.append(f"{prefix} handler code changed ({', '.join(change.code_changed)}) (restart)")
     return lines
+
+
+def _modules(spec: SinkSpec | SourceSpec) -> tuple[str, ...]:
+    refs = (spec.handler, getattr(spec, "matcher", None))
+    return tuple(dict.fromkeys(ref.split(":", 1)[0] for ref in refs if ref))
+
+
+def _code_changed(old: Topology, new: Topology, name: str, kind: str) -> tuple[str, ...]:
+    """Modules of ``kind`` ``name`` (in both) whose file fingerprint differs."""
+    if kind not in ("sink", "source"):
+        return ()
+    specs: Mapping[str, SinkSpec | SourceSpec] = new.sinks if kind == "sink" else new.sources
+    modules = _modules(specs[name])
+    return tuple(
+        m
+        for m in modules
+        if old.code.get(m) is not None
+        and new.code.get(m) is not None
+        and old.code[m] != new.code[m]
+    )
 
 
 def _specs(graph: nx.DiGraph, kind: str) -> dict[str, Any]:
@@ -224,7 +274,9 @@ def _unsupported(old: Topology, new: Topology) -> tuple[str, ...]:
     return tuple(reasons)
 
 
-def _sink_change(name: str, old_graph: nx.DiGraph, new_graph: nx.DiGraph) -> SinkChange | None:
+def _sink_change(
+    name: str, old_graph: nx.DiGraph, new_graph: nx.DiGraph, code_changed: tuple[str, ...]
+) -> SinkChange | None:
     old: SinkSpec = old_graph.nodes[f"sink:{name}"]["spec"]
     new: SinkSpec = new_graph.nodes[f"sink:{name}"]["spec"]
     old_starts, new_starts = _starts(old_graph, name), _starts(new_graph, name)
@@ -247,6 +299,7 @@ def _sink_change(name: str, old_graph: nx.DiGraph, new_graph: nx.DiGraph) -> Sin
             for stream, start in new_starts.items()
             if stream in old_starts and old_starts[stream] != start
         ),
+        code_changed=code_changed,
     )
     unchanged = SinkChange(name=name)
     return None if change == unchanged else change
@@ -261,12 +314,22 @@ def diff(old: Topology, new: Topology) -> Plan:
         sections[kind] = (
             tuple(name for name in after if name not in before),
             tuple(name for name in before if name not in after),
-            tuple(name for name in after if name in before and before[name] != after[name]),
+            tuple(
+                name
+                for name in after
+                if name in before
+                and (before[name] != after[name] or _code_changed(old, new, name, kind))
+            ),
         )
     sink_changes = tuple(
         change
         for name in sections["sink"][2]
-        if (change := _sink_change(name, old_graph, new_graph)) is not None
+        if (
+            change := _sink_change(
+                name, old_graph, new_graph, _code_changed(old, new, name, "sink")
+            )
+        )
+        is not None
     )
     return Plan(
         old=old,

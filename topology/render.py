@@ -6,8 +6,9 @@ diagram shows exactly what the runtime will run.
 **mermaid** (``mermaid(graph)``): a ``flowchart LR`` in the spirit of pulse's
 diagrams. Sources (stadiums) write into streams; a stream that has topics is a
 subgraph with its topics inside, a stream without is a cylinder; a sink is a
-subgraph titled with its handler, holding its consumers (``<sink>#<i>``; more
-than ``MAX_MERMAID_ACTORS`` fold into one node). Each read edge is labelled
+subgraph titled with its handler (and ``state by <key>`` for a stateful
+sink), holding its consumers (``<sink>#<i>``; more than ``MAX_MERMAID_ACTORS``
+fold into one node). Each read edge is labelled
 with the sink's filter (``topic eu.orders``, ``/regex/`` for a pattern,
 ``matcher module:function``) and its start when not the default; outputs are
 plain arrows, dead-letter edges are dashed. Names never reach the syntax
@@ -19,7 +20,8 @@ with mermaid 11.
 
 **DOT** (``dot(graph)``): a ``digraph`` whose node ids are the graph's node
 ids, every id and label quoted; each stream and its topics sit in a
-``cluster``.
+``cluster``. A stateful sink has a double border (``peripheries=2``) and
+``stateful=true``.
 
 **JSON** (``as_json(graph)``), plain JSON-ready data::
 
@@ -60,7 +62,7 @@ from typing import Any
 import networkx as nx
 
 from topology.config.model import DEFAULT_START, SinkSpec
-from topology.graph import nodes_of, topic_id
+from topology.graph import nodes_of, state_detail, topic_id
 from topology.redact import redact
 
 __all__ = [
@@ -207,81 +209,100 @@ def _arrow(style: str, label: str) -> str:
 
 def mermaid(graph: nx.DiGraph) -> str:
     """The graph as a mermaid ``flowchart LR`` (see the module docstring)."""
-    ids = mermaid_ids(graph)
-    lines = ["flowchart LR"]
-    name = graph.graph.get("name") or ""
-    if name:
-        lines.append(f"  %% topology {mermaid_text(name)}")
-    classes: dict[str, list[str]] = {kind: [] for kind in _CLASS_DEFS}
+    return _Mermaid(graph).draw()
 
-    for node, data in nodes_of(graph, "source"):
-        lines.append(f"  {ids[node]}([{_label(data)}])")
-        classes["source"].append(ids[node])
 
-    for node, data in nodes_of(graph, "stream"):
+class _Mermaid:
+    """One mermaid drawing: its lines, and the nodes of each style class."""
+
+    def __init__(self, graph: nx.DiGraph) -> None:
+        self.graph = graph
+        self.ids = mermaid_ids(graph)
+        self.lines = ["flowchart LR"]
+        self.classes: dict[str, list[str]] = {kind: [] for kind in _CLASS_DEFS}
+
+    def draw(self) -> str:
+        graph, ids, lines = self.graph, self.ids, self.lines
+        name = graph.graph.get("name") or ""
+        if name:
+            lines.append(f"  %% topology {mermaid_text(name)}")
+        for node, data in nodes_of(graph, "source"):
+            self._node("source", node, f"([{_label(data)}])")
+        for node, data in nodes_of(graph, "stream"):
+            self._stream(node, data)
+        for node, data in nodes_of(graph, "sink"):
+            self._sink(node, data)
+        for u, v, edge in graph.edges(data=True):
+            arrow = self._edge(u, v, edge)
+            if arrow is not None:
+                lines.append(f"  {ids[u]} {arrow}")
+        for kind, style in _CLASS_DEFS.items():
+            lines.append(f"  classDef {kind} {style}")
+        for kind, members in self.classes.items():
+            if members:
+                lines.append(f"  class {','.join(members)} {kind}")
+        return "\n".join(lines) + "\n"
+
+    def _node(self, kind: str, node: str, shape: str, indent: str = "  ") -> None:
+        self.lines.append(f"{indent}{self.ids[node]}{shape}")
+        self.classes[kind].append(self.ids[node])
+
+    def _subgraph(self, kind: str, node: str, title: str) -> None:
+        self.lines.append(f"  subgraph {self.ids[node]} [{title}]")
+        self.classes[kind].append(self.ids[node])
+
+    def _stream(self, node: str, data: dict[str, Any]) -> None:
+        """A cylinder, or a subgraph holding the stream's topics."""
+        graph = self.graph
         topics = [t for t in graph.successors(node) if graph.nodes[t]["kind"] == "topic"]
-        if topics:
-            lines.append(f"  subgraph {ids[node]} [{_title(data['label'], data['detail'])}]")
-            classes["stream"].append(ids[node])
-            for topic in topics:
-                lines.append(f"    {ids[topic]}[{_label(graph.nodes[topic])}]")
-                classes["topic"].append(ids[topic])
-            lines.append("  end")
-        else:
-            lines.append(f"  {ids[node]}[({_label(data)})]")
-            classes["stream"].append(ids[node])
+        if not topics:
+            self._node("stream", node, f"[({_label(data)})]")
+            return
+        self._subgraph("stream", node, _title(data["label"], data["detail"]))
+        for topic in topics:
+            self._node("topic", topic, f"[{_label(graph.nodes[topic])}]", "    ")
+        self.lines.append("  end")
 
-    # A sink is a subgraph holding its consumers (folded into one node past
-    # MAX_MERMAID_ACTORS); edges to and from the sink attach to the subgraph.
-    for node, data in nodes_of(graph, "sink"):
+    def _sink(self, node: str, data: dict[str, Any]) -> None:
+        """A subgraph holding the sink's consumers (folded into one node past
+        MAX_MERMAID_ACTORS); edges to and from the sink attach to the subgraph."""
+        graph = self.graph
         spec: SinkSpec = data["spec"]
         actors = [a for a in graph.successors(node) if graph.nodes[a]["kind"] == "actor"]
         if not actors:  # no consumers: an empty subgraph would draw as nothing
-            lines.append(f"  {ids[node]}[{_label(data)}]")
-            classes["sink"].append(ids[node])
-            continue
-        title = ", ".join(filter(None, (spec.handler, data.get("live_text"))))  # + --live
-        lines.append(f"  subgraph {ids[node]} [{_title(spec.name, title)}]")
-        classes["sink"].append(ids[node])
+            self._node("sink", node, f"[{_label(data)}]")
+            return
+        parts = (spec.handler, state_detail(spec), data.get("live_text"))  # + --live
+        title = ", ".join(filter(None, parts))
+        self._subgraph("sink", node, _title(spec.name, title))
         if len(actors) > MAX_MERMAID_ACTORS:
             first, last = graph.nodes[actors[0]]["label"], graph.nodes[actors[-1]]["label"]
             # mermaid_text only on the names: the <br/> and <small> are ours.
             count = f"<br/><small>{len(actors)} consumers</small>"
             text = f"{mermaid_text(first)} … {mermaid_text(last)}{count}"
-            lines.append(f'    {ids[actors[0]]}("{text}")')
-            classes["actor"].append(ids[actors[0]])
+            self._node("actor", actors[0], f'("{text}")', "    ")
         else:
             for actor in actors:
-                lines.append(f"    {ids[actor]}({_label(graph.nodes[actor])})")
-                classes["actor"].append(ids[actor])
-        lines.append("  end")
+                self._node("actor", actor, f"({_label(graph.nodes[actor])})", "    ")
+        self.lines.append("  end")
 
-    for u, v, edge in graph.edges(data=True):
+    def _edge(self, u: str, v: str, edge: dict[str, Any]) -> str | None:
+        """The arrow and target of an edge; None for edges drawn by nesting (topics,
+        consumers)."""
+        graph, ids = self.graph, self.ids
         kind = edge["kind"]
-        if kind == "topic":
-            continue  # drawn by nesting the topic inside its stream
         if kind == "write" and graph.nodes[u]["kind"] == "source":
             topic = edge.get("topic")
             target = ids[topic_id(graph.nodes[v]["name"], topic)] if topic is not None else ids[v]
-            lines.append(f"  {ids[u]} --> {target}")
-        elif kind == "read":
-            lines.append(f"  {ids[u]} {_arrow('-->', _read_label(edge))} {ids[v]}")
-        elif kind == "consumer":
-            continue  # drawn by nesting the actors inside their sink
-        elif kind == "write":
-            if edge.get("dlq"):
-                lines.append(f"  {ids[u]} {_arrow('-.->', 'output, dead letter')} {ids[v]}")
-            else:
-                lines.append(f"  {ids[u]} --> {ids[v]}")
-        elif kind == "dlq":
-            lines.append(f"  {ids[u]} {_arrow('-.->', 'dead letter')} {ids[v]}")
-
-    for kind, style in _CLASS_DEFS.items():
-        lines.append(f"  classDef {kind} {style}")
-    for kind, members in classes.items():
-        if members:
-            lines.append(f"  class {','.join(members)} {kind}")
-    return "\n".join(lines) + "\n"
+            return f"--> {target}"
+        if kind == "read":
+            return f"{_arrow('-->', _read_label(edge))} {ids[v]}"
+        if kind == "write":
+            arrow = _arrow("-.->", "output, dead letter") if edge.get("dlq") else "-->"
+            return f"{arrow} {ids[v]}"
+        if kind == "dlq":
+            return f"{_arrow('-.->', 'dead letter')} {ids[v]}"
+        return None
 
 
 # --------------------------------------------------------------------------- DOT
@@ -314,9 +335,11 @@ def dot(graph: nx.DiGraph) -> str:
     lines.append('  edge [fontname="Helvetica", fontsize=9];')
 
     def node_line(node: str, data: dict[str, Any], indent: str = "  ") -> str:
+        # A stateful sink: a double border, and an attribute tools can select on.
+        state = ", peripheries=2, stateful=true" if data.get("stateful") else ""
         return (
             f"{indent}{dot_quote(node)} [label={_dot_label(data)}, "
-            f"shape={_DOT_SHAPES[data['kind']]}, kind={dot_quote(data['kind'])}];"
+            f"shape={_DOT_SHAPES[data['kind']]}, kind={dot_quote(data['kind'])}{state}];"
         )
 
     for i, (node, data) in enumerate(nodes_of(graph, "stream")):

@@ -159,6 +159,7 @@ def test_plan_as_json(write, capsys) -> None:
             "restart": ["batch"],
             "needs_restart": True,
             "starts_changed": [],
+            "code_changed": [],
         }
     ]
     assert data["empty"] is False
@@ -197,3 +198,26 @@ def test_graph_command_offers_every_renderer_format() -> None:
     from topology.render import FORMATS
 
     assert _FORMATS == FORMATS
+
+
+def test_plan_says_when_only_the_handler_code_changed(tmp_path: Path, capsys) -> None:
+    text = (
+        "version: 1\nname: code\nstreams: {a: {}}\n"
+        "sinks:\n  copy:\n    streams: [a]\n    handler: plan_code_handlers:handle\n"
+    )
+    paths = []
+    for version in ("old", "new"):
+        folder = tmp_path / version
+        folder.mkdir()
+        (folder / "plan_code_handlers.py").write_text(
+            f"def handle(event):\n    return {version!r}\n"
+        )
+        (folder / "code.yaml").write_text(text)
+        paths.append(str(folder / "code.yaml"))
+    assert main(["plan", *paths]) == 0
+    assert (
+        capsys.readouterr().out
+        == "sink copy: handler code changed (plan_code_handlers) (restart)\n"
+    )
+    assert main(["plan", paths[1], paths[1], "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["empty"] is True

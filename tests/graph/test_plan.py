@@ -207,6 +207,15 @@ def test_name_and_redis_changes_are_unsupported_without_leaking_the_password() -
     assert "s3cret" not in text and "0th3r" not in text
 
 
+def test_a_plan_of_only_what_a_reload_cannot_apply_has_no_live_changes() -> None:
+    old = orders()
+    renamed = diff(old, dataclasses.replace(old, name="shipping"))
+    assert renamed.unsupported and not renamed.is_empty
+    assert not renamed.has_live_changes  # the runtime leaves the running topology alone
+    rescaled = diff(old, replace_sink(old, "enrich", consumers=8))
+    assert rescaled.has_live_changes and not rescaled.unsupported
+
+
 def test_to_json_is_plain_data_mirroring_the_plan() -> None:
     old = orders()
     new = replace_sink(old, "enrich", consumers=8, handler="handlers:enrich_v2")
@@ -231,3 +240,27 @@ def test_plan_keeps_both_topologies_for_the_runtime() -> None:
     assert plan.old is old and plan.new is new
     assert plan.sink_change("enrich") == SinkChange("enrich", consumers=(4, 1))
     assert plan.sink_change("us") is None
+
+
+def test_a_changed_handler_module_restarts_the_sinks_and_sources_that_use_it() -> None:
+    base = orders()
+    sinks = dict(base.sinks)
+    sinks["dead"] = dataclasses.replace(sinks["dead"], handler="review:log_dead")
+    sinks["large"] = dataclasses.replace(sinks["large"], matcher="matchers:is_large")
+    base = dataclasses.replace(base, sinks=sinks)
+    old = dataclasses.replace(base, code={"handlers": "a", "review": "r", "matchers": "m"})
+    new = dataclasses.replace(base, code={"handlers": "b", "review": "r", "matchers": "m2"})
+    plan = diff(old, new)
+    assert [c.name for c in plan.sinks_changed] == ["enrich", "us", "large", "report"]
+    assert all(c.needs_restart and not c.restart for c in plan.sinks_changed)
+    assert plan.sink_change("large") == SinkChange(
+        name="large", code_changed=("handlers", "matchers")
+    )
+    assert plan.sources_changed == ("generate",)
+    lines = plan.describe()
+    assert "sink enrich: handler code changed (handlers) (restart)" in lines
+    assert "sink large: handler code changed (handlers, matchers) (restart)" in lines
+    assert "source generate: handler code changed (restart)" in lines
+    assert plan.to_json()["sinks_changed"][0]["code_changed"] == ["handlers"]
+    # A side without fingerprints (a hand-built model) never counts as a code change.
+    assert diff(base, new).is_empty and diff(old, base).is_empty

@@ -13,8 +13,8 @@ import pytest
 from redis.asyncio.cluster import RedisCluster
 
 from topology.config.model import SinkSpec, StreamRef, StreamSpec, Topology
+from topology.runtime import Runtime
 from topology.runtime.commit import NO_ATTEMPTS, SPLIT
-from topology.runtime.supervisor import Runtime
 from topology.server import ServerCluster
 from topology.streams import Connection
 

@@ -120,6 +120,16 @@ def test_tail_limits_filters_and_starts_at_an_id(
     ]
     url = ("--redis-url", redis_url)
     _, out, _ = _cli(capsys, "tail", str(config), "orders", "-n", "2", *url)
+    assert [line.split()[2] for line in out.splitlines()] == ["e4", "e5"]  # the last 2
+    _, out, _ = _cli(capsys, "tail", str(config), "orders", "--from", "newest", "-n", "2", *url)
+    assert [line.split()[2] for line in out.splitlines()] == ["e4", "e5"]
+    _, out, _ = _cli(capsys, "tail", str(config), "orders", "-n", "2", "--topic", "eu", *url)
+    assert [line.split()[2] for line in out.splitlines()] == ["e3", "e5"]
+    _, out, _ = _cli(capsys, "tail", str(config), "orders", "-n", "50", *url)
+    assert [line.split()[2] for line in out.splitlines()] == [f"e{i}" for i in range(6)]
+    _, out, _ = _cli(capsys, "tail", str(config), "orders", "--from", ids[1], "-n", "2", *url)
+    assert [line.split()[2] for line in out.splitlines()] == ["e1", "e2"]  # first 2 from there
+    _, out, _ = _cli(capsys, "tail", str(config), "orders", "--from", "oldest", "-n", "2", *url)
     assert [line.split()[2] for line in out.splitlines()] == ["e0", "e1"]
     _, out, _ = _cli(capsys, "tail", str(config), "orders", "--topic", "eu", *url)
     assert [line.split()[2] for line in out.splitlines()] == ["e1", "e3", "e5"]
@@ -127,6 +137,36 @@ def test_tail_limits_filters_and_starts_at_an_id(
     assert [line.split()[0] for line in out.splitlines()] == ids[4:]
     code, out, _ = _cli(capsys, "tail", str(config), "orders", "--from", "newest", *url)
     assert code == 0 and out == ""
+
+
+def test_tail_shows_a_dead_letters_extra_fields_in_text_and_json(
+    config: Path, redis_url: str, sync_r: redis.Redis, capsys: pytest.CaptureFixture[str]
+) -> None:
+    extra = {
+        "origin_stream": "orders",
+        "origin_id": "1-0",
+        "sink": "enrich",
+        "attempts": "3",
+        "error_type": "ValueError",
+        "error": "bad amount: -1",
+        "empty": "",
+    }
+    sync_r.xadd("pulse:stream:orders-dlq", {"n": "created", "p": '{"id":1}', **extra})
+    url = ("--redis-url", redis_url)
+    _, out, _ = _cli(capsys, "tail", str(config), "orders-dlq", *url)
+    line = out.strip()
+    assert line.split(" | ")[0].split(" ", 1)[1] == '- created {"id":1}'
+    assert line.split(" | ")[1] == (
+        "origin_stream=orders origin_id=1-0 sink=enrich attempts=3 error_type=ValueError "
+        'error="bad amount: -1" empty=""'
+    )
+    _, out, _ = _cli(capsys, "tail", str(config), "orders-dlq", "--format", "json", *url)
+    got = json.loads(out)
+    assert got["fields"] == extra and got["payload"] == '{"id":1}'
+    copy = config.parent / "dead.jsonl"  # emit takes it back, without the extra fields
+    copy.write_text(out)
+    assert _cli(capsys, "emit", str(config), "orders", "-f", str(copy), *url)[0] == 0
+    assert sync_r.xrange("pulse:stream:orders")[0][1] == {b"n": b"created", b"p": b'{"id":1}'}
 
 
 def test_tail_of_an_empty_stream_ends_at_once(
@@ -168,6 +208,28 @@ def test_tail_follow_prints_new_events_as_they_come(
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_tail_n_with_follow_prints_the_last_n_then_new_events(
+    config: Path, redis_url: str, sync_r: redis.Redis
+) -> None:
+    for i in range(5):
+        sync_r.xadd("pulse:stream:orders", {"n": f"old{i}", "p": "x"})
+    argv = ["tail", str(config), "orders", "-n", "2", "-F", "--redis-url", redis_url]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "topology.cli", *argv],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        assert [proc.stdout.readline().split()[2] for _ in range(2)] == ["old3", "old4"]
+        sync_r.xadd("pulse:stream:orders", {"n": "new", "p": "y"})
+        assert proc.stdout.readline().split()[2] == "new"  # and it keeps following
+        assert proc.poll() is None
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
 
 
 def test_emit_file_with_a_bad_line_adds_nothing(

@@ -16,6 +16,7 @@ import pytest
 import redis
 
 from tests.helpers import wait_until
+from tests.runtime.test_reload_done_when import write_renamed
 from topology.runtime.keys import EngineKeys
 
 CONFIG = """
@@ -113,3 +114,32 @@ def test_switching_the_config_symlink_reloads_and_status_shows_the_generation(
         out = proc.stdout.read()
     assert proc.returncode == 0, "".join(seen)
     assert "fwd 2" in out, out
+
+
+def test_run_logging_into_the_config_folder_does_not_wake_the_watcher(
+    tmp_path: Path, redis_url: str, client: redis.Redis
+) -> None:
+    """`run > run.log 2>&1` beside the config: only the config's own change reloads."""
+    (tmp_path / "rcli_handlers.py").write_text(HANDLERS)
+    config = tmp_path / "rcli.yaml"
+    config.write_text(CONFIG.format(streams="in"))
+    log_path = tmp_path / "run.log"
+    with log_path.open("w") as log_file:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "topology.cli", "run", str(config), "--redis-url", redis_url],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_until(lambda: "watching" in log_path.read_text(), 30, "the watch")
+        for i in range(50):  # the worker's own lines land in the folder too
+            client.xadd("pulse:stream:in", {"n": "e", "p": str(i)})
+        wait_until(lambda: client.xlen("pulse:stream:out") == 50, 30, "the events handled")
+        write_renamed(config, CONFIG.format(streams="in, more"))  # one whole change
+        wait_until(lambda: "generation 2 running" in log_path.read_text(), 30, "the reload")
+        text = log_path.read_text()
+        assert text.count("reload (") == 1 and "reload (file changed)" in text
+        assert "detected" not in text  # no "N changes detected" from watchfiles
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)

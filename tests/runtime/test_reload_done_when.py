@@ -17,8 +17,8 @@ import redis.asyncio as aioredis
 
 from tests.helpers import wait_for
 from topology.config import load
+from topology.runtime import Runtime
 from topology.runtime.reload import Reloader
-from topology.runtime.supervisor import Runtime
 from topology.streams import Connection
 
 HANDLERS = """

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
+from tests.helpers import wait_for
 from topology.config.model import SourceSpec, StreamSpec, Topology
 from topology.runtime.keys import EngineKeys
 from topology.runtime.sources import SourceRunner
@@ -41,15 +42,6 @@ def _topology(tmp_path: Path, code: str, fn: str = "gen", topic: str | None = "t
 @pytest.fixture
 async def conn(r: aioredis.Redis) -> AsyncIterator[Connection]:
     yield Connection(r)
-
-
-async def _until(predicate, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
-    """Poll external state (another worker, another process) until ``predicate()`` holds."""
-    deadline = time.monotonic() + timeout
-    while not await predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.02)
 
 
 async def _entries(r: aioredis.Redis, conn: Connection) -> list[dict[bytes, bytes]]:
@@ -141,7 +133,7 @@ async def test_only_one_worker_runs_a_source_and_another_takes_over_when_it_stop
     async def some_events() -> bool:
         return len(await _entries(r, conn)) >= 20
 
-    await _until(some_events)
+    await wait_for(some_events)
     holder, other = (a, b) if a.holding else (b, a)
     assert holder.holding and not other.holding
     writers = {e[b"p"].split(b":")[0] for e in await _entries(r, conn)}
@@ -153,7 +145,7 @@ async def test_only_one_worker_runs_a_source_and_another_takes_over_when_it_stop
     async def other_writes() -> bool:
         return any(e[b"p"].startswith(other.worker_id.encode()) for e in await _entries(r, conn))
 
-    await _until(other_writes)
+    await wait_for(other_writes)
     assert other.holding
     await other.stop()
     assert await r.exists(EngineKeys(topo.name).source_lease("gen")) == 0
@@ -193,7 +185,7 @@ async def test_a_killed_holder_is_replaced_once_its_lease_expires(
         async def victim_writes() -> bool:
             return len(await _entries(r, conn)) >= 5
 
-        await _until(victim_writes, timeout=20)
+        await wait_for(victim_writes, timeout=20)
         spec = topo.sources["gen"]
         survivor = SourceRunner(spec, topo, conn, worker_id="survivor", lease_ttl=1.0)
         survivor.start()
@@ -204,7 +196,7 @@ async def test_a_killed_holder_is_replaced_once_its_lease_expires(
         async def survivor_writes() -> bool:
             return any(e[b"p"].startswith(b"survivor:") for e in await _entries(r, conn))
 
-        await _until(survivor_writes)
+        await wait_for(survivor_writes)
         assert time.monotonic() - killed_at < 1.0 + 1.0  # lease TTL + one poll period, with slack
         assert survivor.holding
         await survivor.stop()
@@ -235,7 +227,7 @@ async def test_events_are_added_while_the_generator_waits(
     async def first_added() -> bool:
         return len(await _entries(r, conn)) == 1
 
-    await _until(first_added)  # flushed although the generator has not ended
+    await wait_for(first_added)  # flushed although the generator has not ended
     module = sys.modules[topo.sources["gen"].handler.split(":")[0]]
     module.gate.set()
     await runner.wait()
@@ -419,7 +411,7 @@ async def test_a_source_keeps_adding_after_redis_restarts(
             except Exception:
                 return False
 
-        await _until(some)
+        await wait_for(some)
         fresh_server.kill()  # no persistence: the stream and the lease are gone
         fresh_server.start()
         lease = EngineKeys(topo.name).source_lease("gen")
@@ -430,14 +422,14 @@ async def test_a_source_keeps_adding_after_redis_restarts(
             except Exception:
                 return False
 
-        await _until(leased_again)  # noticed the vanished lease and took it back
-        await _until(some)  # and adds again
+        await wait_for(leased_again)  # noticed the vanished lease and took it back
+        await wait_for(some)  # and adds again
         before = await client.xlen(conn.stream_key("out"))
 
         async def growing() -> bool:
             return await client.xlen(conn.stream_key("out")) > before
 
-        await _until(growing)
+        await wait_for(growing)
         assert runner.holding and runner.failed is None
         payloads = [e[b"p"] for _, e in await client.xrange(conn.stream_key("out"))]
         assert b"w1:0" not in payloads  # the generator carried on, it did not start over
@@ -471,17 +463,17 @@ async def test_a_redis_outage_ends_no_runner_and_one_keeps_the_source_going(
         async def some() -> bool:
             return await length() >= 5
 
-        await _until(some)
+        await wait_for(some)
         fresh_server.kill()
         await asyncio.sleep(0.5)  # Redis stays away for a while (not a synchronisation)
         fresh_server.start()
-        await _until(some)
+        await wait_for(some)
         before = await length()
 
         async def growing() -> bool:
             return await length() > before
 
-        await _until(growing)
+        await wait_for(growing)
         assert [r.failed for r in runners] == [None, None]
 
         async def one_holder() -> bool:
@@ -489,7 +481,7 @@ async def test_a_redis_outage_ends_no_runner_and_one_keeps_the_source_going(
             # renewal (within a lease period): ownership settles on exactly one.
             return sum(r.holding for r in runners) == 1
 
-        await _until(one_holder, timeout=5 * 0.6)
+        await wait_for(one_holder, timeout=5 * 0.6)
     finally:
         for runner in runners:
             await runner.stop()

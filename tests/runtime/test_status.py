@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 import redis
 
-from topology.cli import main
+from tests.helpers import wait_until
+from tests.runtime.test_run_cli import start_run
+from topology.cli import main, status
 
 CONFIG = """\
 version: 1
@@ -51,7 +53,8 @@ def busy(redis_url: str) -> Iterator[redis.Redis]:
         client.xadd("pulse:stream:orders", {"n": "e", "p": str(i)})
     client.xgroup_create("pulse:stream:orders", "enrich", id="0")
     client.xreadgroup("enrich", "host-1-abc", {"pulse:stream:orders": ">"}, count=3)
-    client.xadd("pulse:stream:orders-dlq", {"n": "dead", "p": ""})
+    client.xadd("pulse:stream:orders-dlq", {"n": "dead", "p": "", "sink": "enrich"})
+    client.xadd("pulse:stream:orders-dlq", {"n": "dead", "p": "", "sink": "other"})
     now = client.time()[0]
     beat = {
         "version": "0.1.0",
@@ -78,7 +81,13 @@ def test_status_shows_pending_lag_dead_letters_and_workers(
     orders = enrich["streams"]["orders"]
     assert orders["pending"] == 3 and orders["lag"] == 2 and orders["length"] == 5
     assert [c["name"] for c in orders["consumers"]] == ["host-1-abc"]
-    assert enrich["dead_letter"] == {"stream": "orders-dlq", "length": 1}
+    assert orders["consumers"][0]["live"] is True  # it just read
+    assert enrich["dead_letter"] == {
+        "stream": "orders-dlq",
+        "count": 1,
+        "length": 2,
+        "counted": 2,
+    }
     assert data["sinks"]["dlq"]["streams"]["orders-dlq"]["group"] is False
     assert data["sources"]["gen"]["state"] == "running on host-1-abc"
     worker = data["workers"]["host-1-abc"]
@@ -86,8 +95,8 @@ def test_status_shows_pending_lag_dead_letters_and_workers(
 
     assert main(["status", str(config), "--redis-url", redis_url]) == 0
     text = capsys.readouterr().out
-    assert "orders: consumers 1  pending 3  lag 2  length 5" in text
-    assert "dead letters 1 (orders-dlq)" in text
+    assert "orders: consumers 1 live, 0 dead  pending 3  lag 2  length 5" in text
+    assert "dead letters 1 (of 2 in orders-dlq)" in text
     assert "host-1-abc  version 0.1.0  generation 4  config v7" in text and "live" in text
 
 
@@ -138,3 +147,88 @@ def test_status_shows_trimmed_unread_entries_instead_of_lag(
     assert info["trimmed_by"] == "max_len 5"
     assert main(["status", str(path), "--redis-url", redis_url]) == 0
     assert "lag 5 " in (out := capsys.readouterr().out) and "trimmed unread 15 (max_len 5)" in out
+
+
+SHARED_DLQ = """\
+version: 1
+name: sh
+defaults:
+  start: oldest
+  retry: {max_attempts: 1}
+streams:
+  a: {}
+  b: {}
+  dlq: {}
+sinks:
+  sa:
+    streams: [a]
+    handler: handlers:fail_odd
+    dead_letter: dlq
+  sb:
+    streams: [b]
+    handler: handlers:fail_odd
+    dead_letter: dlq
+"""
+
+
+def test_status_counts_dead_letters_per_sink_and_parts_live_from_dead_consumers(
+    tmp_path: Path,
+    redis_url: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    (tmp_path / "handlers.py").write_text(
+        "def fail_odd(event):\n    if int(event.payload) % 2:\n        raise ValueError('odd')\n"
+    )
+    config = tmp_path / "shared.yaml"
+    config.write_text(SHARED_DLQ)
+    client = redis.Redis.from_url(redis_url)
+    try:
+        for i in range(6):  # sa: 3 odd events dead-lettered
+            client.xadd("pulse:stream:a", {"n": "e", "p": str(i)})
+        client.xadd("pulse:stream:b", {"n": "e", "p": "1"})  # sb: 1
+        proc = start_run(config, redis_url, "--stop-when-idle", "0.5")
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+        # A crashed worker's consumer: events delivered to it, then silence.
+        client.xadd("pulse:stream:a", {"n": "e", "p": "10"})
+        client.xreadgroup("sa", "gone-1-dead", {"pulse:stream:a": ">"}, count=1)
+        assert main(["status", str(config), "--format", "json", "--redis-url", redis_url]) == 0
+        data = json.loads(capsys.readouterr().out)
+        assert data["sinks"]["sa"]["dead_letter"]["count"] == 3
+        assert data["sinks"]["sb"]["dead_letter"]["count"] == 1
+        assert data["sinks"]["sb"]["dead_letter"]["length"] == 4
+        consumers = data["sinks"]["sa"]["streams"]["a"]["consumers"]
+        assert any(c["name"] == "gone-1-dead" and c["live"] for c in consumers)
+        # Past the live window (the sink's ack grace, at least two blocking reads;
+        # shortened here so the test need not sit idle that long): dead.
+        monkeypatch.setattr(status, "_live_after_ms", lambda ack_grace: 300)
+
+        def idle_ms() -> int:
+            rows = client.xinfo_consumers("pulse:stream:a", "sa")
+            return next(int(c["idle"]) for c in rows if c["name"] == b"gone-1-dead")
+
+        wait_until(lambda: idle_ms() > 400, 10, "the consumer to idle")
+        assert main(["status", str(config), "--redis-url", redis_url]) == 0
+        text = capsys.readouterr().out
+        assert "sa  pending 1  dead letters 3 (of 4 in dlq)" in text
+        assert "dead consumer gone-1-dead: pending 1" in text
+    finally:
+        client.close()
+
+
+def test_status_counts_dead_letters_of_a_long_stream_from_its_newest_entries(
+    config: Path,
+    redis_url: str,
+    busy: redis.Redis,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(status, "DEAD_SCAN_LIMIT", 3)
+    for _ in range(3):  # newer than the fixture's two
+        busy.xadd("pulse:stream:orders-dlq", {"n": "dead", "p": "", "sink": "enrich"})
+    assert main(["status", str(config), "--format", "json", "--redis-url", redis_url]) == 0
+    dead = json.loads(capsys.readouterr().out)["sinks"]["enrich"]["dead_letter"]
+    assert dead == {"stream": "orders-dlq", "count": 3, "length": 5, "counted": 3}
+    assert main(["status", str(config), "--redis-url", redis_url]) == 0
+    assert "dead letters 3+ (of 5 in orders-dlq)" in capsys.readouterr().out

@@ -12,7 +12,7 @@ import redis.asyncio as aioredis
 
 from tests.helpers import wait_for
 from topology.config.model import RetryPolicy, SinkSpec, SourceSpec, StreamRef, StreamSpec, Topology
-from topology.runtime.supervisor import ApplyError, Runtime
+from topology.runtime import ApplyError, Runtime
 from topology.streams import Connection
 
 HANDLERS = """

@@ -10,7 +10,7 @@ from pathlib import Path
 import redis.asyncio as aioredis
 
 from topology.config.model import SinkSpec, StreamRef, StreamSpec, Topology
-from topology.runtime.supervisor import Runtime
+from topology.runtime import Runtime
 from topology.streams import Connection
 
 HANDLERS = """

@@ -11,7 +11,7 @@ import redis.asyncio as aioredis
 import redis.exceptions
 
 from topology.config import load
-from topology.runtime.supervisor import Runtime
+from topology.runtime import Runtime
 from topology.streams import Connection
 
 N = 10_000

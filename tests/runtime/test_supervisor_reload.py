@@ -4,6 +4,7 @@ invalid files, edited handler code."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import time
 from collections.abc import AsyncIterator
@@ -14,8 +15,8 @@ import redis.asyncio as aioredis
 
 from tests.helpers import wait_for
 from topology.config import load
+from topology.runtime import Runtime
 from topology.runtime.reload import Reloader
-from topology.runtime.supervisor import Runtime
 from topology.streams import Connection
 
 BASE = """
@@ -110,9 +111,11 @@ async def test_an_invalid_file_changes_nothing_and_the_next_valid_one_applies(
     assert runtime.generation == 2 and runtime.actors() == actors  # no restart either
 
 
+@pytest.mark.parametrize("config_edited", [True, False], ids=["with-config-edit", "code-only"])
 async def test_the_hup_event_reloads_and_edited_handler_code_is_picked_up(
-    setup: tuple[Runtime, Path], r: aioredis.Redis, tmp_path: Path
+    setup: tuple[Runtime, Path], r: aioredis.Redis, tmp_path: Path, config_edited: bool
 ) -> None:
+    """With the config unchanged too: the module's new content alone restarts the sink."""
     runtime, config = setup
     hup = asyncio.Event()
     reloader = Reloader(config, runtime, hup=hup, watch=False)
@@ -120,16 +123,51 @@ async def test_the_hup_event_reloads_and_edited_handler_code_is_picked_up(
     try:
         await add(r, "in", 1)
         await wait_for(lambda: runtime.handled().get("fwd") == 1)
+        before = runtime.actors("fwd")
         (tmp_path / "hot_handlers.py").write_text(HANDLERS.format(version=2) + "\n# v2\n")
-        (tmp_path / "hot.yaml").write_text(
-            config.read_text().replace("outputs: [out]", "outputs: [out]\n    batch: 100")
-        )
+        if config_edited:
+            (tmp_path / "hot.yaml").write_text(
+                config.read_text().replace("outputs: [out]", "outputs: [out]\n    batch: 100")
+            )
         hup.set()
-        await wait_for(lambda: runtime.generation == 2)
+        assert await reloader.wait_finished(1, 10) == "applied"
+        assert runtime.generation == 2 and runtime.actors("fwd") != before  # restarted
         await add(r, "in", 1)
         await wait_for(lambda: runtime.handled().get("fwd") == 2)
         names = [f[b"n"] for _, f in await r.xrange("pulse:stream:out")]
         assert names == [b"v1", b"v2"]
+        hup.set()  # nothing changed since: no restart
+        assert await reloader.wait_finished(2, 10) == "unchanged"
+    finally:
+        await reloader.stop()
+
+
+async def test_a_watched_handler_module_edit_reloads_it_and_other_files_are_ignored(
+    setup: tuple[Runtime, Path], r: aioredis.Redis, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="topology")  # an in-process CLI may have raised it
+    runtime, config = setup
+    reloader = Reloader(config, runtime, watch=True, quiet_ms=50)
+    reloader.start()
+    try:
+        await asyncio.wait_for(reloader.armed.wait(), 5)
+        log_file = tmp_path / "run.log"  # `run > run.log` beside the config
+        for i in range(5):
+            with log_file.open("a") as out:
+                out.write(f"line {i}\n")
+            (tmp_path / "notes.txt").write_text(str(i))
+        # Saved the way editors do (write aside, rename over): one whole change.
+        module = tmp_path / "hot_handlers.py"
+        module.with_suffix(".tmp").write_text(HANDLERS.format(version=2) + "\n# v2\n")
+        os.replace(module.with_suffix(".tmp"), module)
+        # The first reload attempt is the module edit: the other writes woke nothing.
+        assert await reloader.wait_finished(1, 10) == "applied"
+        assert reloader.reloads == 1 and runtime.generation == 2
+        await add(r, "in", 1)
+        await wait_for(lambda: runtime.handled().get("fwd") == 1)
+        assert [f[b"n"] for _, f in await r.xrange("pulse:stream:out")] == [b"v2"]
+        assert "reload (handler code changed: hot_handlers.py)" in caplog.text
+        assert "plan: sink fwd: handler code changed (hot_handlers) (restart)" in caplog.text
     finally:
         await reloader.stop()
 

@@ -16,7 +16,8 @@ import pytest
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 
-from tests.streams.conftest import blocked_reads, eventually, read_n
+from tests.helpers import blocked_reads, wait_for
+from tests.streams.conftest import read_n
 from topology import streams
 from topology.server import ServerCluster
 
@@ -84,7 +85,7 @@ async def _wait_blocked_on_nodes(conn: streams.Connection, on: list[streams.Stre
         async def blocked() -> bool:
             return all([await blocked_reads(c) >= 1 for c in clients])
 
-        await eventually(blocked, what="per-slot reads to block")
+        await wait_for(blocked, what="per-slot reads to block")
     finally:
         for client in clients:
             await client.aclose()

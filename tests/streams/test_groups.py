@@ -8,7 +8,8 @@ from collections import Counter
 import pytest
 import redis.asyncio as aioredis
 
-from tests.streams.conftest import read_n, wait_blocked
+from tests.helpers import wait_blocked
+from tests.streams.conftest import read_n
 from topology import streams
 
 TOTAL = 1000

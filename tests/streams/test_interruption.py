@@ -17,7 +17,8 @@ import time
 import pytest
 import redis.asyncio as aioredis
 
-from tests.streams.conftest import eventually, read_n, wait_blocked
+from tests.helpers import wait_blocked, wait_for
+from tests.streams.conftest import read_n
 from topology import streams
 
 BLOCK = 5.0
@@ -52,7 +53,7 @@ async def test_close_ends_a_read_within_100ms_at_any_offset(
     async def no_leak() -> bool:
         return len(await r.client_list()) <= before + 2
 
-    await eventually(no_leak, what="the sinks' own connections to close")
+    await wait_for(no_leak, what="the sinks' own connections to close")
 
 
 async def test_add_stream_takes_effect_within_100ms_at_any_offset(

@@ -10,7 +10,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
-from tests.streams.conftest import wait_blocked
+from tests.helpers import wait_blocked
 from topology import streams
 from topology.streams._link import ReadInterrupted, ReadLink, new_link
 from topology.streams._wire import entries_of

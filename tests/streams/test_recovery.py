@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
-from tests.streams.conftest import eventually, read_n, wait_blocked
+from tests.helpers import wait_blocked, wait_for
+from tests.streams.conftest import read_n
 from topology import streams
 from topology.server import ServerProcess
 
@@ -73,7 +74,7 @@ async def _restart_scenario(
                 async def retrying() -> bool:
                     return any("read failed" in m for m in caplog.messages)
 
-                await eventually(retrying, what="the sink to retry")
+                await wait_for(retrying, what="the sink to retry")
                 assert not reading.done()
                 await asyncio.to_thread(server.start)
                 # The test's producer uses its own fresh client: the old one's pooled
@@ -136,7 +137,7 @@ async def test_close_during_an_outage_returns_at_once(
             async def retrying() -> bool:
                 return any("read failed" in m for m in caplog.messages)
 
-            await eventually(retrying, what="the sink to retry")
+            await wait_for(retrying, what="the sink to retry")
             started = time.monotonic()
             await sink.close()
             assert await asyncio.wait_for(reading, 1) == []

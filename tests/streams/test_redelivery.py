@@ -12,7 +12,8 @@ import textwrap
 
 import redis.asyncio as aioredis
 
-from tests.streams.conftest import eventually, read_n
+from tests.helpers import wait_for
+from tests.streams.conftest import read_n
 from topology import streams
 
 GRACE = 0.3
@@ -61,7 +62,7 @@ async def test_events_pending_on_a_closed_instance_are_claimed_by_a_survivor(
         async def gone() -> bool:
             return dying.consumer not in await _consumers(r, stream.key, "s")
 
-        await eventually(gone, what="stale consumer removal")
+        await wait_for(gone, what="stale consumer removal")
         assert survivor.consumer in await _consumers(r, stream.key, "s")
 
 
@@ -161,7 +162,7 @@ async def test_events_pending_on_a_killed_process_are_claimed_by_a_survivor(
         async def gone() -> bool:
             return child_consumer not in await _consumers(r, stream.key, "s")
 
-        await eventually(gone, what="the killed consumer's removal")
+        await wait_for(gone, what="the killed consumer's removal")
 
 
 async def test_only_the_lease_holder_claims(r: aioredis.Redis, conn: streams.Connection) -> None:
@@ -180,7 +181,7 @@ async def test_only_the_lease_holder_claims(r: aioredis.Redis, conn: streams.Con
             pending = await r.xpending_range(stream.key, "s", "-", "+", 10)
             return all(p["time_since_delivered"] > GRACE * 1000 * 2 for p in pending)
 
-        await eventually(idle, what="the events to idle past ack_grace")
+        await wait_for(idle, what="the events to idle past ack_grace")
         # Idle past the grace, yet nobody claimed: the lease is held elsewhere.
         assert await a.claim_once() == 0
         assert await b.claim_once() == 0

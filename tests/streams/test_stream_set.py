@@ -9,7 +9,8 @@ import time
 
 import redis.asyncio as aioredis
 
-from tests.streams.conftest import blocked_clients, read_n, wait_blocked
+from tests.helpers import blocked_clients, wait_blocked
+from tests.streams.conftest import read_n
 from topology import streams
 
 BLOCK = 5.0

@@ -12,6 +12,7 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 __all__ = ["EXIT_FAILURE", "EXIT_OK", "EXIT_USAGE", "main"]
 
@@ -28,9 +29,12 @@ COMMANDS = (
     "emit",
     "tail",
     "status",
+    "state",
     "apply",
     "history",
     "rollback",
+    "replay",
+    "init",
 )
 
 #: The end of each command's ``--help``: what people type, in one place.
@@ -63,6 +67,10 @@ EXAMPLES = {
     "status": """\
   ponos-topology status topology.yaml
   ponos-topology status topology.yaml --format json --redis-url redis://db:6379/0""",
+    "state": """\
+  ponos-topology state topology.yaml totals              # every key of sink totals
+  ponos-topology state topology.yaml totals c42          # one key
+  ponos-topology state topology.yaml totals --format json > totals.json""",
     "apply": """\
   ponos-topology apply topology.yaml --redis-url redis://db:6379/0
   ponos-topology run --deployment orders --redis-url redis://db:6379/0   # on each worker
@@ -74,6 +82,13 @@ EXAMPLES = {
     "rollback": """\
   ponos-topology rollback orders                        # re-publish the previous version
   ponos-topology rollback orders --to 3 --redis-url redis://db:6379/0""",
+    "replay": """\
+  ponos-topology replay topology.yaml orders-dlq --dry-run   # what would move back
+  ponos-topology replay topology.yaml orders-dlq --filter-error HandlerTimeout
+  ponos-topology replay topology.yaml orders-dlq --to orders-retry""",
+    "init": """\
+  ponos-topology init my-topology && cd my-topology
+  ponos-topology init . --name orders --force""",
 }
 
 
@@ -83,7 +98,7 @@ def _plain(text: str) -> str:
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # argparse exits 2 too, but says it our way
+    def error(self, message: str) -> NoReturn:  # argparse exits 2 too, but says it our way
         self.print_usage(sys.stderr)
         print(f"{self.prog}: error: {message}", file=sys.stderr)
         raise SystemExit(EXIT_USAGE)
@@ -106,13 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"ponos-topology {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for name in COMMANDS:
-        try:
-            module = importlib.import_module(f"topology.cli.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"topology.cli.{name}":
-                raise
-            continue  # command not built yet
-        command = module.add_parser(sub)
+        command = importlib.import_module(f"topology.cli.{name}").add_parser(sub)
         if name in EXAMPLES:
             command.epilog = f"examples:\n{EXAMPLES[name]}"
             command.formatter_class = argparse.RawDescriptionHelpFormatter

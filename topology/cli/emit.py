@@ -30,7 +30,7 @@ FILE_BATCH = 1000
 #: Bad lines listed before "... and N more".
 _MAX_REPORTED = 20
 _KEYS = {"name", "payload", "topic", "encoding"}
-_IGNORED = {"id", "stream"}  # keys of `tail --format json` lines
+_IGNORED = {"id", "stream", "fields"}  # keys of `tail --format json` lines
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:

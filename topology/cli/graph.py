@@ -96,9 +96,8 @@ async def annotate_live(graph: Any, client: Any, conn: Any) -> None:
             if edge.get("kind") != "read":
                 continue
             info = groups.get(edge["stream"], {}).get(data["name"])
-            live: dict[str, Any]
             if info is None:
-                live = {"pending": 0, "lag": None, "group": False}
+                live: dict[str, Any] = {"pending": 0, "lag": None, "group": False}
             else:
                 state = await read_group_lag(conn, conn.stream_key(edge["stream"]), data["name"])
                 live = {

@@ -6,6 +6,8 @@ sink starts or stops reading, sinks added, removed or rescaled, fields that
 restart a sink's actors, and changes a reload cannot apply. Exit 0 whatever
 the plan (``no changes`` when there are none); 2 when either config is invalid.
 With ``--exit-code`` (for CI gates): 0 when nothing changes, 3 when something does.
+Handler modules are imported and compared by content: "handler code changed"
+when the files differ (the configs in two folders, or a module edited since).
 """
 
 from __future__ import annotations

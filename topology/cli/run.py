@@ -25,7 +25,11 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from topology.config.model import Topology
+    from topology.runtime import Reloader, Runtime
 
 __all__ = ["add_parser", "run"]
 
@@ -157,7 +161,7 @@ def run(args: argparse.Namespace) -> int:
         args.deploy_key = deploy_key(args.deploy_key_file, "ponos-topology run")
         if deployment_url_missing(args.redis_url, "ponos-topology run --deployment"):
             return EXIT_USAGE
-    topology: Any = None
+    topology: Topology | None = None
     if args.config is not None:
         topology, problems = check(args.config)
         for problem in problems:
@@ -225,7 +229,7 @@ class _Signals:
         self.loop.call_later(HARD_EXIT_GRACE, os._exit, 1)
 
 
-async def _main(args: argparse.Namespace, topology: Any, state: _RunState) -> int:
+async def _main(args: argparse.Namespace, topology: Topology | None, state: _RunState) -> int:
     from topology.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
     from topology.runtime.connect import RedisUnavailableError, RedisUrlError, open_redis
 
@@ -235,7 +239,7 @@ async def _main(args: argparse.Namespace, topology: Any, state: _RunState) -> in
     signals = _Signals(loop, main)
     signals.install()
     try:
-        if args.deployment is not None:
+        if topology is None:  # run checked: CONFIG or --deployment
             return await _follow_deployment(args, signals, state)
         async with open_redis(
             topology, cli_url=args.redis_url, data_dir=args.data_dir, owner=True
@@ -318,8 +322,8 @@ async def _serve(
 ) -> int:
     from topology import __version__
     from topology.cli import EXIT_FAILURE, EXIT_OK
+    from topology.runtime import ApplyError, Runtime
     from topology.runtime.logs import SUMMARY_LOGGER, bind_fields
-    from topology.runtime.supervisor import ApplyError, Runtime
     from topology.runtime.workers import WorkerRegistry, new_worker_id
 
     # A deployment worker is registered while it waits for a valid version.
@@ -328,7 +332,7 @@ async def _serve(
     bind_fields(worker=worker_id)  # every line of this process, actors' included
     where = "embedded server" if connected.server is not None else connected.url_redacted
     if connected.conn.cluster:
-        masters = len(connected.client.get_primaries())  # type: ignore[attr-defined]
+        masters = len(connected.client.get_primaries())
         where += f" (Redis Cluster detected: {masters} masters)"
     log.info("ponos-topology %s: %s on %s, worker %s", __version__, topology.name, where, worker_id)
     runtime = Runtime(
@@ -354,19 +358,18 @@ async def _serve(
     )
     with contextlib.suppress(asyncio.TimeoutError):
         await asyncio.wait_for(registry.wait_registered(), 5.0)
-    if args.metrics_port is not None:
-        try:
-            runtime.metrics.serve(args.metrics_port)
-        except OSError as exc:  # in use, or not ours to bind
-            log.error("cannot serve metrics on port %d: %s", args.metrics_port, exc.strerror or exc)
-            await runtime.close()
-            await registry.stop()
-            return EXIT_FAILURE
-        log.info("metrics on :%d/metrics", args.metrics_port)
     started = time.monotonic()
     watcher: Any = None
     failed_sources: list[str] = []
+    health: Any = None
     try:
+        if args.metrics_port is not None:
+            try:
+                health = _start_health(args.metrics_port, runtime, lambda: watcher or follower)
+            except OSError as exc:  # in use, or not ours to bind
+                port = args.metrics_port
+                log.error("cannot serve metrics on port %d: %s", port, exc.strerror or exc)
+                return EXIT_FAILURE
         try:
             await runtime.apply(topology)
         except ApplyError as exc:
@@ -389,6 +392,8 @@ async def _serve(
     finally:
         if watcher is not None:
             await watcher.stop()
+        if health is not None:
+            await health.stop()
         await runtime.close()
         await registry.stop()
     handled = runtime.handled()
@@ -413,18 +418,50 @@ def _failed_sources(runtime: Any) -> list[str]:
     return sorted(n for n, s in runtime.sources.items() if getattr(s, "failed", None))
 
 
-def _start_reloader(args: argparse.Namespace, runtime: Any, signals: _Signals) -> Any:
-    """The hot-reload hook (issue 5): SIGHUP always, file watching unless --no-watch."""
-    try:
-        from topology.runtime.reload import Reloader
-    except ImportError:  # reload not built: SIGHUP only logs
-        return None
+class _Health:
+    """``--metrics-port``: the Redis sampler and the HTTP endpoints, stopped together."""
+
+    def __init__(self, sampler: Any, server: Any) -> None:
+        self.sampler = sampler
+        self.server = server
+
+    async def stop(self) -> None:
+        await self.sampler.stop()
+        self.server.close()
+
+
+def _start_health(port: int, runtime: Runtime, reloads: Any) -> _Health:
+    """Serve /metrics, /healthz, /readyz; ``reloads()`` is what reloads (its ``results``)."""
+    from topology.runtime.health import HealthServer, Sampler, readiness_problems
+
+    def last_reload() -> str | None:
+        results = getattr(reloads(), "results", None)
+        return results[-1] if results else None
+
+    sampler = Sampler(runtime)
+    server = HealthServer(
+        runtime.metrics.registry,
+        lambda: readiness_problems(runtime, sampler, last_reload),
+        asyncio.get_running_loop(),
+    )
+    bound = server.serve(port)
+    sampler.start()
+    log.info("metrics on :%d/metrics, probes on /healthz and /readyz", bound)
+    return _Health(sampler, server)
+
+
+def _start_reloader(args: argparse.Namespace, runtime: Runtime, signals: _Signals) -> Reloader:
+    """The hot-reload hook: SIGHUP always, file watching unless --no-watch."""
+    from topology.runtime import Reloader
+
     reloader = Reloader(Path(args.config), runtime, hup=signals.reload, watch=not args.no_watch)
     reloader.start()
     return reloader
 
 
-async def _wait(args: argparse.Namespace, runtime: Any, signals: _Signals, summary: Any) -> None:
+async def _wait(
+    args: argparse.Namespace, runtime: Runtime, signals: _Signals, summary: logging.Logger
+) -> None:
     """Until a signal, or idle for ``--stop-when-idle`` with nothing pending."""
     next_summary = time.monotonic() + SUMMARY_EVERY
     last_counts = dict(runtime.handled())

@@ -1,10 +1,16 @@
 """``ponos-topology status CONFIG``: what the deployment's Redis says about it now.
 
-Per sink and stream: the consumer group's consumers, pending (delivered, not
+Per sink and stream: the consumer group's consumers — live (read within the
+sink's ack grace, or two blocking reads) apart from dead ones (a crashed
+worker's, whose pending events wait to be claimed) — pending (delivered, not
 acked) and lag (entries not yet delivered, ``?`` when the server cannot tell:
 see ``topology.streams.group_lag``, which does not believe a lag Redis 7.0 can
 misreport), entries trimmed away before the sink read them (lost to it, not
-waiting), and the length of its dead-letter stream.
+waiting), and the dead letters *this* sink wrote
+(their ``sink`` field; several sinks may share one dead-letter stream, which is
+read once, in pages, newest first, at most ``DEAD_SCAN_LIMIT`` entries: past
+that a sink's count is of the newest ones, shown as ``N+``). A stateful sink
+also shows its number of state keys (a ``SCAN``).
 Per source: ended, failed, or which worker holds its lease. Per worker: id,
 version, generation, the deployment version it runs (and the last one it
 rejected, with why) and the age of its last heartbeat. The Redis URL is shown
@@ -47,7 +53,20 @@ def _get(info: dict[Any, Any], key: str) -> Any:
     return _s(info.get(key, info.get(key.encode())))
 
 
-async def _group_info(client: Any, conn: Any, key: str, group: str) -> dict[str, Any]:
+#: Entries per XREVRANGE while counting dead letters per sink, and the most read:
+#: past it the counts are of the newest entries only (``status`` stays quick).
+_DEAD_PAGE = 1000
+DEAD_SCAN_LIMIT = 100_000
+
+
+def _live_after_ms(ack_grace: float) -> int:
+    """Idle time past which a consumer counts as dead: it has not even tried to read."""
+    from topology.runtime.actor import READ_BLOCK
+
+    return int(max(ack_grace, 2 * READ_BLOCK) * 1000)
+
+
+async def _group_info(client: Any, conn: Any, key: str, group: str, live_ms: int) -> dict[str, Any]:
     from redis.exceptions import ResponseError
 
     from topology.streams import read_group_lag
@@ -76,22 +95,46 @@ async def _group_info(client: Any, conn: Any, key: str, group: str) -> dict[str,
                 "name": _get(c, "name"),
                 "pending": int(_get(c, "pending") or 0),
                 "idle_ms": int(_get(c, "idle") or 0),
+                "live": int(_get(c, "idle") or 0) <= live_ms,
             }
             for c in consumers
         ]
     return out
 
 
+async def _dead_letters_by_sink(client: Any, key: str) -> tuple[dict[str, int], int]:
+    """Entries of a dead-letter stream per the ``sink`` that wrote them ("" when none did),
+    over its newest ``DEAD_SCAN_LIMIT`` entries; and the stream's length."""
+    counts: dict[str, int] = {}
+    upper, read = "+", 0
+    while read < DEAD_SCAN_LIMIT:
+        page = min(_DEAD_PAGE, DEAD_SCAN_LIMIT - read)
+        entries = await client.xrevrange(key, max=upper, min="-", count=page)
+        for _, fields in entries:
+            sink = _s(fields.get(b"sink", fields.get("sink", b"")))
+            counts[sink] = counts.get(sink, 0) + 1
+        read += len(entries)
+        if len(entries) < page:
+            break
+        upper = f"({_s(entries[-1][0])}"
+    length = await client.xlen(key) if read >= DEAD_SCAN_LIMIT else read
+    return counts, int(length)
+
+
 async def collect(client: Any, conn: Any, topology: Any, url_redacted: str) -> dict[str, Any]:
     """Everything ``status`` shows, as plain data (the JSON output)."""
     from topology.runtime.keys import EngineKeys
+    from topology.runtime.state import count_states, state_layout
     from topology.runtime.workers import read_workers
 
     keys = EngineKeys(topology.name)
     sinks: dict[str, Any] = {}
+    dead_counts: dict[str, tuple[dict[str, int], int]] = {}  # per dead-letter stream, read once
     for name, sink in sorted(topology.sinks.items()):
+        live_ms = _live_after_ms(sink.ack_grace)
         streams = {
-            s: await _group_info(client, conn, conn.stream_key(s), name) for s in sink.stream_names
+            s: await _group_info(client, conn, conn.stream_key(s), name, live_ms)
+            for s in sink.stream_names
         }
         for s, info in streams.items():
             if info.get("trimmed_unread"):
@@ -99,15 +142,24 @@ async def collect(client: Any, conn: Any, topology: Any, url_redacted: str) -> d
                 info["trimmed_by"] = (spec.trimmed_by if spec else "") or "trimmed elsewhere"
         dead = None
         if sink.dead_letter:
+            if sink.dead_letter not in dead_counts:
+                dlq_key = conn.stream_key(sink.dead_letter)
+                dead_counts[sink.dead_letter] = await _dead_letters_by_sink(client, dlq_key)
+            per_sink, length = dead_counts[sink.dead_letter]
             dead = {
                 "stream": sink.dead_letter,
-                "length": await client.xlen(conn.stream_key(sink.dead_letter)),
+                "count": per_sink.get(name, 0),
+                "length": length,
+                "counted": sum(per_sink.values()),  # < length: the newest ones only
             }
         sinks[name] = {
             "streams": streams,
             "pending": sum(s.get("pending", 0) for s in streams.values()),
             "dead_letter": dead,
         }
+        if sink.state is not None:
+            layout = state_layout(topology.name, sink, conn.stream_key)
+            sinks[name]["state_keys"] = await count_states(client, layout)
     sources: dict[str, Any] = {}
     for name in sorted(topology.sources):
         state = {_s(k): _s(v) for k, v in (await client.hgetall(keys.source_state(name))).items()}
@@ -143,25 +195,43 @@ def _lag(value: Any) -> str:
     return "?" if value is None else str(value)
 
 
+def _group_lines(stream: str, info: dict[str, Any]) -> list[str]:
+    live = sum(1 for c in info["consumers"] if c["live"])
+    lines = [
+        f"    {stream}: consumers {live} live, {len(info['consumers']) - live} dead"
+        f"  pending {info['pending']}  lag {_lag(info['lag'])}  length {info['length']}"
+        f"  last delivered {info['last_delivered_id']}{_trimmed(info)}"
+    ]
+    lines.extend(
+        f"      dead consumer {c['name']}: pending {c['pending']}, idle {c['idle_ms'] / 1000:.0f}s"
+        for c in info["consumers"]
+        if not c["live"]
+    )
+    return lines
+
+
 def format_text(data: dict[str, Any]) -> str:
     lines = [f"deployment {data['deployment']} on {data['redis']}", "sinks:"]
     if not data["sinks"]:
         lines.append("  (none)")
     for name, sink in data["sinks"].items():
         dead = sink["dead_letter"]
-        dead_text = f"  dead letters {dead['length']} ({dead['stream']})" if dead else ""
-        lines.append(f"  {name}  pending {sink['pending']}{dead_text}")
+        dead_text = (
+            f"  dead letters {dead['count']}"
+            + ("+" if dead["counted"] < dead["length"] else "")
+            + f" (of {dead['length']} in {dead['stream']})"
+            if dead
+            else ""
+        )
+        state = f"  state keys {sink['state_keys']}" if "state_keys" in sink else ""
+        lines.append(f"  {name}  pending {sink['pending']}{dead_text}{state}")
         for stream, info in sink["streams"].items():
             if not info["exists"]:
                 lines.append(f"    {stream}: no such stream yet")
             elif not info["group"]:
                 lines.append(f"    {stream}: length {info['length']}, no consumer group yet")
             else:
-                lines.append(
-                    f"    {stream}: consumers {len(info['consumers'])}  pending {info['pending']}"
-                    f"  lag {_lag(info['lag'])}  length {info['length']}"
-                    f"  last delivered {info['last_delivered_id']}{_trimmed(info)}"
-                )
+                lines.extend(_group_lines(stream, info))
     if data["sources"]:
         lines.append("sources:")
         lines.extend(f"  {name}  {src['state']}" for name, src in data["sources"].items())

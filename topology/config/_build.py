@@ -22,6 +22,7 @@ from topology.config.model import (
     RetryPolicy,
     SinkSpec,
     SourceSpec,
+    StateSpec,
     StreamRef,
     StreamSpec,
     Topology,
@@ -78,7 +79,14 @@ def _sink(name: str, spec: dict[str, Any], defaults: dict[str, Any]) -> SinkSpec
         batch=spec.get("batch", defaults.get("batch", DEFAULT_BATCH)),
         retry=_retry(default_retry, spec.get("retry")),
         dead_letter=spec.get("dead_letter"),
+        key=spec.get("key"),
+        state=_state(spec["state"]) if "state" in spec else None,
     )
+
+
+def _state(raw: Any) -> StateSpec:
+    ttl = as_map(raw).get("ttl")
+    return StateSpec(ttl=parse_duration(ttl) if isinstance(ttl, str) else None)
 
 
 def build_model(data: dict[str, Any], path: Path | None) -> Topology:

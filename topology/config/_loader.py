@@ -5,9 +5,10 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 
-from topology.callables import Origins
+from topology.callables import Origins, code_fingerprints
 from topology.config._build import build_model
 from topology.config._problems import ConfigError, Problem, format_path
 from topology.config._schema import schema_errors
@@ -104,6 +105,9 @@ def check_text(
     problems = _problems(file, raws, strict)
     if any(p.is_error for p in problems):
         return None, problems
+    assert topology is not None
+    if import_callables:  # the handlers were just imported: fingerprint their files
+        topology = replace(topology, code=code_fingerprints(topology.handler_refs()))
     return topology, problems
 
 

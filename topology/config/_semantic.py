@@ -37,6 +37,8 @@ MAX_CYCLES = 20
 #: How the runtime calls each kind of callable, and the argument lists that fit.
 _CALLS: dict[str, tuple[str, tuple[tuple[None, ...], ...]]] = {
     "sink": ("handler(event)", ((None,),)),
+    "stateful sink": ("handler(event, state)", ((None, None),)),
+    "key": ("key(event)", ((None,),)),
     "matcher": ("matcher(event)", ((None,),)),
     "source": ("handler() or handler(ctx)", ((), (None,))),
 }
@@ -196,8 +198,10 @@ class _Checker:
                 f"dead_letter {dead_letter!r} is a stream this sink reads:"
                 " a failing event would come back forever",
             )
-        self.callable_ref((*base, "handler"), sink.get("handler"), "sink")
+        kind = "stateful sink" if "state" in sink else "sink"
+        self.callable_ref((*base, "handler"), sink.get("handler"), kind)
         self.callable_ref((*base, "matcher"), sink.get("matcher"), "matcher")
+        self.state(base, sink)
         self.start((*base, "start"), sink.get("start"))
         self.positive((*base, "ack_grace"), sink.get("ack_grace"))
         self.topic_pattern((*base, "topic_pattern"), as_str(sink.get("topic_pattern")))
@@ -208,6 +212,33 @@ class _Checker:
                 "retry without dead_letter: events out of attempts are logged and acked",
                 key=True,
                 warning=True,
+            )
+
+    def state(self, base: NodePath, sink: dict[str, Any]) -> None:
+        """``state`` needs a ``key``: a payload field path, or a function of the event."""
+        if "state" not in sink:
+            if "key" in sink:
+                self.add(
+                    (*base, "key"),
+                    "key without state: ignored (add state: {} to keep state per key)",
+                    key=True,
+                    warning=True,
+                )
+            return
+        if "key" not in sink:
+            self.add(
+                (*base, "state"),
+                "state needs a key: a payload field, a dotted path (customer.id) or "
+                "module:function (Event -> str)",
+                key=True,
+            )
+        key = as_str(sink.get("key"))
+        if key is not None and re.match(REF_PATTERN, key):
+            self.callable_ref((*base, "key"), key, "key")
+        elif key and "" in key.split("."):
+            self.add(
+                (*base, "key"),
+                f"invalid key path {key!r}: field names joined by single dots (customer.id)",
             )
 
     def topic_pattern(self, path: NodePath, pattern: str | None) -> None:

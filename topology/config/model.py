@@ -22,6 +22,7 @@ __all__ = [
     "RetryPolicy",
     "SinkSpec",
     "SourceSpec",
+    "StateSpec",
     "StreamRef",
     "StreamSpec",
     "Topology",
@@ -110,6 +111,14 @@ class SourceSpec:
 
 
 @dataclass(frozen=True)
+class StateSpec:
+    """A sink's keyed state: one Redis key per state key, dropped ``ttl`` seconds after
+    its last change (None: kept until the handler empties it)."""
+
+    ttl: float | None = None
+
+
+@dataclass(frozen=True)
 class SinkSpec:
     name: str
     streams: tuple[StreamRef, ...]
@@ -124,6 +133,9 @@ class SinkSpec:
     batch: int = DEFAULT_BATCH
     retry: RetryPolicy = DEFAULT_RETRY
     dead_letter: str | None = None
+    #: The state key: a payload field or dotted path, or "module:attribute" (Event -> str).
+    key: str | None = None
+    state: StateSpec | None = None  # set: the handler is called as handler(event, state)
 
     @property
     def stream_names(self) -> tuple[str, ...]:
@@ -154,9 +166,13 @@ class Topology:
     sources: Mapping[str, SourceSpec] = field(default_factory=_frozen)
     sinks: Mapping[str, SinkSpec] = field(default_factory=_frozen)
     path: Path | None = None
+    #: sha256 of each handler/matcher module's file when the config was validated
+    #: (module name -> hex digest): how a reload tells that handler code changed
+    #: while the config did not. Empty when handlers were not imported.
+    code: Mapping[str, str] = field(default_factory=_frozen)
 
     def __post_init__(self) -> None:
-        for name in ("streams", "sources", "sinks"):
+        for name in ("streams", "sources", "sinks", "code"):
             value = getattr(self, name)
             if not isinstance(value, MappingProxyType):
                 object.__setattr__(self, name, _frozen(value))
@@ -168,6 +184,11 @@ class Topology:
     @property
     def base_dir(self) -> Path | None:
         return self.path.parent if self.path is not None else None
+
+    def handler_refs(self) -> tuple[str, ...]:
+        """Every ``module:attribute`` the config names: sinks' handlers and matchers, sources'."""
+        refs = [ref for s in self.sinks.values() for ref in (s.handler, s.matcher) if ref]
+        return (*refs, *(s.handler for s in self.sources.values()))
 
     def actor_count(self) -> int:
         return sum(sink.consumers for sink in self.sinks.values())

@@ -114,6 +114,10 @@ class Actor:
         return f"{self.spec.name}#{self.index}"
 
     @property
+    def sink_name(self) -> str:
+        return self.spec.name
+
+    @property
     def in_hand(self) -> int:
         """Un-acked events this actor holds (being handled, committed or awaiting a retry)."""
         return int(self._in_hand)

@@ -22,8 +22,8 @@ everything that can fail (wrong key types) is checked before the first write.
 
 On Redis Cluster a script may only touch keys of one hash slot. When a sink's
 keys span slots (``CROSSSLOT``), the committer says so once and falls back to
-a fenced but non-atomic commit (ownership check, then adds and acks
-pipelined): at-least-once on the outputs. Exactly-once across streams needs
+a fenced but non-atomic commit (ownership check, then the adds, then the
+acks once every add is confirmed): at-least-once on the outputs, never a loss. Exactly-once across streams needs
 one node — or one slot.
 
 The :class:`Committer` runs one of three commit modes (:class:`ScriptCommit`,
@@ -226,7 +226,7 @@ class Add(NamedTuple):
     """One entry to add to ``stream`` in the commit: flat ``fields`` (``n``, name, ``p``, ...).
 
     A NamedTuple rather than a frozen dataclass: one is built per output event
-    on the hot path, and a tuple costs a fifth of a frozen dataclass to create.
+    on the hot path, and a tuple is much cheaper than a frozen dataclass to create.
     """
 
     stream: str
@@ -468,7 +468,8 @@ class ScriptBesideAttempts(ScriptCommit):
 
 
 class SplitCommit(CommitMode):
-    """The cross-slot fallback: ownership check, then adds, acks and counters pipelined.
+    """The cross-slot fallback: ownership check, then the adds, then (every add
+    confirmed) the acks, then the counters.
 
     Still fenced (an event claimed away writes nothing), but not atomic:
     at-least-once on the output streams.

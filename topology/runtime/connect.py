@@ -1,6 +1,6 @@
 """Where the engine's Redis is, and how to reach it without leaking its password.
 
-Resolution order (DESIGN §6): ``--redis-url``, else ``$REDIS_URL``, else the
+Resolution order: ``--redis-url``, else ``$REDIS_URL``, else the
 config's ``redis.url``; an empty value at any level means "the embedded server"
 (an empty ``--redis-url ""`` forces it even when ``$REDIS_URL`` is set).
 

@@ -468,7 +468,7 @@ class DeploymentFollower:
             self.wake()
 
     async def _follow_loop(self, apply: Callable[[Topology], Any]) -> None:
-        from topology.runtime.supervisor import ApplyError
+        from topology.runtime.runtime import ApplyError
 
         while not self._stopping.is_set():
             await self._wait_wake()

@@ -124,7 +124,7 @@ def _serves_dir(state: dict[str, Any], data_dir: Path) -> bool:
     try:
         client = redis.Redis.from_url(_state_url(state), socket_timeout=2, socket_connect_timeout=2)
         try:
-            reply = client.config_get("dir")
+            reply: dict[Any, Any] = dict(client.config_get("dir"))
         finally:
             client.close()
     except (redis.RedisError, OSError):

@@ -3,13 +3,17 @@
 Sync handlers run the whole batch in ONE job off the event loop: a slow or
 blocking handler never stalls the loop, and the batch pays one thread hop
 instead of one per event. By default the hop goes to a :class:`HandlerThread`
-of the actor's own (a C queue and one wakeup: ~35 µs a round trip here, against
-~65 µs for ``loop.run_in_executor``, and under light load a read of one event
-pays it every time); an explicit ``executor`` is used as given. Async handlers
-are awaited on the loop with bounded concurrency (a fixed number of worker
-coroutines per batch rather than one task per event: tasks cost ~20 µs each).
+of the actor's own (a C queue and one wakeup, cheaper than
+``loop.run_in_executor``'s chained futures, and under light load a read of one
+event pays it every time); an explicit ``executor`` is used as given. Async
+handlers are awaited on the loop with bounded concurrency (a fixed number of
+worker coroutines per batch rather than one task per event: a task is the
+costlier object).
 
-What a handler returns (DESIGN §3): ``None``, an ``Emit``, or an iterable of
+The runners: :class:`SyncRunner` and :class:`AsyncRunner` behind
+:class:`HandlerRunner`; :func:`runner_for` picks one.
+
+What a handler returns: ``None``, an ``Emit``, or an iterable of
 ``Emit``. Each becomes an :class:`~topology.runtime.commit.Add` with pulse's
 fields. An ``Emit`` naming a stream that is not one of the sink's outputs — or
 any return value that is not an ``Emit`` — is a :class:`ContractError`: the
@@ -154,7 +158,7 @@ def _run_sync_batch(
     Returns the outcomes and the indexes of those that are awaitables (e.g. a
     partial of an async function), which the caller awaits on the loop. The
     awaitable check runs only for results that are not plainly an Emit, a list
-    or None: ``inspect.isawaitable`` costs ~1 µs, a fair share of a forward.
+    or None: ``inspect.isawaitable`` is costly next to the rest of a forward.
     """
     results: list[Any] = []
     append = results.append
@@ -194,7 +198,7 @@ class HandlerThread:
         self.name = name
         self.idle_exit = idle_exit
         #: C-level put/get: no Python-level Condition and no "is it asleep" flag to
-        #: keep (measured: the same CPU per job as deque + Condition, less code).
+        #: keep (as cheap per job as deque + Condition, with less code).
         self._jobs: SimpleQueue[tuple[Any, ...]] = SimpleQueue()
         #: Guards starting and ending the thread against a job arriving meanwhile.
         self._lock = threading.Lock()

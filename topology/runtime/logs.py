@@ -115,10 +115,10 @@ class JsonFormatter(logging.Formatter):
         return redact_text(json.dumps(out, default=str, ensure_ascii=False))
 
 
-class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+class _StderrHandler(logging.StreamHandler):
     """Writes to whatever ``sys.stderr`` is *now* (test capture, a redirect), not at setup."""
 
-    @property  # type: ignore[override]
+    @property
     def stream(self) -> TextIO:
         return sys.stderr
 

@@ -13,9 +13,12 @@ import threading
 from collections import Counter as Tally
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 __all__ = ["Metrics"]
+
+#: Seconds: from a fast in-memory handler to one that calls a slow service.
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
 
 class Metrics:
@@ -46,6 +49,35 @@ class Metrics:
         self.reloads = Counter("ponos_reloads", "Plans applied, by result", ["result"], registry=r)
         self.generation = Gauge("ponos_generation", "Applied topology generation", registry=r)
         self.actors = Gauge("ponos_actors", "Running actors", ["sink"], registry=r)
+        self.handler_seconds = Histogram(
+            "ponos_handler_seconds",
+            "Time the handler took over one chunk of a batch (the events it was given at once)",
+            ["sink"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.commit_seconds = Histogram(
+            "ponos_commit_seconds",
+            "Time an actor waited for a commit (outputs + acks script) to be answered",
+            ["sink"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.retries = Counter(
+            "ponos_retries", "Failed events queued for another attempt", ["sink"], registry=r
+        )
+        self.lag = Gauge(
+            "ponos_lag",
+            "Entries not yet delivered to the sink's groups (sampled)",
+            ["sink"],
+            registry=r,
+        )
+        self.pending = Gauge(
+            "ponos_pending",
+            "Events delivered to the sink, not yet acked (sampled)",
+            ["sink"],
+            registry=r,
+        )
         self.handled: Tally[str] = Tally()
         self.failed: Tally[str] = Tally()
         self.dead: Tally[str] = Tally()
@@ -85,6 +117,16 @@ class Metrics:
     def add_trimmed_unread(self, sink: str, stream: str, n: int) -> None:
         if n:
             self.trimmed_unread.labels(sink, stream).inc(n)
+
+    def observe_handler(self, sink: str, seconds: float) -> None:
+        self.handler_seconds.labels(sink).observe(seconds)
+
+    def observe_commit(self, sink: str, seconds: float) -> None:
+        self.commit_seconds.labels(sink).observe(seconds)
+
+    def add_retries(self, sink: str, n: int) -> None:
+        if n:
+            self.retries.labels(sink).inc(n)
 
     def serve(self, port: int, addr: str = "0.0.0.0") -> Any:
         """Expose ``/metrics`` on ``port`` (a daemon thread); returns the server."""

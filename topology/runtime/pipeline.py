@@ -28,6 +28,7 @@ from typing import Any, Protocol
 
 from topology.runtime.commit import Committer, Entry
 from topology.runtime.handlers import Failure, HandlerRunner, Outcome, SyncRunner
+from topology.runtime.metrics import Metrics
 from topology.runtime.retry import ERROR_BACKOFF_FIRST, RedisRetry, Retry, RetryQueue
 from topology.streams import Event, is_transient
 
@@ -133,8 +134,9 @@ class InHand:
     def _requeue(self, retries: list[Retry]) -> None:
         self._requeued += len(retries)
         self.retries.push(retries)
-        if self._kick is not None:
-            set_none(self._kick)  # the loop re-plans its wake-up
+        for wake in (self._kick, self._waiter):  # the loop re-plans its wake-up
+            if wake is not None:
+                set_none(wake)
 
     def waits(self, read: asyncio.Future[Any] | None, stopping: bool) -> set[asyncio.Future[Any]]:
         """What the actor's loop waits for next, beside ``read``.
@@ -156,9 +158,16 @@ class InHand:
         return waits
 
     def _next_progress(self) -> asyncio.Future[None]:
+        loop = asyncio.get_running_loop()
         with self._lock:
+            # Looked again under the lock the settling thread takes: a chunk settled
+            # since the caller's look found no waiter to wake, so none is made.
+            if not self.in_lanes:
+                settled = loop.create_future()
+                settled.set_result(None)
+                return settled
             if self._waiter is None or self._waiter.done():
-                self._waiter = asyncio.get_running_loop().create_future()
+                self._waiter = loop.create_future()
             return self._waiter
 
 
@@ -166,6 +175,10 @@ class LaneHost(Protocol):
     """What a lane needs of its actor."""
 
     redis_retry: RedisRetry
+    metrics: Metrics
+
+    @property
+    def sink_name(self) -> str: ...
 
     @property
     def name(self) -> str: ...
@@ -243,15 +256,22 @@ class LoopLane(Lane):
             self.in_hand.settle(chunk, call_now)
 
     async def _step(self, kind: str, arg: Any, previous: asyncio.Future[None] | None) -> Any:
+        host = self.host
         if kind == Step.HANDLE:
             async with self._handle_lock:  # one chunk in the handler, in read order
-                return await self.handler.run(arg)
-        retry = self.host.redis_retry
+                started = time.perf_counter()
+                outcomes = await self.handler.run(arg)
+                host.metrics.observe_handler(host.sink_name, time.perf_counter() - started)
+                return outcomes
+        retry = host.redis_retry
         if kind == Step.COUNT:
             return await retry.run(self.committer.count_attempts, arg)
         if previous is not None and not previous.done():
             await asyncio.wait((previous,))  # commits in read order (not cancelled if we are)
-        return await retry.run(self.committer.commit, arg)
+        started = time.perf_counter()
+        conflicts = await retry.run(self.committer.commit, arg)
+        host.metrics.observe_commit(host.sink_name, time.perf_counter() - started)
+        return conflicts
 
 
 class ThreadLane(Lane):
@@ -302,7 +322,10 @@ class ThreadLane(Lane):
             while True:
                 reply: Any
                 if kind == Step.HANDLE:
+                    started = time.perf_counter()
                     reply = self.runner.run_blocking(arg, self.loop)
+                    elapsed = time.perf_counter() - started
+                    self.host.metrics.observe_handler(self.host.sink_name, elapsed)
                 else:
                     self._settle_sent()  # one reply awaited at a time: the previous chunk's
                     if kind == Step.COMMIT:
@@ -334,6 +357,7 @@ class ThreadLane(Lane):
             return
         chunk, steps, entries = sent
         committer = self.committer
+        started = time.perf_counter()  # the wait for the reply: the send went before
         try:
             try:
                 conflicts = committer.finish_commit_blocking()
@@ -342,6 +366,8 @@ class ThreadLane(Lane):
                     raise
                 # fenced: running the whole commit again is safe
                 conflicts = self.host.redis_retry.run_blocking(committer.commit_blocking, entries)
+            elapsed = time.perf_counter() - started
+            self.host.metrics.observe_commit(self.host.sink_name, elapsed)
             with contextlib.suppress(StopIteration):
                 steps.send(conflicts)
         except Exception:

@@ -5,21 +5,29 @@ does; an invalid file is logged (every located error) and changes nothing;
 a valid one goes to ``Runtime.apply`` — the same call that started the run —
 which applies only the diff, or rolls back and keeps the current generation.
 
-The watcher watches the config's folder (and the folder of a symlink's target)
-rather than the file: editors that save by writing a temporary file and
+What is watched: the config file and the handler modules it names (their
+files, as imported), nothing else — a log written beside the config
+(``run > run.log``) must not wake the watcher. The watch is installed on their
+folders, not the files: editors that save by writing a temporary file and
 renaming it over the original replace the inode, which a watch on the file
-itself would lose. Changes are debounced (~200 ms of quiet) so a save that
-touches the file several times is one reload. A symlinked config whose link is
-switched (``ln -sfn``, or Kubernetes' ``..data`` swap, where the event names
-neither the file nor its target) is caught by a fingerprint — the resolved
-path and a hash of the content — compared on every change in those folders.
+itself would lose; a filter then drops every change but those of the watched
+paths (and of the folders on the way to them). Changes are debounced (~200 ms
+of quiet) so a save that touches the file several times is one reload. A
+symlinked config whose link is switched (``ln -sfn``, or Kubernetes' ``..data``
+swap, where the event names a folder link on the way rather than the file) is
+seen through that folder link, and the watch moves to the new target.
+
+A handler module edited on disk (or SIGHUP after such an edit) reloads the
+same way: validation re-imports the changed module, the new topology carries
+the module's new fingerprint, and the plan restarts the sinks that use it.
+watchfiles' own log lines ("1 change detected") are silenced: the reload logs
+what it does.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 from pathlib import Path
 from typing import Any
@@ -27,6 +35,8 @@ from typing import Any
 __all__ = ["Reloader"]
 
 log = logging.getLogger("topology.reload")
+#: watchfiles logs every batch of changes at INFO; our own lines say what matters.
+logging.getLogger("watchfiles").setLevel(logging.WARNING)
 
 #: Milliseconds of quiet after a change before reloading.
 QUIET_MS = 200
@@ -52,7 +62,6 @@ class Reloader:
         #: "invalid", "rolled_back" or "error".
         self.results: list[str] = []
         self._finished = asyncio.Condition()
-        self._fingerprint = _fingerprint(self.path)
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._lock = asyncio.Lock()
@@ -102,11 +111,10 @@ class Reloader:
 
     async def _reload(self, reason: str) -> str:
         from topology.config import check
-        from topology.runtime.supervisor import ApplyError
+        from topology.runtime.runtime import ApplyError
 
         async with self._lock:
             self.reloads += 1
-            self._fingerprint = _fingerprint(self.path)
             log.info("reload (%s): %s", reason, self.path)
             # check() reads and imports: off the loop, so running actors keep going.
             topology, problems = await asyncio.to_thread(check, self.path)
@@ -145,6 +153,18 @@ class Reloader:
             log.exception("reload failed unexpectedly; the current generation keeps running")
 
     def _targets(self) -> set[Path]:
+        """The config path, every link on the way to the file, the file itself, and
+        the files of the handler modules the running topology names."""
+        from topology.callables import module_file
+
+        targets = self._config_chain()
+        for module in self.runtime.topology.code:
+            found = module_file(module)
+            if found is not None:
+                targets.add(found)
+        return targets
+
+    def _config_chain(self) -> set[Path]:
         """The config path, every link on the way to the file, and the file itself."""
         targets = {self.path}
         path = self.path
@@ -162,12 +182,14 @@ class Reloader:
 
         while not self._stop.is_set():
             targets = self._targets()
+            config_chain = self._config_chain()
             folders = sorted({str(t.parent) for t in targets})
             try:
                 # yield_on_timeout: an empty set every rust_timeout proves the watch is
                 # installed, which is what ``armed`` tells the caller.
                 async for changes in awatch(
                     *folders,
+                    watch_filter=_only(targets),
                     step=self.quiet_ms,
                     debounce=10 * self.quiet_ms,
                     stop_event=self._stop,
@@ -178,11 +200,8 @@ class Reloader:
                     if not self.armed.is_set():
                         self.armed.set()
                         log.info("watching %s for changes (SIGHUP reloads too)", self.path)
-                    if changes and (
-                        any(Path(p) in targets or Path(p).absolute() in targets for _, p in changes)
-                        or _fingerprint(self.path) != self._fingerprint  # a link switched
-                    ):
-                        await self._safe_reload("file changed")
+                    if changes:
+                        await self._safe_reload(_reason(changes, targets - config_chain))
                     if self._targets() != targets:  # a symlink now points elsewhere
                         break
             except Exception as exc:
@@ -190,11 +209,19 @@ class Reloader:
                 return
 
 
-def _fingerprint(path: Path) -> tuple[str, str] | None:
-    """Where ``path`` leads and what it holds; None when it cannot be read right now."""
-    try:
-        resolved = path.resolve(strict=True)
-        digest = hashlib.sha256(resolved.read_bytes()).hexdigest()
-    except (OSError, RuntimeError):
-        return None
-    return str(resolved), digest
+def _only(targets: set[Path]) -> Any:
+    """A watchfiles filter: changes of ``targets`` and of folders on the way to them."""
+    parents = {parent for t in targets for parent in t.parents}
+
+    def keep(_change: Any, raw: str) -> bool:
+        path = Path(raw).absolute()
+        return path in targets or path in parents
+
+    return keep
+
+
+def _reason(changes: set[tuple[Any, str]], modules: set[Path]) -> str:
+    changed = {Path(p).absolute() for _, p in changes}
+    if changed <= modules:
+        return "handler code changed: " + ", ".join(sorted(p.name for p in changed))
+    return "file changed"

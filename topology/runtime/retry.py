@@ -269,6 +269,7 @@ class FailurePlan:
             elif not stopping:
                 _log_retry(spec, event, failure, attempts)
                 retries.append(Retry(now + spec.retry.delay(attempts), event, attempts))
+        self.metrics.add_retries(spec.name, len(retries))
         return dead, retries
 
     def dead_letter(self, spec: SinkSpec, event: Event, failure: Failure, attempts: int) -> Entry:

@@ -121,7 +121,7 @@ class Connection:
         """
         if self.cluster:
             return await self._send_once_cluster(key, commands)
-        pool = getattr(self.redis, "connection_pool", None)
+        pool: Any = getattr(self.redis, "connection_pool", None)
         if getattr(self.redis, "connection", None) is not None or not hasattr(
             pool, "get_connection"
         ):

@@ -321,8 +321,11 @@ class Consumer:
             self._abort_read()
             self._unseen_keys = read_keys
             raise
-        if self._closed:
-            return
+        if not self._closed:
+            await self._read_done(task, read_keys)
+
+    async def _read_done(self, task: asyncio.Future[Any], read_keys: list[str]) -> None:
+        """Take in what the read brought, or act on how it failed."""
         if task.cancelled() or (self._read_aborted and task.exception() is not None):
             # Interrupted: the caller loops with the new state. The aborted
             # command's reply may have been on its way (entries delivered by the
@@ -330,25 +333,22 @@ class Consumer:
             await self._check_interrupted(read_keys)
             return
         exc = task.exception()
-        if exc is None:
-            if self._backoff.failures:
-                log.info("%s: reading again after %d failed attempts", self, self._backoff.failures)
-                self._backoff.reset()
-            try:
-                await self._ingest(task.result())
-            except RETRYABLE_ERRORS as err:  # e.g. the XACK of unmatched events
-                await self._retry_later(err)
-            return
-        if is_nogroup(exc):
-            try:
+        try:
+            if exc is None:
+                if self._backoff.failures:
+                    log.info(
+                        "%s: reading again after %d failed attempts", self, self._backoff.failures
+                    )
+                    self._backoff.reset()
+                await self._ingest(task.result())  # may XACK unmatched events
+            elif is_nogroup(exc):
                 await self._recover_lost_group(exc)
-            except RETRYABLE_ERRORS as err:
-                await self._retry_later(err)
-            return
-        if is_transient(exc) or is_routine_redirect(exc):
-            await self._retry_later(exc)
-            return
-        raise exc
+            elif is_transient(exc) or is_routine_redirect(exc):
+                await self._retry_later(exc)
+            else:
+                raise exc
+        except RETRYABLE_ERRORS as err:
+            await self._retry_later(err)
 
     async def _check_interrupted(self, keys: list[str]) -> None:
         try:
@@ -394,21 +394,25 @@ class Consumer:
             link = self._links[ident] = new_link(self.conn.redis, node)
         return link
 
+    async def _send_read(self, key: str, args: list[Any]) -> Any:
+        """The read command on our own link for ``key``'s node, else through the client."""
+        link = self._link(key)
+        if link is None:
+            return await self.conn.execute_raw(key, *args)
+        return await link.call(*args)
+
     async def _read_keys(self, keys: list[str]) -> Any:
         """One blocking read over ``keys`` (one slot) on our own link; the raw reply."""
         if self._read_aborted:
             raise ReadInterrupted("read interrupted")
         args = self._read_args(keys)
-        link = self._link(keys[0])
-        if link is None:
-            return await self.conn.execute_raw(keys[0], *args)
         try:
-            return await link.call(*args)
+            return await self._send_read(keys[0], args)
         except MovedError:  # the slot moved for good
             await self.conn.redis.nodes_manager.initialize()
             if self._read_aborted:
                 raise ReadInterrupted("read interrupted") from None
-            return await self._link(keys[0]).call(*args)
+            return await self._send_read(keys[0], args)
         except AskError as exc:  # a slot migrating: this key has left already
             if self._read_aborted:
                 raise ReadInterrupted("read interrupted") from None

@@ -54,6 +54,8 @@ ConsumerAlive = Callable[[str, int], Awaitable[bool]]
 #: sensible ack grace, so the next claim pass of any instance takes them, and far
 #: below the entries' age (Redis resets an IDLE beyond "now" to 0).
 HAND_BACK_IDLE_MS = 24 * 3600 * 1000
+#: Errors a hand-back shrugs off (best effort: the claim pass is the fallback).
+HAND_BACK_ERRORS: tuple[type[BaseException], ...] = (*RETRYABLE_ERRORS, ResponseError)
 #: Reads of one stream's pending history per :meth:`Sink.own_pending` (a bound, not a goal).
 OWN_PENDING_PASSES = 1000
 
@@ -278,7 +280,7 @@ class Sink(Consumer):
                 continue
             try:
                 state = await read_group_lag(self.conn, stream.key, self.name)
-            except (*RETRYABLE_ERRORS, ResponseError) as exc:
+            except Exception as exc:  # a check that fails never stops the read after it
                 log.debug("sink %r: trimming check of %s skipped: %s", self.name, name, exc)
                 continue
             if state is None or not state.trimmed_unread:
@@ -322,7 +324,7 @@ class Sink(Consumer):
                     idle,
                     "JUSTID",
                 )
-            except (*RETRYABLE_ERRORS, ResponseError) as exc:
+            except HAND_BACK_ERRORS as exc:
                 log.debug("sink %r: hand-back of %d entries failed: %s", self.name, len(ids), exc)
             else:
                 log.info(
