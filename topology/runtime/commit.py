@@ -23,7 +23,8 @@ everything that can fail (wrong key types) is checked before the first write.
 On Redis Cluster a script may only touch keys of one hash slot. When a sink's
 keys span slots (``CROSSSLOT``), the committer says so once and falls back to
 a fenced but non-atomic commit (ownership check, then the adds, then the
-acks once every add is confirmed): at-least-once on the outputs, never a loss. Exactly-once across streams needs
+acks once every add is confirmed, and replicated when the node has a replica):
+at-least-once on the outputs, never a loss. Exactly-once across streams needs
 one node — or one slot.
 
 The :class:`Committer` runs one of three commit modes (:class:`ScriptCommit`,
@@ -49,10 +50,12 @@ import redis.connection as sync_connection
 from redis.asyncio import Redis as AsyncRedis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisClusterException, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from topology.config.model import StreamSpec
 from topology.streams import (
     Backoff,
+    Connection,
     Event,
     describe_error,
     is_plain,
@@ -72,6 +75,10 @@ ERROR_BACKOFF_FIRST = 0.1
 #: the counters cleared beside it (cluster, streams in one slot); a fenced but
 #: non-atomic pipeline (cluster, streams in several slots).
 FULL, NO_ATTEMPTS, SPLIT = "full", "no-attempts", "split"
+#: How long a cross-slot commit waits for a replica to have its outputs before acking.
+REPLICA_WAIT_MS = 2000
+#: Seconds a node's "has a replica" answer is kept.
+REPLICAS_RECHECK = 5.0
 #: Tries of clearing committed events' attempt counters beside the commit, and their
 #: backoff (the first delay is the commit retry's).
 CLEANUP_TRIES = 4
@@ -477,6 +484,10 @@ class SplitCommit(CommitMode):
 
     name = SPLIT
 
+    def __init__(self, committer: Committer) -> None:
+        super().__init__(committer)
+        self._replicas: dict[str, tuple[bool, float]] = {}  # node -> (has one, until)
+
     async def commit(self, entries: Sequence[Entry]) -> list[int]:
         """Check, then add and wait for every add, then ack: the acks are only sent once
         every output of the batch is confirmed, so a node failing half-way leaves its
@@ -485,7 +496,7 @@ class SplitCommit(CommitMode):
         owned = await self._owned(entries)
         key_of = c._stream_key
         specs = c._streams()
-        adds = c.redis.pipeline(transaction=False)
+        adds: list[tuple[Any, ...]] = []
         acks: dict[str, list[str]] = {}
         trim: set[str] = set()
         fields: list[str] = []
@@ -499,7 +510,7 @@ class SplitCommit(CommitMode):
                     args += ["MAXLEN", "~", spec.max_len]
                 if spec is not None and spec.ttl is not None:
                     trim.add(add.stream)
-                adds.execute_command(*args, "*", *add.fields)
+                adds.append((*args, "*", *add.fields))
             acks.setdefault(entry.event.stream_name, []).append(entry.event.id)
             fields.append(attempts_field(entry.event.stream_name, entry.event.id))
         if not acks:
@@ -507,17 +518,62 @@ class SplitCommit(CommitMode):
         now_ms = int(time.time() * 1000)
         for stream in trim:
             ttl = specs[stream].ttl or 0
-            adds.execute_command(
-                "XTRIM", key_of(stream), "MINID", "~", max(0, now_ms - int(ttl * 1000))
-            )
-        if len(adds):
-            await adds.execute()  # raises if any add failed: nothing is acked then
+            adds.append(("XTRIM", key_of(stream), "MINID", "~", max(0, now_ms - int(ttl * 1000))))
+        if adds:
+            await self._add_all(adds)  # raises if any add failed: nothing is acked then
         ack = c.redis.pipeline(transaction=False)
         for stream, ids in acks.items():
             ack.execute_command("XACK", key_of(stream), c.group, *ids)
         await ack.execute()
         await c.clear_attempts(fields)
         return [i for i, mine in enumerate(owned) if not mine]
+
+    async def _add_all(self, adds: list[tuple[Any, ...]]) -> None:
+        """Run the adds; on a cluster, per node on one connection each, followed by
+        ``WAIT`` when the node has a replica.
+
+        Redis Cluster replicates asynchronously: an add a master confirmed, then
+        lost with it before its replica had it, would be gone while the input's
+        ack (on another node) survives. Waiting for one replica before acking
+        closes that window; no replica answering in time fails the commit
+        (retried: a duplicate, never a loss).
+        """
+        redis = self.committer.redis
+        if not hasattr(redis, "nodes_manager"):
+            pipe = redis.pipeline(transaction=False)
+            for command in adds:
+                pipe.execute_command(*command)
+            await pipe.execute()
+            return
+        by_node: dict[str, list[tuple[Any, ...]]] = {}
+        for command in adds:
+            by_node.setdefault(redis.get_node_from_key(command[1]).name, []).append(command)
+        await asyncio.gather(*(self._add_on_node(commands) for commands in by_node.values()))
+
+    async def _add_on_node(self, commands: list[tuple[Any, ...]]) -> None:
+        redis = self.committer.redis
+        key = commands[0][1]
+        waits = await self._has_replica(redis.get_node_from_key(key))
+        if waits:
+            commands = [*commands, ("WAIT", 1, REPLICA_WAIT_MS)]
+        replies = await self.committer.sender_for_cluster.send_once(key, commands)
+        if waits and int(replies[-1]) < 1:
+            raise RedisTimeoutError(
+                f"outputs on {redis.get_node_from_key(key).name} not replicated within "
+                f"{REPLICA_WAIT_MS} ms: not acking their inputs yet"
+            )
+
+    async def _has_replica(self, node: Any) -> bool:
+        """Whether ``node`` has a replica (``ROLE``), looked up again every little while
+        (the slot map redis-py keeps lists primaries only)."""
+        now = time.monotonic()
+        known = self._replicas.get(node.name)
+        if known is not None and known[1] > now:
+            return known[0]
+        role = await node.execute_command("ROLE")
+        has = bool(role) and role[0] in (b"master", "master") and len(role[2]) > 0
+        self._replicas[node.name] = (has, now + REPLICAS_RECHECK)
+        return has
 
     async def _owned(self, entries: Sequence[Entry]) -> list[bool]:
         """Whether each entry is still pending on this consumer. A check that errors
@@ -581,6 +637,8 @@ class Committer:
         #: The blocking side (the actor's handler thread): plain clients of a known kind.
         self._blocking = BlockingLink.twin_of(redis) if plain else None
         self._sent_keys_args: tuple[list[str], list[Any]] | None = None
+        #: Sends a node's adds on one connection, never re-sent (the cross-slot commit).
+        self.sender_for_cluster = Connection(redis)
 
     @property
     def mode(self) -> str:
