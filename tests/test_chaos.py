@@ -21,6 +21,18 @@ def test_chaos_short_mode_loses_and_duplicates_nothing(capsys: pytest.CaptureFix
     assert out.strip().splitlines()[-1] == "4 passed, 0 failed"
 
 
+def test_stalled_connections_lose_and_duplicate_nothing(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Frozen connections under load: every worker resumes on new ones (a short
+    ``redis.timeout`` keeps the run short; the default is the same code path)."""
+    argv = ["--short", "--scenario", "stalled-connections", "--redis-timeout", "2s"]
+    code = chaos.main(argv)
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert out.strip().splitlines()[-1] == "1 passed, 0 failed"
+
+
 def test_a_loss_fails_the_chaos_run() -> None:
     result = chaos.Result("x", events=10, done=9, lost=1, dead_expected=0, recovery=1.0)
     assert not result.ok

@@ -85,8 +85,9 @@ SINGLE = ("kill-workers", "redis-restarts", "stalled-connections")
 CLUSTER = ("cluster-master-kill", "cluster-failover", "cluster-migrate")
 
 
-def config_text(tag: str) -> str:
-    """The topology; ``tag`` prefixes every stream name (``{c}`` puts them in one slot)."""
+def config_text(tag: str, redis_timeout: str | None = None) -> str:
+    """The topology; ``tag`` prefixes every stream name (``{c}`` puts them in one slot);
+    ``redis_timeout`` is its ``redis.timeout`` (the engine's default when None)."""
     names = {s: f"{tag}{s}" for s in ("in", "mid", "out", "done", "dlq")}
     streams = ", ".join(f'"{n}": {{}}' for n in names.values())
 
@@ -98,7 +99,8 @@ def config_text(tag: str) -> str:
 
     return (
         "version: 1\nname: chaos\n"
-        "defaults: {start: oldest, ack_grace: 2s, batch: 64,"
+        + (f"redis: {{timeout: {redis_timeout}}}\n" if redis_timeout else "")
+        + "defaults: {start: oldest, ack_grace: 2s, batch: 64,"
         " retry: {max_attempts: 2, backoff: 10ms}}\n"
         f"streams: {{{streams}}}\nsinks:\n"
         + sink("s1", "in", "mid", "forward")
@@ -261,7 +263,7 @@ class Run:
     def execute(self, faults: Callable[[Run, Workers, random.Random], int]) -> Result:
         (self.folder / "chaos_handlers.py").write_text(HANDLERS)
         config = self.folder / "chaos.yaml"
-        config.write_text(config_text(self.tag))
+        config.write_text(config_text(self.tag, self.args.redis_timeout))
         workers = self.workers = Workers(config, self.url, self.args.workers, self.folder)
         expected_dead = sum(1 for s in range(self.args.events) if s % FAIL_EVERY == FAIL_AT)
         result = Result(self.name, self.args.events, dead_expected=expected_dead)
@@ -562,6 +564,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--kill-every", type=float, default=1.0, help="seconds between faults")
     parser.add_argument("--outage", type=float, default=1.0, help="seconds a server stays down")
     parser.add_argument("--recovery-timeout", type=float, default=120.0)
+    parser.add_argument(
+        "--redis-timeout", help="the workers' redis.timeout, e.g. 2s (default: the engine's)"
+    )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--short", action="store_true", help="small figures: about a minute")
     args = parser.parse_args(argv)

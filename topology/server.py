@@ -223,8 +223,12 @@ class ServerProcess:
                 sock = socket.create_connection(("127.0.0.1", self.port), timeout=0.5)
             else:
                 sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                sock.settimeout(0.5)
-                sock.connect(str(self.unixsocket))
+                try:
+                    sock.settimeout(0.5)
+                    sock.connect(str(self.unixsocket))
+                except OSError:
+                    sock.close()  # not yet listening: no socket left to the collector
+                    raise
         except OSError:
             return False
         request = b"PING\r\n"

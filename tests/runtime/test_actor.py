@@ -35,6 +35,7 @@ def make_actor(
     dead_letter: str | None = None,
     metrics: Metrics | None = None,
     ack_grace: float = 5.0,
+    **options: Any,
 ) -> Actor:
     spec = SinkSpec(
         name="s",
@@ -46,6 +47,7 @@ def make_actor(
         retry=retry or RetryPolicy(max_attempts=3, backoff=0.01),
         dead_letter=dead_letter,
         ack_grace=ack_grace,
+        **options,
     )
     return Actor(
         spec,

@@ -71,7 +71,8 @@ def test_client_from_url_keeps_bytes_and_tls_options() -> None:
     assert kwargs["ssl_cert_reqs"] == "required"
     assert kwargs["username"] == "u" and kwargs["db"] == 2
     connection = client.connection_pool.make_connection()
-    assert connection.socket_timeout is None  # redis-py's 5 s would cut a 5 s XREAD BLOCK
+    # Every command has a deadline (redis.timeout); blocking reads use links of their own.
+    assert connection.socket_timeout == 10.0
     assert connection.socket_connect_timeout == 10.0
 
 

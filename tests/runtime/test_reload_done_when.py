@@ -125,8 +125,18 @@ class Producer:
             await self._task
         self.ended = time.monotonic()
 
-    def rate(self) -> float:
-        return sum(self.produced.values()) / max(1e-9, self.ended - self.started)
+    def total(self) -> int:
+        return sum(self.produced.values())
+
+    async def flowed(self, since: int, ticks: int = 5) -> int:
+        """Wait until ``ticks`` more ticks of events were added since the count ``since``.
+
+        Load between reloads counted in events, not in events per second: a busy
+        machine slows the producer, and the reloads must still happen amid it.
+        """
+        goal = since + ticks * self.per_tick * (len(self.streams) - len(self.paused))
+        await wait_for(lambda: self.total() >= goal, timeout=30, what="load between reloads")
+        return self.total()
 
     def expected(self, *streams: str) -> set[str]:
         return {f"{s}-{i}" for s in streams for i in range(self.produced[s])}
@@ -278,8 +288,10 @@ async def test_every_event_is_handled_exactly_once_across_twenty_file_reloads_un
     producer.start()
     applied = 0
     finished = len(reloader.results)
+    offered = 0
     try:
         for k in range(1, 23):
+            offered = await producer.flowed(offered)  # every reload amid a flow of events
             generation = runtime.generation
             write_renamed(config, config_text(**VARIANTS[k % len(VARIANTS)]))
             while True:  # a stray extra event may add an 'unchanged' attempt: skip it
@@ -293,8 +305,6 @@ async def test_every_event_is_handled_exactly_once_across_twenty_file_reloads_un
         await producer.stop()
     finally:
         await producer.stop()
-    # offered load over the reloads: at least 1000 events/s
-    assert producer.rate() >= 1000, f"only {producer.rate():.0f} events/s offered"
     write_renamed(config, config_text(streams="in, more", extra=True, extra_streams="in, more"))
     assert await reloader.wait_finished(finished + 1, 10) in ("applied", "unchanged")
     total = sum(producer.produced.values())

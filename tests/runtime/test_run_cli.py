@@ -10,6 +10,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -65,7 +66,9 @@ def write_config(
     return path
 
 
-def start_run(config: Path, url: str, *extra: str, watch: bool = False) -> subprocess.Popen[str]:
+def start_run(
+    config: Path, url: str, *extra: str, watch: bool = False, stderr: Any = subprocess.PIPE
+) -> subprocess.Popen[str]:
     flags = ["--quiet"] + ([] if watch else ["--no-watch"])
     return subprocess.Popen(
         [
@@ -80,9 +83,16 @@ def start_run(config: Path, url: str, *extra: str, watch: bool = False) -> subpr
             *extra,
         ],
         stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        stderr=stderr,
         text=True,
     )
+
+
+def with_third_sink(config: Path) -> str:
+    """The config of ``write_config`` plus a sink copying ``out`` to ``copy``."""
+    text = config.read_text().replace("  out: {}", "  out: {}\n  copy: {}")
+    text += f"  third:\n    streams: [out]\n    handler: {config.stem}_handlers:second\n"
+    return text + "    outputs: [copy]\n"
 
 
 def fill(client: redis.Redis, n: int) -> None:
@@ -235,9 +245,7 @@ def test_sighup_reloads_the_config_and_metrics_are_served(
     proc = start_run(config, redis_url, "--metrics-port", str(port))
     try:
         wait_until(lambda: client.xlen("pulse:stream:out") == 50, 30, "the first generation")
-        text = config.read_text().replace("  out: {}", "  out: {}\n  copy: {}")
-        text += "  third:\n    streams: [out]\n    handler: hup_handlers:second\n"
-        text += "    outputs: [copy]\n"
+        text = with_third_sink(config)
         config.write_text(text)
         proc.send_signal(signal.SIGHUP)
         wait_until(lambda: client.xlen("pulse:stream:copy") == 50, 30, "the reloaded sink")
@@ -261,9 +269,7 @@ def test_a_rename_style_write_of_the_config_reloads_a_running_process(
     proc = start_run(config, redis_url, watch=True)
     try:
         wait_until(lambda: client.xlen("pulse:stream:out") == 20, 30, "the first generation")
-        text = config.read_text().replace("  out: {}", "  out: {}\n  copy: {}")
-        text += "  third:\n    streams: [out]\n    handler: watch_handlers:second\n"
-        text += "    outputs: [copy]\n"
+        text = with_third_sink(config)
         assert proc.stderr is not None
         for line in proc.stderr:  # a write before the watch is armed would go unseen
             if "watching" in line:
@@ -304,12 +310,18 @@ def forward(event):
 """
 
 
-def test_two_processes_run_a_source_once_and_share_its_events(
-    tmp_path: Path, redis_url: str, client: redis.Redis
-) -> None:
+def write_source_config(tmp_path: Path) -> Path:
+    """A source of 2000 numbers and a sink forwarding them, written in ``tmp_path``."""
     (tmp_path / "onesource_handlers.py").write_text(SOURCE_HANDLERS)
     config = tmp_path / "onesource.yaml"
     config.write_text(SOURCE_CONFIG)
+    return config
+
+
+def test_two_processes_run_a_source_once_and_share_its_events(
+    tmp_path: Path, redis_url: str, client: redis.Redis
+) -> None:
+    config = write_source_config(tmp_path)
     procs = [start_run(config, redis_url, "--stop-when-idle", "1.5") for _ in range(2)]
     handled = []
     for proc in procs:

@@ -11,7 +11,8 @@ import redis
 
 from tests.helpers import wait_until
 from tests.runtime.test_run_cli import start_run
-from topology.cli import main, status
+from topology import observe
+from topology.cli import main
 
 CONFIG = """\
 version: 1
@@ -202,7 +203,7 @@ def test_status_counts_dead_letters_per_sink_and_parts_live_from_dead_consumers(
         assert any(c["name"] == "gone-1-dead" and c["live"] for c in consumers)
         # Past the live window (the sink's ack grace, at least two blocking reads;
         # shortened here so the test need not sit idle that long): dead.
-        monkeypatch.setattr(status, "_live_after_ms", lambda ack_grace: 300)
+        monkeypatch.setattr(observe, "_live_after_ms", lambda ack_grace: 300)
 
         def idle_ms() -> int:
             rows = client.xinfo_consumers("pulse:stream:a", "sa")
@@ -224,7 +225,7 @@ def test_status_counts_dead_letters_of_a_long_stream_from_its_newest_entries(
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(status, "DEAD_SCAN_LIMIT", 3)
+    monkeypatch.setattr(observe, "DEAD_SCAN_LIMIT", 3)
     for _ in range(3):  # newer than the fixture's two
         busy.xadd("pulse:stream:orders-dlq", {"n": "dead", "p": "", "sink": "enrich"})
     assert main(["status", str(config), "--format", "json", "--redis-url", redis_url]) == 0

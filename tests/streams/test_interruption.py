@@ -6,18 +6,18 @@ sent (``asyncio.wait_for`` around the socket write, Python 3.11): the read then
 blocks for the whole BLOCK. These tests interrupt at every small offset from the
 start of a read (0 to ``OFFSETS - 1`` event-loop steps, which covers connecting,
 sending and waiting) and require each interruption to take effect within 100 ms
-on a 5 s block.
+on a 5 s block (on a loaded machine, time spent waiting for a CPU is not counted:
+``tests.helpers.LatencyPromise``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
 
 import pytest
 import redis.asyncio as aioredis
 
-from tests.helpers import wait_blocked, wait_for
+from tests.helpers import LatencyPromise, wait_blocked, wait_for
 from tests.streams.conftest import read_n
 from topology import streams
 
@@ -41,12 +41,11 @@ async def test_close_ends_a_read_within_100ms_at_any_offset(
         sink = await stream.new_sink("s", block=BLOCK)
         reading = asyncio.ensure_future(sink.read_batch())
         await _steps(offset)
-        started = time.monotonic()
+        promise = LatencyPromise(WITHIN)
         await sink.close()
         got = await asyncio.wait_for(reading, BLOCK * 2)
-        elapsed = time.monotonic() - started
         assert got == []
-        assert elapsed < WITHIN, f"offset {offset}: close took {elapsed * 1000:.0f} ms"
+        promise.check(f"offset {offset}: close")
 
     # Each sink read on a connection of its own: close() closed them all (the
     # client's pool may have grown by one or two meanwhile).
@@ -64,13 +63,12 @@ async def test_add_stream_takes_effect_within_100ms_at_any_offset(
         async with await first.new_sink("s", block=BLOCK) as sink:
             reading = asyncio.ensure_future(sink.read_batch())
             await _steps(offset)
-            started = time.monotonic()
+            promise = LatencyPromise(WITHIN)
             await sink.add_stream(second)
             entry = await second.add("x", b"")
             got = await asyncio.wait_for(reading, BLOCK * 2)
-            elapsed = time.monotonic() - started
             assert [e.id for e in got] == [entry], f"offset {offset}"
-            assert elapsed < WITHIN, f"offset {offset}: add_stream took {elapsed * 1000:.0f} ms"
+            promise.check(f"offset {offset}: add_stream")
 
 
 async def test_remove_stream_is_a_barrier_at_any_offset(
@@ -84,14 +82,13 @@ async def test_remove_stream_is_a_barrier_at_any_offset(
             await sink.add_stream(second)
             reading = asyncio.ensure_future(sink.read_batch())
             await _steps(offset)
-            started = time.monotonic()
+            promise = LatencyPromise(WITHIN)
             await sink.remove_stream(second)
             removed = await second.add("removed", b"")
             kept = await first.add("kept", b"")
             got = await asyncio.wait_for(reading, BLOCK * 2)
-            elapsed = time.monotonic() - started
             assert [e.id for e in got] == [kept], f"offset {offset}: got {got}"
-            assert elapsed < WITHIN, f"offset {offset}: took {elapsed * 1000:.0f} ms"
+            promise.check(f"offset {offset}: remove_stream")
             # Never delivered to this consumer: still there for the group.
             assert (await r.xpending(second.key, "s"))["pending"] == 0
             assert removed in [i.decode() for i, _ in await r.xrange(second.key)]
@@ -106,14 +103,13 @@ async def test_reader_remove_stream_is_a_barrier_at_any_offset(
             await reader.add_stream(second)
             reading = asyncio.ensure_future(reader.read_batch())
             await _steps(offset)
-            started = time.monotonic()
+            promise = LatencyPromise(WITHIN)
             await reader.remove_stream(second)
             await second.add("removed", b"")
             kept = await first.add("kept", b"")
             got = await asyncio.wait_for(reading, BLOCK * 2)
-            elapsed = time.monotonic() - started
             assert [e.id for e in got] == [kept], f"offset {offset}: got {got}"
-            assert elapsed < WITHIN, f"offset {offset}: took {elapsed * 1000:.0f} ms"
+            promise.check(f"offset {offset}: remove_stream")
 
 
 async def test_an_entry_of_a_removed_stream_in_flight_at_removal_is_handed_back(

@@ -105,3 +105,31 @@ async def test_a_resp3_push_between_replies_is_not_taken_for_a_reply(
     await r.set("watched", "again")
     assert await link.call(b"PING") in (b"PONG", "PONG")
     assert await link.call(b"ECHO", "after") == b"after"
+
+
+async def _steps(n: int) -> None:
+    """Let the event loop run ``n`` steps: an offset into the call, not a synchronisation."""
+    for _ in range(n):
+        await asyncio.sleep(0)
+
+
+async def test_a_cut_at_any_offset_into_a_call_leaves_the_link_usable_at_once(
+    conn: streams.Connection, r: aioredis.Redis, link: ReadLink
+) -> None:
+    # Each call starts on a closed link, so the cut lands anywhere in connecting
+    # (redis-py's handshake sends several commands), sending and reading. A cut
+    # that let anything be sent on the aborted transport broke the next call on
+    # Python 3.13.0 (AttributeError, or a connect that hangs for the connect timeout).
+    for offset in range(40):
+        await link.close()
+        call = asyncio.ensure_future(link.call(b"PING"))
+        await _steps(offset)
+        link.abort()
+        try:
+            reply = await asyncio.wait_for(call, 1.0)
+        except ReadInterrupted:
+            pass  # cut before its reply was in: never any other error
+        else:
+            assert reply in (b"PONG", "PONG"), f"offset {offset}"
+        assert not link.busy
+        assert await asyncio.wait_for(link.call(b"PING"), 1.0) in (b"PONG", "PONG"), offset

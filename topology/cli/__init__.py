@@ -35,6 +35,8 @@ COMMANDS = (
     "rollback",
     "replay",
     "init",
+    "dashboard",
+    "test",
 )
 
 #: The end of each command's ``--help``: what people type, in one place.
@@ -89,6 +91,15 @@ EXAMPLES = {
     "init": """\
   ponos-topology init my-topology && cd my-topology
   ponos-topology init . --name orders --force""",
+    "dashboard": """\
+  ponos-topology dashboard topology.yaml                # http://127.0.0.1:8765/ (run started)
+  ponos-topology dashboard --deployment orders --redis-url redis://db:6379/0 --port 8080
+  ponos-topology run topology.yaml --ui-port 8765       # the same page, served by the worker
+  curl -s http://127.0.0.1:8765/api/snapshot            # the same figures as JSON""",
+    "test": """\
+  ponos-topology test                                   # every *_test.yaml under this folder
+  ponos-topology test configs/pipeline_test.yaml --timeout 5
+  ponos-topology test configs/ --format junit -o report.xml   # for CI""",
 }
 
 

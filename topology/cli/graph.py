@@ -53,79 +53,15 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     return parser
 
 
-def _s(value: Any) -> Any:
-    return value.decode(errors="replace") if isinstance(value, bytes) else value
-
-
-def _append(detail: str, extra: str) -> str:
-    return f"{detail}, {extra}" if detail else extra
-
-
-async def annotate_live(graph: Any, client: Any, conn: Any) -> None:
+async def annotate_live(graph: Any, client: Any, conn: Any, topology: Any, url: str = "") -> None:
     """Add what Redis says now to ``graph`` (built by ``topology.graph.build``), in place.
 
-    Stream nodes get ``live = {"length"}``; read edges ``live = {"pending",
-    "lag", "group"}`` (``group`` False while the sink never ran on that stream);
-    sink nodes ``live = {"pending", "lag"}`` summed over their streams (``lag``
-    None when any stream's is unknown). ``live_text`` and ``detail`` carry the
-    same numbers for the diagrams. Attributes only: the renderers stay unaware.
+    The numbers are those of ``status`` (:func:`topology.observe.collect`),
+    copied onto the graph by :func:`topology.observe.annotate`.
     """
-    from redis.exceptions import ResponseError
+    from topology.observe import annotate, collect
 
-    from topology.graph import nodes_of
-    from topology.streams import read_group_lag
-
-    lengths: dict[str, int] = {}
-    for _node, data in nodes_of(graph, "stream"):
-        length = int(await client.xlen(conn.stream_key(data["name"])))
-        lengths[data["name"]] = length
-        data["live"] = {"length": length}
-        data["live_text"] = f"length {length}"
-        data["detail"] = _append(data.get("detail", ""), data["live_text"])
-    groups: dict[str, dict[str, dict[str, Any]]] = {}
-    for stream in lengths:
-        try:
-            infos = await client.xinfo_groups(conn.stream_key(stream))
-        except ResponseError:  # no such key yet
-            infos = []
-        decoded = [{_s(k): v for k, v in info.items()} for info in infos]
-        groups[stream] = {str(_s(info.get("name"))): info for info in decoded}
-    for node, data in nodes_of(graph, "sink"):
-        pending, lag, known = 0, 0, True
-        for _, _, edge in graph.in_edges(node, data=True):
-            if edge.get("kind") != "read":
-                continue
-            info = groups.get(edge["stream"], {}).get(data["name"])
-            if info is None:
-                live: dict[str, Any] = {"pending": 0, "lag": None, "group": False}
-            else:
-                state = await read_group_lag(conn, conn.stream_key(edge["stream"]), data["name"])
-                live = {
-                    "pending": int(info.get("pending") or 0),
-                    "lag": None if state is None else state.lag,
-                    "group": True,
-                }
-                if state is not None and state.trimmed_unread:  # lost, not waiting
-                    live["trimmed_unread"] = state.trimmed_unread
-            edge["live"] = live
-            edge["live_text"] = (
-                f"pending {live['pending']}, lag {_lag(live['lag'])}"
-                + (f", trimmed unread {live['trimmed_unread']}" if "trimmed_unread" in live else "")
-                if live["group"]
-                else "no group yet"
-            )
-            pending += live["pending"]
-            if live["lag"] is None:
-                known = False
-            else:
-                lag += live["lag"]
-        data["live"] = {"pending": pending, "lag": lag if known else None}
-        data["live_text"] = f"pending {pending}, lag {_lag(lag if known else None)}"
-        data["detail"] = _append(data.get("detail", ""), data["live_text"])
-
-
-def _lag(value: int | None) -> str:
-    return "?" if value is None else str(value)
+    annotate(graph, await collect(client, conn, topology, url))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -148,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
             from topology.runtime.connect import open_redis
 
             async with open_redis(topology, cli_url=args.redis_url, data_dir=args.data_dir) as ctd:
-                await annotate_live(graph, ctd.client, ctd.conn)
+                await annotate_live(graph, ctd.client, ctd.conn, topology, ctd.url_redacted)
             return EXIT_OK
 
         code = run_command(main, "ponos-topology graph")

@@ -98,6 +98,17 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="serve Prometheus /metrics on this port (1-65535)",
     )
     parser.add_argument(
+        "--ui-port",
+        type=_any_port,
+        metavar="PORT",
+        help="serve the live dashboard on this port (0: any free port, logged)",
+    )
+    parser.add_argument(
+        "--ui-host",
+        default="127.0.0.1",
+        help="address of the dashboard (default 127.0.0.1; anything else is reachable by others)",
+    )
+    parser.add_argument(
         "--log-format",
         choices=("text", "json"),
         default="text",
@@ -105,6 +116,14 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "object per line (default: text)",
     )
     parser.add_argument("--quiet", action="store_true", help="drop the periodic summary lines")
+    parser.add_argument(
+        "--workers",
+        type=_workers,
+        default=1,
+        metavar="N|auto",
+        help="run N worker processes under one supervising parent (auto: one per usable CPU;"
+        " default 1: this process alone)",
+    )
     parser.add_argument(
         "--drain-timeout",
         type=_seconds,
@@ -116,15 +135,26 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     return parser
 
 
-def _port(text: str) -> int:
+def _port(text: str, lowest: int = 1) -> int:
     """A TCP port to listen on; anything else is a usage error (argparse: exit 2)."""
     try:
         port = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
-    if not 1 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"a port is from 1 to 65535, not {port}")
+    if not lowest <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is from {lowest} to 65535, not {port}")
     return port
+
+
+def _any_port(text: str) -> int:
+    """A TCP port, or 0 for any free one."""
+    return _port(text, lowest=0)
+
+
+def _workers(text: str) -> int:
+    from topology.runtime.pool import parse_workers
+
+    return parse_workers(text)
 
 
 def _seconds(text: str) -> float:
@@ -168,6 +198,13 @@ def run(args: argparse.Namespace) -> int:
             print(problem, file=sys.stderr)
         if topology is None:
             return EXIT_USAGE
+    if args.workers > 1:
+        from topology.runtime.pool import run_pool
+
+        return run_pool(args, topology)
+    from topology.runtime.pool import take_child_env
+
+    take_child_env(args)  # in a pool's child: the parent's Redis
     state = _RunState()
     try:
         code = asyncio.run(_main(args, topology, state))
@@ -266,6 +303,7 @@ async def _follow_deployment(args: argparse.Namespace, signals: _Signals, state:
     from topology.config.model import Topology
     from topology.runtime.connect import open_redis
     from topology.runtime.deployment import DeploymentFollower
+    from topology.runtime.pool import child_info
     from topology.runtime.workers import WorkerRegistry, new_worker_id
     from topology.streams import Connection
 
@@ -293,6 +331,7 @@ async def _follow_deployment(args: argparse.Namespace, signals: _Signals, state:
                 "generation": 0,
                 "deployment_version": follower.version,
                 "deployment_rejected": follower.rejected,
+                **child_info(),
             }
         )
         try:
@@ -324,16 +363,14 @@ async def _serve(
     from topology.cli import EXIT_FAILURE, EXIT_OK
     from topology.runtime import ApplyError, Runtime
     from topology.runtime.logs import SUMMARY_LOGGER, bind_fields
-    from topology.runtime.workers import WorkerRegistry, new_worker_id
+    from topology.runtime.pool import child_info
+    from topology.runtime.workers import GenerationLog, WorkerRegistry, new_worker_id
 
     # A deployment worker is registered while it waits for a valid version.
     registry = registry or WorkerRegistry(connected.client, topology.name, new_worker_id())
     worker_id = registry.worker_id
     bind_fields(worker=worker_id)  # every line of this process, actors' included
-    where = "embedded server" if connected.server is not None else connected.url_redacted
-    if connected.conn.cluster:
-        masters = len(connected.client.get_primaries())
-        where += f" (Redis Cluster detected: {masters} masters)"
+    where = _where(connected)
     log.info("ponos-topology %s: %s on %s, worker %s", __version__, topology.name, where, worker_id)
     runtime = Runtime(
         connected.conn,
@@ -342,18 +379,21 @@ async def _serve(
         base_dir=topology.base_dir,
         drain_timeout=args.drain_timeout,
     )
+    generations = GenerationLog()
     registry.start(
         lambda: {
             "version": __version__,
             "generation": runtime.generation,
+            "generations": generations(runtime.generation),
             "config": str(topology.path),
             "actors": len(runtime.actors()),
-            "handled": runtime.handled(),
+            **runtime.metrics.counters(),  # handled, failed, dead_lettered, conflicts
             **(
                 {"deployment_version": follower.version, "deployment_rejected": follower.rejected}
                 if follower is not None
                 else {}
             ),
+            **child_info(),
         }
     )
     with contextlib.suppress(asyncio.TimeoutError):
@@ -362,6 +402,7 @@ async def _serve(
     watcher: Any = None
     failed_sources: list[str] = []
     health: Any = None
+    ui: Any = None
     try:
         if args.metrics_port is not None:
             try:
@@ -369,6 +410,10 @@ async def _serve(
             except OSError as exc:  # in use, or not ours to bind
                 port = args.metrics_port
                 log.error("cannot serve metrics on port %d: %s", port, exc.strerror or exc)
+                return EXIT_FAILURE
+        if args.ui_port is not None:
+            ui = await _start_ui(args, runtime, connected)
+            if ui is None:
                 return EXIT_FAILURE
         try:
             await runtime.apply(topology)
@@ -394,6 +439,8 @@ async def _serve(
             await watcher.stop()
         if health is not None:
             await health.stop()
+        if ui is not None:
+            await ui.stop()
         await runtime.close()
         await registry.stop()
     handled = runtime.handled()
@@ -407,6 +454,21 @@ async def _serve(
         )
     print(summary, flush=True)
     log.info("stopped")
+    return _exit_code(args, failed_sources)
+
+
+def _where(connected: Any) -> str:
+    """The server named in the start line, and whether it is a Redis Cluster."""
+    where = "embedded server" if connected.server is not None else connected.url_redacted
+    if connected.conn.cluster:
+        where += f" (Redis Cluster detected: {len(connected.client.get_primaries())} masters)"
+    return str(where)
+
+
+def _exit_code(args: argparse.Namespace, failed_sources: list[str]) -> int:
+    """A run that ends by itself (``--stop-when-idle``) fails when a source failed."""
+    from topology.cli import EXIT_FAILURE, EXIT_OK
+
     if failed_sources and args.stop_when_idle is not None:
         log.error("stopped with failed source(s): %s", ", ".join(failed_sources))
         return EXIT_FAILURE
@@ -448,6 +510,26 @@ def _start_health(port: int, runtime: Runtime, reloads: Any) -> _Health:
     sampler.start()
     log.info("metrics on :%d/metrics, probes on /healthz and /readyz", bound)
     return _Health(sampler, server)
+
+
+async def _start_ui(args: argparse.Namespace, runtime: Any, connected: Any) -> Any:
+    """The dashboard of this worker's runtime, or None after logging why it cannot listen."""
+    from topology.dashboard import from_runtime, serve, warn_if_exposed
+
+    try:
+        ui = await serve(
+            connected.client,
+            connected.url_redacted,
+            from_runtime(runtime),
+            host=args.ui_host,
+            port=args.ui_port,
+        )
+    except OSError as exc:
+        log.error("cannot serve the dashboard on %s:%s: %s", args.ui_host, args.ui_port, exc)
+        return None
+    warn_if_exposed(args.ui_host, "ponos-topology run")
+    log.info("dashboard on %s", ui.url)
+    return ui
 
 
 def _start_reloader(args: argparse.Namespace, runtime: Runtime, signals: _Signals) -> Reloader:

@@ -13,7 +13,8 @@ that a sink's count is of the newest ones, shown as ``N+``). A stateful sink
 also shows its number of state keys (a ``SCAN``).
 Per source: ended, failed, or which worker holds its lease. Per worker: id,
 version, generation, the deployment version it runs (and the last one it
-rejected, with why) and the age of its last heartbeat. The Redis URL is shown
+rejected, with why) and the age of its last heartbeat; the children of a
+``run --workers`` pool are listed under their parent (host and pid). The Redis URL is shown
 with its password masked, and the whole output is redacted once more before it
 is printed: nothing a worker published can leak a password either.
 """
@@ -24,6 +25,8 @@ import argparse
 import json
 import sys
 from typing import Any
+
+from topology.observe import collect
 
 __all__ = ["add_parser", "collect", "format_text", "run"]
 
@@ -45,142 +48,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     return parser
 
 
-def _s(value: Any) -> Any:
-    return value.decode(errors="replace") if isinstance(value, bytes) else value
-
-
-def _get(info: dict[Any, Any], key: str) -> Any:
-    return _s(info.get(key, info.get(key.encode())))
-
-
-#: Entries per XREVRANGE while counting dead letters per sink, and the most read:
-#: past it the counts are of the newest entries only (``status`` stays quick).
-_DEAD_PAGE = 1000
-DEAD_SCAN_LIMIT = 100_000
-
-
-def _live_after_ms(ack_grace: float) -> int:
-    """Idle time past which a consumer counts as dead: it has not even tried to read."""
-    from topology.runtime.actor import READ_BLOCK
-
-    return int(max(ack_grace, 2 * READ_BLOCK) * 1000)
-
-
-async def _group_info(client: Any, conn: Any, key: str, group: str, live_ms: int) -> dict[str, Any]:
-    from redis.exceptions import ResponseError
-
-    from topology.streams import read_group_lag
-
-    out: dict[str, Any] = {"exists": True, "length": await client.xlen(key), "group": False}
-    if out["length"] == 0 and not await client.exists(key):
-        return {"exists": False, "length": 0, "group": False}
-    try:
-        groups = await client.xinfo_groups(key)
-        state = await read_group_lag(conn, key, group)
-    except ResponseError:
-        return out
-    for info in groups:
-        if _get(info, "name") != group:
-            continue
-        out.update(
-            group=True,
-            pending=int(_get(info, "pending") or 0),
-            lag=None if state is None else state.lag,
-            last_delivered_id=_get(info, "last-delivered-id"),
-            trimmed_unread=None if state is None else state.trimmed_unread,
-        )
-        consumers = await client.xinfo_consumers(key, group)
-        out["consumers"] = [
-            {
-                "name": _get(c, "name"),
-                "pending": int(_get(c, "pending") or 0),
-                "idle_ms": int(_get(c, "idle") or 0),
-                "live": int(_get(c, "idle") or 0) <= live_ms,
-            }
-            for c in consumers
-        ]
-    return out
-
-
-async def _dead_letters_by_sink(client: Any, key: str) -> tuple[dict[str, int], int]:
-    """Entries of a dead-letter stream per the ``sink`` that wrote them ("" when none did),
-    over its newest ``DEAD_SCAN_LIMIT`` entries; and the stream's length."""
-    counts: dict[str, int] = {}
-    upper, read = "+", 0
-    while read < DEAD_SCAN_LIMIT:
-        page = min(_DEAD_PAGE, DEAD_SCAN_LIMIT - read)
-        entries = await client.xrevrange(key, max=upper, min="-", count=page)
-        for _, fields in entries:
-            sink = _s(fields.get(b"sink", fields.get("sink", b"")))
-            counts[sink] = counts.get(sink, 0) + 1
-        read += len(entries)
-        if len(entries) < page:
-            break
-        upper = f"({_s(entries[-1][0])}"
-    length = await client.xlen(key) if read >= DEAD_SCAN_LIMIT else read
-    return counts, int(length)
-
-
-async def collect(client: Any, conn: Any, topology: Any, url_redacted: str) -> dict[str, Any]:
-    """Everything ``status`` shows, as plain data (the JSON output)."""
-    from topology.runtime.keys import EngineKeys
-    from topology.runtime.state import count_states, state_layout
-    from topology.runtime.workers import read_workers
-
-    keys = EngineKeys(topology.name)
-    sinks: dict[str, Any] = {}
-    dead_counts: dict[str, tuple[dict[str, int], int]] = {}  # per dead-letter stream, read once
-    for name, sink in sorted(topology.sinks.items()):
-        live_ms = _live_after_ms(sink.ack_grace)
-        streams = {
-            s: await _group_info(client, conn, conn.stream_key(s), name, live_ms)
-            for s in sink.stream_names
-        }
-        for s, info in streams.items():
-            if info.get("trimmed_unread"):
-                spec = topology.streams.get(s)
-                info["trimmed_by"] = (spec.trimmed_by if spec else "") or "trimmed elsewhere"
-        dead = None
-        if sink.dead_letter:
-            if sink.dead_letter not in dead_counts:
-                dlq_key = conn.stream_key(sink.dead_letter)
-                dead_counts[sink.dead_letter] = await _dead_letters_by_sink(client, dlq_key)
-            per_sink, length = dead_counts[sink.dead_letter]
-            dead = {
-                "stream": sink.dead_letter,
-                "count": per_sink.get(name, 0),
-                "length": length,
-                "counted": sum(per_sink.values()),  # < length: the newest ones only
-            }
-        sinks[name] = {
-            "streams": streams,
-            "pending": sum(s.get("pending", 0) for s in streams.values()),
-            "dead_letter": dead,
-        }
-        if sink.state is not None:
-            layout = state_layout(topology.name, sink, conn.stream_key)
-            sinks[name]["state_keys"] = await count_states(client, layout)
-    sources: dict[str, Any] = {}
-    for name in sorted(topology.sources):
-        state = {_s(k): _s(v) for k, v in (await client.hgetall(keys.source_state(name))).items()}
-        holder = _s(await client.get(keys.source_lease(name)))
-        if "failed" in state:
-            summary = f"failed: {state['failed']}"
-        elif "done" in state:
-            summary = f"ended ({state.get('produced', '?')} events)"
-        elif holder:
-            summary = f"running on {holder}"
-        else:
-            summary = "not running"
-        sources[name] = {"state": summary, "lease": holder, **state}
-    workers = await read_workers(client, topology.name)
-    return {
-        "deployment": topology.name,
-        "redis": url_redacted,
-        "sinks": sinks,
-        "sources": sources,
-        "workers": {w: workers[w] for w in sorted(workers)},
-    }
+def _lag(value: Any) -> str:
+    return "?" if value is None else str(value)
 
 
 def _trimmed(info: dict[str, Any]) -> str:
@@ -189,10 +58,6 @@ def _trimmed(info: dict[str, Any]) -> str:
     if not n:
         return ""
     return f"  trimmed unread {n} ({info.get('trimmed_by', 'trimming')})"
-
-
-def _lag(value: Any) -> str:
-    return "?" if value is None else str(value)
 
 
 def _group_lines(stream: str, info: dict[str, Any]) -> list[str]:
@@ -238,18 +103,33 @@ def format_text(data: dict[str, Any]) -> str:
     lines.append("workers:")
     if not data["workers"]:
         lines.append("  (none)")
+    pools: dict[tuple[str, Any], list[str]] = {}
     for wid, w in data["workers"].items():
-        state = "live" if w.get("live") else "stale"
-        applied = w.get("deployment_version")
-        config = f"  config v{applied}" if applied is not None else ""
-        refused = w.get("deployment_rejected")
-        if isinstance(refused, dict):
-            config += f"  (v{refused.get('version')} rejected: {refused.get('reason')})"
-        lines.append(
-            f"  {wid}  version {w.get('version', '?')}  generation {w.get('generation', '?')}"
-            f"{config}  beat {w.get('age', 0):.1f}s ago  {state}"
-        )
+        pool = w.get("pool")
+        if isinstance(pool, dict):  # a child of `run --workers`: shown under its parent
+            where = (str(pool.get("host", "?")), pool.get("parent_pid", "?"))
+            pools.setdefault(where, []).append(
+                f"    {_worker_line(wid, w)}  slot {pool.get('slot')}"
+            )
+        else:
+            lines.append(f"  {_worker_line(wid, w)}")
+    for (host, pid), children in pools.items():
+        lines.append(f"  pool on {host}, parent pid {pid}: {len(children)} workers")
+        lines.extend(children)
     return "\n".join(lines)
+
+
+def _worker_line(wid: str, w: dict[str, Any]) -> str:
+    state = "live" if w.get("live") else "stale"
+    applied = w.get("deployment_version")
+    config = f"  config v{applied}" if applied is not None else ""
+    refused = w.get("deployment_rejected")
+    if isinstance(refused, dict):
+        config += f"  (v{refused.get('version')} rejected: {refused.get('reason')})"
+    return (
+        f"{wid}  version {w.get('version', '?')}  generation {w.get('generation', '?')}"
+        f"{config}  beat {w.get('age', 0):.1f}s ago  {state}"
+    )
 
 
 def run(args: argparse.Namespace) -> int:

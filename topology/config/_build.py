@@ -16,6 +16,8 @@ from topology.config.model import (
     DEFAULT_ACK_GRACE,
     DEFAULT_BATCH,
     DEFAULT_CONSUMERS,
+    DEFAULT_MAX_BATCH_BYTES,
+    DEFAULT_MAX_DELIVERIES,
     DEFAULT_RETRY,
     DEFAULT_START,
     RedisSpec,
@@ -79,6 +81,13 @@ def _sink(name: str, spec: dict[str, Any], defaults: dict[str, Any]) -> SinkSpec
         batch=spec.get("batch", defaults.get("batch", DEFAULT_BATCH)),
         retry=_retry(default_retry, spec.get("retry")),
         dead_letter=spec.get("dead_letter"),
+        timeout=_seconds(spec.get("timeout"), _seconds(defaults.get("timeout"), 0)) or None,
+        max_deliveries=spec.get(
+            "max_deliveries", defaults.get("max_deliveries", DEFAULT_MAX_DELIVERIES)
+        ),
+        max_batch_bytes=spec.get(
+            "max_batch_bytes", defaults.get("max_batch_bytes", DEFAULT_MAX_BATCH_BYTES)
+        ),
         key=spec.get("key"),
         state=_state(spec["state"]) if "state" in spec else None,
     )
@@ -97,7 +106,11 @@ def build_model(data: dict[str, Any], path: Path | None) -> Topology:
         name=data["name"],
         version=int(data["version"]),
         allow_cycles=bool(data.get("allow_cycles", False)),
-        redis=RedisSpec(url=redis.get("url") or None, prefix=redis.get("prefix", RedisSpec.prefix)),
+        redis=RedisSpec(
+            url=redis.get("url") or None,
+            prefix=redis.get("prefix", RedisSpec.prefix),
+            timeout=_seconds(redis.get("timeout"), RedisSpec.timeout),
+        ),
         streams={name: _stream(name, spec) for name, spec in as_map(data.get("streams")).items()},
         sources={
             name: SourceSpec(

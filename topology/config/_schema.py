@@ -23,8 +23,10 @@ from topology.config._yaml import Document, Raw
 
 __all__ = ["load_schema", "schema_errors", "schema_path"]
 
-_RESOURCE = "_schemas/topology.schema.json"
-_REPO_FILE = Path(__file__).resolve().parents[2] / "schemas" / "topology.schema.json"
+#: The config schema; other documents (test files) have a schema of their own beside it.
+CONFIG_SCHEMA = "topology.schema.json"
+_RESOURCES = "_schemas"
+_REPO_DIR = Path(__file__).resolve().parents[2] / "schemas"
 
 _TYPE_NAMES = {
     "object": "a mapping",
@@ -37,25 +39,25 @@ _TYPE_NAMES = {
 }
 
 
-def schema_path() -> Path:
+def schema_path(name: str = CONFIG_SCHEMA) -> Path:
     """The schema file in use: the installed wheel's copy, else the source tree's."""
     try:
-        packaged = resources.files("topology").joinpath(_RESOURCE)
+        packaged = resources.files("topology").joinpath(f"{_RESOURCES}/{name}")
         if packaged.is_file():
             return Path(str(packaged))
     except (ModuleNotFoundError, OSError):  # pragma: no cover - odd installs
         pass
-    return _REPO_FILE
+    return _REPO_DIR / name
 
 
-@lru_cache(maxsize=1)
-def load_schema() -> dict[str, Any]:
-    return json.loads(schema_path().read_text(encoding="utf-8"))
+@lru_cache(maxsize=4)
+def load_schema(name: str = CONFIG_SCHEMA) -> dict[str, Any]:
+    return json.loads(schema_path(name).read_text(encoding="utf-8"))
 
 
-@lru_cache(maxsize=1)
-def _validator() -> Draft202012Validator:
-    schema = load_schema()
+@lru_cache(maxsize=4)
+def _validator(name: str) -> Draft202012Validator:
+    schema = load_schema(name)
     Draft202012Validator.check_schema(schema)
     return Draft202012Validator(schema)
 
@@ -90,14 +92,14 @@ def _expected(schema: dict[str, Any]) -> str:
     return "a valid value"
 
 
-def schema_errors(doc: Document) -> list[Raw]:
-    """Every schema violation in ``doc``, located, one message per problem.
+def schema_errors(doc: Document, schema: str = CONFIG_SCHEMA) -> list[Raw]:
+    """Every violation in ``doc`` of the published schema ``schema``, located, one per problem.
 
     A value whose ``${VAR}`` substitution failed was reported where it was
     written; the schema's view of what is left ("got null") would only repeat it.
     """
     out: list[Raw] = []
-    for error in _validator().iter_errors(doc.data):
+    for error in _validator(schema).iter_errors(doc.data):
         if tuple(error.absolute_path) not in doc.unsubstituted:
             out.extend(_convert(error, doc))
     return out

@@ -142,6 +142,8 @@ class _Checker:
         defaults = as_map(self.data.get("defaults"))
         self.start(("defaults", "start"), defaults.get("start"))
         self.positive(("defaults", "ack_grace"), defaults.get("ack_grace"))
+        self.positive(("defaults", "timeout"), defaults.get("timeout"))
+        self.positive(("redis", "timeout"), as_map(self.data.get("redis")).get("timeout"))
         self.redis_url(as_str(as_map(self.data.get("redis")).get("url")))
         self.declared_streams()
         for name, source in as_map(self.data.get("sources")).items():
@@ -204,6 +206,7 @@ class _Checker:
         self.state(base, sink)
         self.start((*base, "start"), sink.get("start"))
         self.positive((*base, "ack_grace"), sink.get("ack_grace"))
+        self.positive((*base, "timeout"), sink.get("timeout"))
         self.topic_pattern((*base, "topic_pattern"), as_str(sink.get("topic_pattern")))
         self.filters(base, sink)
         if "retry" in sink and "dead_letter" not in sink:

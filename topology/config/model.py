@@ -32,6 +32,8 @@ DEFAULT_ACK_GRACE = 20.0
 DEFAULT_BATCH = 256
 DEFAULT_CONSUMERS = 1
 DEFAULT_START = "newest"
+DEFAULT_MAX_DELIVERIES = 10
+DEFAULT_MAX_BATCH_BYTES = 16_000_000
 
 
 def _frozen(mapping: Mapping[str, object] | None = None) -> Mapping:
@@ -60,6 +62,9 @@ class RedisSpec:
 
     url: str | None = None
     prefix: str = "pulse"  # stream key prefix: pulse:stream:<name>, as goa.design/pulse
+    #: Seconds a Redis command may take before its connection is dropped and the
+    #: call retried on a new one (a blocking read: its BLOCK plus this).
+    timeout: float = 10.0
 
 
 def format_duration(seconds: float) -> str:
@@ -133,6 +138,12 @@ class SinkSpec:
     batch: int = DEFAULT_BATCH
     retry: RetryPolicy = DEFAULT_RETRY
     dead_letter: str | None = None
+    #: Seconds a handler call may take before it fails (HandlerTimeout); None: no limit.
+    timeout: float | None = None
+    #: Deliveries of one event (Redis's count) past which it is dead-lettered unhandled.
+    max_deliveries: int = DEFAULT_MAX_DELIVERIES
+    #: Bytes of events an actor holds at most (its reads shrink for large events).
+    max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES
     #: The state key: a payload field or dotted path, or "module:attribute" (Event -> str).
     key: str | None = None
     state: StateSpec | None = None  # set: the handler is called as handler(event, state)

@@ -32,18 +32,20 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Generator, Mapping
 from functools import partial
 from typing import Any
 
 from topology.config.model import SinkSpec, StreamSpec
 from topology.redact import redact_text
 from topology.runtime.commit import Committer
-from topology.runtime.handlers import HandlerRunner
+from topology.runtime.handlers import HandlerRunner, Outcome
 from topology.runtime.logs import bind_fields, event_fields
 from topology.runtime.metrics import Metrics
 from topology.runtime.pipeline import Chunk, InHand, Lane, LoopLane, Step, Steps, ThreadLane
 from topology.runtime.retry import TRIES_WHEN_STOPPING, FailurePlan, RedisRetry, RetryQueue
+from topology.runtime.sizing import ReadSizer
+from topology.runtime.timeouts import isolate_redelivered, over_delivered
 from topology.runtime.workers import ConsumerOwners
 from topology.streams import Connection, Event, GroupLag, Sink, Stream, describe_error, pause
 
@@ -79,7 +81,7 @@ class Actor:
         self.on_trimmed = on_trimmed
         self.index = index
         self.conn = conn
-        self.handler = handler
+        self.handler = handler.limit(spec.timeout, f"actor {spec.name}/{index}")
         self.attempts_key = attempts_key
         self._streams = streams
         self.metrics = metrics
@@ -102,6 +104,7 @@ class Actor:
         #: previous one commits, and never more than ``batch`` in hand. A small
         #: batch is not split: its per-read cost outweighs what overlapping saves.
         self._chunk = (spec.batch + 1) // 2 if spec.batch >= PIPELINE_MIN_BATCH else spec.batch
+        self._sizer = ReadSizer(spec.max_batch_bytes, self._chunk)
         self._ever_read: set[str] = set(spec.stream_names)  # for the drain's pending flush
         self.last_activity = time.monotonic()
         self.handled = 0
@@ -176,6 +179,7 @@ class Actor:
             await sink.close()
             raise
         self.sink = sink
+        await self._sizer.sample(self.conn.redis, map(self.conn.stream_key, spec.stream_names))
         self.committer = Committer(
             self.conn.redis,
             group=spec.name,
@@ -308,7 +312,10 @@ class Actor:
             return
         room = self.spec.batch - self.in_hand
         if room > 0 and (self._backlog or not self._in_hand.in_lanes):
-            self._read = asyncio.ensure_future(sink.read_batch(min(room, self._chunk)))
+            fits = self._sizer.count()  # large events: fewer per read (max_batch_bytes)
+            sink.count = min(fits, self._chunk)
+            sink.buffer = self.spec.batch if fits >= self._chunk else fits
+            self._read = asyncio.ensure_future(sink.read_batch(min(room, sink.count)))
 
     async def _take_read(self) -> list[Event]:
         """The events of the read, if it is done (a failed read is retried after a backoff)."""
@@ -330,7 +337,8 @@ class Actor:
             events = []
         else:
             self._read_backoff.reset()
-            self._backlog = len(events) >= self._chunk
+            self._sizer.measure(events)
+            self._backlog = len(events) >= min(self._chunk, self._sizer.count())
         if not events and self.sink is not None and self.sink.closed:
             self._stopping = True
         return events
@@ -341,15 +349,16 @@ class Actor:
             return
         assert self._lane is not None
         self.last_activity = time.monotonic()
-        self._in_hand.handed(len(events))
-        self._lane.dispatch(Chunk(events, done))
+        for part in isolate_redelivered(events) if done is None else (events,):
+            self._in_hand.handed(len(part))
+            self._lane.dispatch(Chunk(part, done))
 
     # -- one chunk: the steps a lane runs ------------------------------------------------
 
     def steps(self, chunk: Chunk) -> Steps:
         """Handle, count the failures, commit: each step yielded to the lane, which
         runs it (on the loop or on the handler thread) and sends back its result."""
-        failed = chunk.take((yield Step.HANDLE, chunk.events))
+        failed = chunk.take((yield from self._handle(chunk.events)))
         if failed:
             spec = self.spec
             self.metrics.add_failed(spec.name, len(failed))
@@ -358,6 +367,17 @@ class Actor:
             chunk.entries += dead
         if chunk.entries:
             self._committed(chunk, (yield Step.COMMIT, chunk.entries))
+
+    def _handle(self, events: list[Event]) -> Generator[tuple[str, Any], Any, list[Outcome]]:
+        """The handler's outcomes for ``events``; an event delivered more than
+        ``max_deliveries`` times is a failure without a call, and the rest of its
+        batch is handled as usual."""
+        over = over_delivered(events, self.spec.max_deliveries)
+        if over is None:
+            return (yield Step.HANDLE, events)
+        rest = [e for i, e in enumerate(events) if i not in over]
+        handled = iter((yield Step.HANDLE, rest) if rest else ())
+        return [over[i] if i in over else next(handled) for i in range(len(events))]
 
     def _committed(self, chunk: Chunk, conflicts: list[int]) -> None:
         """Count a commit: handler successes, and events claimed away meanwhile."""

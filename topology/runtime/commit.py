@@ -60,6 +60,8 @@ from topology.streams import (
     describe_error,
     is_plain,
     is_transient,
+    missed,
+    opened_before_a_stall,
     packed_or_none,
 )
 from topology.streams._consumer import is_nogroup
@@ -280,8 +282,9 @@ def _sync_connection_kwargs(redis: Any) -> tuple[type, dict[str, Any]] | None:
     """The sync connection class and options that reach the same server as ``redis``.
 
     None for a client whose connections are of an unknown kind (the caller
-    stays on the event loop). Replies stay bytes and reads never time out,
-    like the engine's async clients (a commit of a large batch may take a while).
+    stays on the event loop). Replies stay bytes, and a reply has the deadline
+    of the async client's commands (its socket timeout): a commit unanswered by
+    then drops the connection and is retried, fenced, on a new one.
     """
     pool = getattr(redis, "connection_pool", None)
     if pool is None:
@@ -292,7 +295,7 @@ def _sync_connection_kwargs(redis: Any) -> tuple[type, dict[str, Any]] | None:
     given = pool.connection_kwargs
     options = {k: given[k] for k in _SYNC_OPTIONS if k in given}
     options.update({k: v for k, v in given.items() if k.startswith("ssl_")})
-    options.update(decode_responses=False, socket_timeout=None)
+    options.update(decode_responses=False, socket_timeout=given.get("socket_timeout"))
     return cls, options
 
 
@@ -316,6 +319,7 @@ class PackedSender:
         self.redis = redis
         self._own: Any = None
         self._own_busy = False
+        self._opened = 0.0  # when the own connection connected (monotonic)
 
     async def send(self, packed: bytes) -> Any:
         if self._own_busy:
@@ -325,8 +329,11 @@ class PackedSender:
             conn = self._own = self.redis.connection_pool.make_connection()
         self._own_busy = True
         try:
+            if conn.is_connected and opened_before_a_stall(conn, self._opened):
+                await conn.disconnect(nowait=True)
             if not conn.is_connected:
                 await conn.connect()
+                self._opened = time.monotonic()
             return await _round_trip(conn, packed, check_health=False)
         finally:
             self._own_busy = False
@@ -353,6 +360,9 @@ async def _round_trip(conn: Any, packed: bytes, *, check_health: bool) -> Any:
         return await conn.read_response()
     except ResponseError:
         raise  # a complete error reply: the connection is in a clean state
+    except RedisTimeoutError:
+        await conn.disconnect(nowait=True)  # done by redis-py already; never reused
+        raise missed(conn, conn.socket_timeout, "a commit") from None
     except BaseException:
         # Cancelled or failed half-way: a reply may still be on its way, so the
         # connection cannot be reused as is (the next call reconnects).
@@ -371,6 +381,7 @@ class BlockingLink:
         self._cls = cls
         self._options = options
         self._conn: Any = None
+        self._opened = 0.0  # when the connection was made (monotonic)
         self.awaiting = 0  # replies sent for and not read yet
 
     @classmethod
@@ -383,10 +394,17 @@ class BlockingLink:
         """Send ``commands`` pipelined; :meth:`read` reads their replies in order."""
         assert not self.awaiting, "a reply of the blocking connection is still unread"
         conn = self._conn
+        if conn is not None and opened_before_a_stall(conn, self._opened):
+            conn.disconnect()
+            conn = None
         if conn is None:
             conn = self._conn = self._cls(**self._options)
+            self._opened = time.monotonic()
         try:
             conn.send_packed_command([_pack(conn, c) for c in commands], check_health=False)
+        except RedisTimeoutError:
+            conn.disconnect()
+            raise missed(conn, conn.socket_timeout, "a commit") from None
         except BaseException:
             conn.disconnect()  # part of it may have gone: never reuse it as is
             raise
@@ -402,6 +420,10 @@ class BlockingLink:
                 self.awaiting = 0
                 conn.disconnect()
             raise  # the last reply being an error leaves the connection clean
+        except RedisTimeoutError:
+            self.awaiting = 0
+            conn.disconnect()
+            raise missed(conn, conn.socket_timeout, "a commit") from None
         except BaseException:
             self.awaiting = 0
             conn.disconnect()  # a reply may be on its way: never reuse it as is

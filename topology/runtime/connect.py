@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlsplit
 
 from topology.redact import redact, redact_text
+from topology.streams import DEFAULT_TIMEOUT
 
 log = logging.getLogger("topology.runtime")
 
@@ -46,6 +47,12 @@ __all__ = [
 
 #: The environment variable read when no ``--redis-url`` is given.
 URL_ENV = "REDIS_URL"
+
+#: TCP keepalive of every engine connection: probes after this many idle seconds,
+#: then every ``KEEPALIVE_INTERVAL`` s; ``KEEPALIVE_COUNT`` unanswered ones close it.
+KEEPALIVE_IDLE = 5
+KEEPALIVE_INTERVAL = 5
+KEEPALIVE_COUNT = 3
 
 
 class RedisUnavailableError(RuntimeError):
@@ -73,17 +80,21 @@ def resolve_url(cli_url: str | None, topology: Topology | None) -> str | None:
     return None
 
 
-def client_from_url(url: str) -> aioredis.Redis:
+def client_from_url(url: str, timeout: float = DEFAULT_TIMEOUT) -> aioredis.Redis:
     """A ``redis.asyncio`` client for ``redis://``, ``rediss://`` or ``unix://`` URLs.
 
     Replies stay bytes (payloads are arbitrary bytes). ACL ``user:password``
     and TLS options (``?ssl_ca_certs=...&ssl_cert_reqs=required``,
     ``ssl_certfile``, ``ssl_keyfile``) come from the URL, as redis-py parses them.
-    ``socket_timeout`` is off (redis-py's own default is 5 s, which would cut
-    short every ``XREADGROUP BLOCK 5000`` the actors issue); a dead peer is found
-    by TCP keepalive (probes after 30 s idle, every 10 s, 3 tries) and the health
-    check instead. Connecting gives up after 10 s. Options in the URL's query
-    string win over these defaults.
+    Every command has a deadline, ``timeout`` (``redis.timeout``): a connection
+    that stops answering without closing (a stuck proxy, a forgotten NAT flow)
+    would otherwise hold its caller forever. A call past it drops its connection
+    and the caller retries on a new one. Blocking reads do not use these
+    connections: the consumers read on links of their own whose deadline is
+    the BLOCK plus ``timeout`` (see ``topology.streams._deadline``). A peer that
+    vanished without a reset is found by a short TCP keepalive, and by the
+    health check before an idle connection is reused. Connecting gives up after
+    ``timeout`` too. Options in the URL's query string win over these defaults.
     """
     import redis.asyncio as aioredis
 
@@ -92,7 +103,7 @@ def client_from_url(url: str) -> aioredis.Redis:
     problem = redis_url_problem(url)
     if problem is not None:
         raise RedisUrlError(f"invalid Redis URL {redact(url)}: {problem} (--redis-url)")
-    options = _client_options(url)
+    options = _client_options(url, timeout)
     try:
         return aioredis.Redis.from_url(url, **options)
     except (ValueError, TypeError) as exc:
@@ -101,29 +112,29 @@ def client_from_url(url: str) -> aioredis.Redis:
         ) from None
 
 
-def _client_options(url: str) -> dict[str, Any]:
+def _client_options(url: str, timeout: float) -> dict[str, Any]:
     """Defaults for a long-lived engine client, unless the URL's query sets them."""
     parts = urlsplit(url)
     query = dict(parse_qsl(parts.query))
     options: dict[str, Any] = {"decode_responses": False}
     if "socket_timeout" not in query and "timeout" not in query:
-        options["socket_timeout"] = None
+        options["socket_timeout"] = timeout
     if "socket_connect_timeout" not in query:
-        options["socket_connect_timeout"] = 10.0
+        options["socket_connect_timeout"] = timeout
     if parts.scheme.lower() != "unix" and "socket_keepalive" not in query:
         options["socket_keepalive"] = True
         if hasattr(socket, "TCP_KEEPIDLE"):
             options["socket_keepalive_options"] = {
-                socket.TCP_KEEPIDLE: 30,
-                socket.TCP_KEEPINTVL: 10,
-                socket.TCP_KEEPCNT: 3,
+                socket.TCP_KEEPIDLE: KEEPALIVE_IDLE,
+                socket.TCP_KEEPINTVL: KEEPALIVE_INTERVAL,
+                socket.TCP_KEEPCNT: KEEPALIVE_COUNT,
             }
     if "health_check_interval" not in query:
         options["health_check_interval"] = 30
     return options
 
 
-async def _cluster_if_enabled(client: Any, url: str) -> Any:
+async def _cluster_if_enabled(client: Any, url: str, timeout: float) -> Any:
     """A cluster client when the node at ``url`` is part of a Redis Cluster, else ``client``.
 
     Any node's URL reaches a whole cluster: the user need not say "cluster",
@@ -139,7 +150,7 @@ async def _cluster_if_enabled(client: Any, url: str) -> Any:
         return client
     if str(info.get("cluster_enabled", 0)) != "1":
         return client
-    options = _client_options(url)
+    options = _client_options(url, timeout)
     try:
         cluster = aioredis.RedisCluster.from_url(url, **options)
         await cluster.initialize()
@@ -256,7 +267,7 @@ async def open_redis(
         folder = Path(data_dir) if data_dir is not None else default_data_dir(topology.path)
         url, server = _embedded_url(folder, owner)
     try:
-        client = client_from_url(url)
+        client = client_from_url(url, topology.redis.timeout)
     except BaseException:
         if server is not None:
             server.stop()
@@ -270,7 +281,7 @@ async def open_redis(
             raise RedisUnavailableError(
                 f"cannot reach Redis at {redact(url)}: {reason}{hint}"
             ) from None
-        client = await _cluster_if_enabled(client, url)
+        client = await _cluster_if_enabled(client, url, topology.redis.timeout)
         conn = Connection(client, prefix=topology.redis.prefix)
         yield Connected(client=client, conn=conn, url_redacted=redact(url), server=server)
     finally:

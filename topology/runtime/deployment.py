@@ -44,7 +44,14 @@ from topology.callables import Origins
 from topology.config.model import Topology
 from topology.runtime.keys import EngineKeys
 from topology.runtime.signing import DeployKey
-from topology.streams import Backoff, pause
+from topology.streams import (
+    DEFAULT_TIMEOUT,
+    Backoff,
+    after_failure,
+    missed,
+    pause,
+    socket_timeout_of,
+)
 
 __all__ = [
     "HISTORY",
@@ -389,12 +396,7 @@ class DeploymentFollower:
                 await pubsub.subscribe(channel)
                 backoff.reset()
                 self.wake()  # anything published while unsubscribed
-                while not self._stopping.is_set():
-                    message = await pubsub.get_message(
-                        ignore_subscribe_messages=True, timeout=self.poll_interval
-                    )
-                    if message is not None:
-                        self.wake()
+                await self._listen(pubsub)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -403,6 +405,32 @@ class DeploymentFollower:
             finally:
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()
+
+    async def _listen(self, pubsub: Any) -> None:
+        """Wake on every announcement until the subscription's connection goes quiet.
+
+        A connection that stopped forwarding looks like a quiet channel. After a
+        ``timeout`` without a word a PING goes out; no answer within another
+        ``timeout`` drops the connection (the caller subscribes again on a new
+        one; the poll covers the gap meanwhile).
+        """
+        loop = asyncio.get_running_loop()
+        timeout = socket_timeout_of(self.client) or DEFAULT_TIMEOUT
+        heard = pinged = loop.time()
+        while not self._stopping.is_set():
+            message = await pubsub.get_message(
+                ignore_subscribe_messages=True, timeout=min(self.poll_interval, timeout)
+            )
+            now = loop.time()
+            if message is not None:
+                heard = now
+                if message.get("type") in ("message", b"message"):
+                    self.wake()
+            if pinged > heard and now - pinged > timeout:
+                raise missed(pubsub.connection, timeout, "the deployment's subscription")
+            if pinged <= heard and now - heard > timeout:
+                await pubsub.ping()
+                pinged = now
 
     def _spawn(self, coro: Any, name: str) -> None:
         self._tasks.append(asyncio.get_running_loop().create_task(coro, name=name))
@@ -418,6 +446,7 @@ class DeploymentFollower:
             try:
                 found = await self._next()
             except Exception as exc:  # Redis away for a moment: keep waiting
+                await after_failure(self.client, exc)
                 log.warning("deployment %s: cannot read the config: %r", self.deployment, exc)
                 found = None
             if found is not None:
@@ -470,13 +499,19 @@ class DeploymentFollower:
     async def _follow_loop(self, apply: Callable[[Topology], Any]) -> None:
         from topology.runtime.runtime import ApplyError
 
+        backoff = Backoff(0.1, MAX_RESUBSCRIBE_DELAY)
         while not self._stopping.is_set():
             await self._wait_wake()
             try:
                 found = await self._next()
             except Exception as exc:
+                await after_failure(self.client, exc)
                 log.warning("deployment %s: cannot read the config: %r", self.deployment, exc)
+                # Look again soon: the announcement that woke us is not sent twice.
+                await pause(backoff.next(), self._stopping)
+                self.wake()
                 continue
+            backoff.reset()
             if found is None:
                 continue
             published, topology = found

@@ -29,7 +29,7 @@ import contextlib
 import inspect
 import logging
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from queue import Empty, SimpleQueue
@@ -46,8 +46,10 @@ __all__ = [
     "Failure",
     "HandlerRunner",
     "HandlerThread",
+    "HandlerTimeout",
     "Outcome",
     "SyncRunner",
+    "TooManyDeliveries",
     "route_result",
     "runner_for",
 ]
@@ -72,6 +74,39 @@ THREAD_IDLE_EXIT = 2.0
 
 class ContractError(Exception):
     """The handler returned something the contract forbids (not retried)."""
+
+
+class HandlerTimeout(Exception):
+    """A handler call took longer than the sink's ``timeout`` (retried like any failure)."""
+
+
+class TooManyDeliveries(Exception):
+    """The event was delivered more often than ``max_deliveries``: not handled again."""
+
+
+async def within(awaitable: Awaitable[Any], seconds: float) -> Any:
+    """``await awaitable``, cancelled after ``seconds`` (then :class:`HandlerTimeout`).
+
+    Run as a task of its own and waited for, rather than under a timeout scope,
+    so a ``TimeoutError`` the handler raises by itself stays its own failure.
+    """
+    task = asyncio.ensure_future(awaitable)
+    try:
+        done, _ = await asyncio.wait((task,), timeout=seconds)
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
+    if done:
+        return task.result()
+    task.cancel()
+    task.add_done_callback(_retrieve)
+    raise HandlerTimeout(f"handler call took longer than {seconds:g}s (cancelled)")
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    """Mark a cancelled call's outcome seen: what it raised while unwinding is dropped."""
+    if not task.cancelled():
+        task.exception()
 
 
 @dataclass(frozen=True, slots=True)
@@ -303,6 +338,13 @@ class HandlerRunner:
     def __init__(self, fn: Callable[[Event], Any], outputs: tuple[str, ...]) -> None:
         self.fn = fn
         self.outputs = outputs
+        #: Seconds a call may take (the sink's ``timeout``); None: no bound.
+        self.timeout: float | None = None
+
+    def limit(self, seconds: float | None, name: str = "handler") -> HandlerRunner:
+        """Bound each call to ``seconds`` (see :mod:`topology.runtime.timeouts`)."""
+        self.timeout = seconds
+        return self
 
     @property
     def own_thread(self) -> SyncRunner | None:
@@ -316,6 +358,8 @@ class HandlerRunner:
 
     async def _await_one(self, awaitable: Any) -> Outcome:
         try:
+            if self.timeout is not None:
+                awaitable = within(awaitable, self.timeout)
             return route_result(await awaitable, self.outputs)
         except ContractError as exc:
             return Failure(exc, retryable=False)
@@ -371,6 +415,15 @@ class SyncRunner(HandlerRunner):
         super().__init__(fn, outputs)
         self.executor = executor
         self._thread = HandlerThread() if executor is None else None
+        #: Runs one batch: in this thread, or on helper threads under a timeout.
+        self._batch: Callable[..., tuple[list[Any], list[int]]] = _run_sync_batch
+
+    def limit(self, seconds: float | None, name: str = "handler") -> HandlerRunner:
+        from topology.runtime.timeouts import TimedBatches
+
+        super().limit(seconds, name)
+        self._batch = _run_sync_batch if seconds is None else TimedBatches(seconds, name)
+        return self
 
     @property
     def own_thread(self) -> SyncRunner | None:
@@ -392,7 +445,7 @@ class SyncRunner(HandlerRunner):
 
         An awaitable a sync handler returns is awaited on ``loop`` meanwhile.
         """
-        results, pending = _run_sync_batch(self.fn, events, self.outputs)
+        results, pending = self._batch(self.fn, events, self.outputs)
         for i in pending:
             results[i] = asyncio.run_coroutine_threadsafe(
                 self._await_one(results[i]), loop
@@ -403,10 +456,10 @@ class SyncRunner(HandlerRunner):
         if not events:
             return []
         if self._thread is not None:
-            job = self._thread.submit(_run_sync_batch, self.fn, events, self.outputs)
+            job = self._thread.submit(self._batch, self.fn, events, self.outputs)
         else:
             job = asyncio.get_running_loop().run_in_executor(
-                self.executor, _run_sync_batch, self.fn, events, self.outputs
+                self.executor, self._batch, self.fn, events, self.outputs
             )
         results, pending = await job
         for i in pending:

@@ -5,6 +5,12 @@ default one) so several runtimes can live in one process — tests do that —
 without "Duplicated timeseries" errors. Plain per-sink totals are kept beside
 the Prometheus objects because reading a counter's value back from
 prometheus_client goes through private attributes.
+
+Under ``run --workers`` every child writes its samples for the parent to sum
+(prometheus-client's multiprocess mode); each gauge says how the children's
+values combine: the lowest generation any live worker runs (a reload that has
+not reached them all shows), the running actors summed, lag and pending as the
+one value every worker samples from Redis.
 """
 
 from __future__ import annotations
@@ -47,8 +53,15 @@ class Metrics:
             registry=r,
         )
         self.reloads = Counter("ponos_reloads", "Plans applied, by result", ["result"], registry=r)
-        self.generation = Gauge("ponos_generation", "Applied topology generation", registry=r)
-        self.actors = Gauge("ponos_actors", "Running actors", ["sink"], registry=r)
+        self.generation = Gauge(
+            "ponos_generation",
+            "Applied topology generation",
+            registry=r,
+            multiprocess_mode="livemin",
+        )
+        self.actors = Gauge(
+            "ponos_actors", "Running actors", ["sink"], registry=r, multiprocess_mode="livesum"
+        )
         self.handler_seconds = Histogram(
             "ponos_handler_seconds",
             "Time the handler took over one chunk of a batch (the events it was given at once)",
@@ -71,12 +84,14 @@ class Metrics:
             "Entries not yet delivered to the sink's groups (sampled)",
             ["sink"],
             registry=r,
+            multiprocess_mode="livemax",
         )
         self.pending = Gauge(
             "ponos_pending",
             "Events delivered to the sink, not yet acked (sampled)",
             ["sink"],
             registry=r,
+            multiprocess_mode="livemax",
         )
         self.handled: Tally[str] = Tally()
         self.failed: Tally[str] = Tally()
@@ -89,6 +104,16 @@ class Metrics:
         """A copy of one of the tallies, taken while no thread adds to it."""
         with self._lock:
             return dict(tally)
+
+    def counters(self) -> dict[str, dict[str, int]]:
+        """Every per-sink tally by name, for the worker's heartbeat (the dashboard's rates)."""
+        with self._lock:
+            return {
+                "handled": dict(self.handled),
+                "failed": dict(self.failed),
+                "dead_lettered": dict(self.dead),
+                "conflicts": dict(self.conflicts),
+            }
 
     def add_handled(self, sink: str, n: int) -> None:
         if n:

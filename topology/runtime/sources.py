@@ -54,7 +54,13 @@ from topology._emit import Emit
 from topology.config.model import SourceSpec, Topology
 from topology.runtime.keys import EngineKeys
 from topology.runtime.workers import live_workers, server_time
-from topology.streams import RELEASE_LEASE_SCRIPT, RETRYABLE_ERRORS, Backoff, pause
+from topology.streams import (
+    RELEASE_LEASE_SCRIPT,
+    RETRYABLE_ERRORS,
+    Backoff,
+    after_failure,
+    pause,
+)
 
 __all__ = ["BATCH", "SourceContext", "SourceError", "SourceRunner"]
 
@@ -269,6 +275,7 @@ class SourceRunner:
             try:
                 result = await call()
             except RETRYABLE_ERRORS as exc:
+                await after_failure(self.redis, exc)
                 if self._stopping.is_set():
                     raise
                 if not backoff.failures:

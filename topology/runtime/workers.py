@@ -25,11 +25,12 @@ from pathlib import Path
 from typing import Any
 
 from topology.runtime.keys import EngineKeys
-from topology.streams import STALE_AFTER
+from topology.streams import STALE_AFTER, after_failure
 
 __all__ = [
     "MISSED_BEATS",
     "ConsumerOwners",
+    "GenerationLog",
     "WorkerRegistry",
     "live_workers",
     "new_worker_id",
@@ -125,6 +126,26 @@ async def live_workers(client: Any, deployment: str) -> dict[str, dict[str, Any]
     return {k: v for k, v in (await read_workers(client, deployment)).items() if v["live"]}
 
 
+class GenerationLog:
+    """When this worker's last few generations began, for its heartbeat.
+
+    A reload shows in the registry as a new ``generation``; the times let a
+    dashboard opened afterwards still list the reloads (this machine's clock:
+    for people to read, not to order workers by).
+    """
+
+    def __init__(self, keep: int = 5) -> None:
+        self._entries: list[dict[str, Any]] = []
+        self._keep = keep
+
+    def __call__(self, generation: int) -> list[dict[str, Any]]:
+        """The log, newest first, after noting ``generation`` if it is new."""
+        if generation and (not self._entries or self._entries[0]["generation"] != generation):
+            self._entries.insert(0, {"generation": generation, "at": time.time()})
+            del self._entries[self._keep :]
+        return list(self._entries)
+
+
 class WorkerRegistry:
     """This process's heartbeat in the registry.
 
@@ -189,6 +210,7 @@ class WorkerRegistry:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # Redis down: keep trying, say it once
+                await after_failure(self.client, exc)
                 if not failing:
                     log.warning("heartbeat failed: %s", exc)
                 failing = True

@@ -12,7 +12,15 @@ Usable on its own; imports nothing of the engine::
 """
 
 from topology.streams._connection import AddOutcomeUnknown, Connection
-from topology.streams._consumer import event_filter
+from topology.streams._consumer import event_filter, socket_timeout_of
+from topology.streams._deadline import (
+    DEFAULT_TIMEOUT,
+    DeadlineExceeded,
+    after_failure,
+    drop_idle_connections,
+    missed,
+    opened_before_a_stall,
+)
 from topology.streams._event import Event
 from topology.streams._keys import DEFAULT_PREFIX, StreamKeys
 from topology.streams._lag import GroupLag, group_lag, read_group_lag
@@ -36,6 +44,7 @@ from topology.streams._wire import decode_entry, entry_fields, is_plain, packed_
 
 __all__ = [
     "DEFAULT_PREFIX",
+    "DEFAULT_TIMEOUT",
     "RELEASE_LEASE_SCRIPT",
     "RETRYABLE_ERRORS",
     "STALE_AFTER",
@@ -43,6 +52,7 @@ __all__ = [
     "Backoff",
     "Connection",
     "ConsumerAlive",
+    "DeadlineExceeded",
     "Event",
     "GroupLag",
     "Reader",
@@ -52,8 +62,10 @@ __all__ = [
     "Stream",
     "StreamKeys",
     "Topic",
+    "after_failure",
     "decode_entry",
     "describe_error",
+    "drop_idle_connections",
     "encode_payload",
     "entry_fields",
     "event_filter",
@@ -62,9 +74,12 @@ __all__ = [
     "is_refused_for_now",
     "is_routine_redirect",
     "is_transient",
+    "missed",
+    "opened_before_a_stall",
     "packed_or_none",
     "parse_start",
     "pause",
     "read_group_lag",
+    "socket_timeout_of",
     "stream_name_problem",
 ]

@@ -10,6 +10,7 @@ from redis.exceptions import AskError, MovedError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from topology.streams._deadline import DeadlineExceeded, drop_idle_connections, missed
 from topology.streams._keys import DEFAULT_PREFIX, StreamKeys
 
 if TYPE_CHECKING:
@@ -130,6 +131,10 @@ class Connection:
         try:
             await _ensure_fresh(connection)
             return await _round_trip(connection, key, commands)
+        except AddOutcomeUnknown as exc:
+            if isinstance(exc.__cause__, DeadlineExceeded):
+                await drop_idle_connections(self.redis)
+            raise
         finally:
             await pool.release(connection)
 
@@ -207,7 +212,12 @@ async def _round_trip(connection: Any, key: str, commands: Sequence[Sequence[Any
                 replies.append(await connection.read_response())
             except ResponseError as exc:
                 replies.append(exc)
-    except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+    except RedisTimeoutError:
+        # Past its deadline: redis-py has dropped the connection. Whether the
+        # server got the XADDs is unknown, so they are not sent again.
+        cause = missed(connection, connection.socket_timeout, f"{len(commands)} XADD(s)")
+        raise AddOutcomeUnknown(key, len(commands), cause) from cause
+    except (RedisConnectionError, OSError) as exc:
         # redis-py has already dropped the connection (the pool reconnects it).
         raise AddOutcomeUnknown(key, len(commands), exc) from exc
     for reply in replies:

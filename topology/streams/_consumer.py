@@ -13,6 +13,11 @@ cancellation that lands while the command is written, and the read then blocks
 for the whole ``block``). An aborted XREADGROUP can lose the race with its
 reply (entries handed to us, never seen): sinks look for those right after
 (``Sink._after_interrupted_read``) rather than waiting ack_grace.
+
+A read has a deadline, its ``block`` plus the client's socket timeout (see
+:mod:`._deadline`): a read unanswered by then is on a connection that stopped
+forwarding. It is treated like an interrupted read (its reply, if any, is
+looked for) and the next read goes out at once on a new connection.
 """
 
 from __future__ import annotations
@@ -29,6 +34,12 @@ from typing import TYPE_CHECKING, Any
 from redis.exceptions import AskError, MovedError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from topology.streams._deadline import (
+    DeadlineExceeded,
+    after_failure,
+    drop_idle_connections,
+    read_deadline,
+)
 from topology.streams._event import Event
 from topology.streams._link import ReadInterrupted, ReadLink, new_link
 from topology.streams._options import ReaderOptions
@@ -161,7 +172,7 @@ class Consumer:
         self._streams: dict[str, Stream] = {}
         self._names_by_key: dict[bytes, str] = {}
         self._buffer: deque[Event] = deque()
-        #: Set when the caller empties the buffer (a claim pass waits for room).
+        #: Set when the caller takes the buffer down to half (a claim pass waits for room).
         self._taken = asyncio.Event()
         # The in-flight read, until it has ended (even when its caller gave up on it).
         self._read_task: asyncio.Future[Any] | None = None
@@ -174,7 +185,10 @@ class Consumer:
         self._unseen_keys: list[str] = []  # keys of a read cancelled by our caller
         self._closed = False
         self._backoff = Backoff(BACKOFF_FIRST, BACKOFF_CAP, jitter=True)
-        self._block_ms = block_ms(options.block, socket_timeout_of(conn.redis))
+        socket_timeout = socket_timeout_of(conn.redis)
+        self._block_ms = block_ms(options.block, socket_timeout)
+        #: How long a blocking read may go unanswered before its link is cut.
+        self.read_deadline = read_deadline(self._block_ms / 1000, socket_timeout)
 
     # -- stream set ------------------------------------------------------------------
 
@@ -269,7 +283,10 @@ class Consumer:
                     buf.clear()
                     self._taken.set()
                     return batch
-                return [buf.popleft() for _ in range(max_events)]
+                batch = [buf.popleft() for _ in range(max_events)]
+                if len(buf) * 2 <= self.buffer:
+                    self._taken.set()
+                return batch
             await self._fill()
         return []
 
@@ -281,7 +298,7 @@ class Consumer:
         while not self._closed:
             if buf:
                 event = buf.popleft()
-                if not buf:
+                if len(buf) * 2 <= self.buffer:
                     self._taken.set()
                 return event
             await self._fill()
@@ -333,6 +350,12 @@ class Consumer:
             await self._check_interrupted(read_keys)
             return
         exc = task.exception()
+        if isinstance(exc, DeadlineExceeded):
+            # The link's connection stopped answering and is dropped: read again
+            # now, on a new one, after looking for what the lost reply carried.
+            await drop_idle_connections(self.conn.redis)
+            await self._check_interrupted(read_keys)
+            return
         try:
             if exc is None:
                 if self._backoff.failures:
@@ -354,6 +377,8 @@ class Consumer:
         try:
             await self._after_interrupted_read(keys)
         except RETRYABLE_ERRORS as err:
+            # Looked for again before the next read.
+            self._unseen_keys.extend(k for k in keys if k not in self._unseen_keys)
             await self._retry_later(err)
         except ResponseError as err:
             if not is_nogroup(err):
@@ -361,6 +386,7 @@ class Consumer:
 
     async def _retry_later(self, exc: BaseException) -> None:
         """Jittered exponential backoff (50 ms -> 2 s), cut short by a change or close."""
+        await after_failure(self.conn.redis, exc)
         delay = self._backoff.next()
         failures = self._backoff.failures
         if is_routine_redirect(exc):  # a cluster moving slots: the next read follows
@@ -391,7 +417,7 @@ class Consumer:
         ident, node = self._link_id(key)
         link = self._links.get(ident, _NO_LINK)
         if link is _NO_LINK:
-            link = self._links[ident] = new_link(self.conn.redis, node)
+            link = self._links[ident] = new_link(self.conn.redis, node, self.read_deadline)
         return link
 
     async def _send_read(self, key: str, args: list[Any]) -> Any:

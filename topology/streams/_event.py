@@ -17,9 +17,22 @@ class Event:
     it. ``fields`` holds any extra entry fields (engine metadata such as the
     attempt count); pulse ignores them and so may you. ``ack()`` acknowledges
     the event on its sink's consumer group (a no-op for readers).
+    ``deliveries`` is Redis's delivery count as this sink knows it: 1 for a
+    first delivery, the group's count for an event claimed from an idle
+    consumer (an event that keeps coming back may be what kills its handlers).
     """
 
-    __slots__ = ("_acker", "fields", "id", "name", "payload", "sink_name", "stream_name", "topic")
+    __slots__ = (
+        "_acker",
+        "deliveries",
+        "fields",
+        "id",
+        "name",
+        "payload",
+        "sink_name",
+        "stream_name",
+        "topic",
+    )
 
     def __init__(
         self,
@@ -32,6 +45,7 @@ class Event:
         sink_name: str | None = None,
         fields: dict[bytes, bytes] | None = None,
         acker: Callable[[Event], Awaitable[None]] | None = None,
+        deliveries: int = 1,
     ) -> None:
         self.id = id
         self.name = name
@@ -41,6 +55,7 @@ class Event:
         self.sink_name = sink_name
         self.fields = fields
         self._acker = acker
+        self.deliveries = deliveries
 
     @property
     def created_at(self) -> datetime:

@@ -7,6 +7,7 @@ import contextlib
 import logging
 import os
 import socket
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence, Set
 from typing import TYPE_CHECKING, Any
@@ -534,8 +535,9 @@ class Sink(Consumer):
 
         A backlog larger than the buffer (a consumer that died holding big
         batches, a long outage) is taken page after page in the same pass: the
-        next page as soon as the caller has taken the last one, the lease kept
-        meanwhile so other instances do not fight over it. The pass ends when
+        next page as soon as the caller has taken half the buffer (so claiming
+        overlaps handling), the lease kept meanwhile so other instances do not
+        fight over it. The pass ends when
         nothing idle is left, or when the caller takes nothing for half an ack
         grace (it is busy: the next pass goes on).
         """
@@ -544,6 +546,7 @@ class Sink(Consumer):
         if not await redis.set(self._lease_key, self.consumer, nx=True, px=lease_ms):
             return 0
         total = 0
+        renewed = time.monotonic()
         try:
             while True:
                 page, more = await self._claim_page()
@@ -552,22 +555,25 @@ class Sink(Consumer):
                     return total
                 if not await self._wait_taken(self.ack_grace / 2):
                     return total
-                if not await self._extend_lease(
-                    keys=[self._lease_key], args=[self.consumer, lease_ms]
-                ):
-                    return total  # lost it (paused past its TTL): the holder goes on
+                if time.monotonic() - renewed > self.ack_grace / 3:
+                    renewed = time.monotonic()
+                    held = await self._extend_lease(
+                        keys=[self._lease_key], args=[self.consumer, lease_ms]
+                    )
+                    if not held:
+                        return total  # lost it (paused past its TTL): the holder goes on
         finally:
             with contextlib.suppress(*RETRYABLE_ERRORS):
                 await self._release_lease(keys=[self._lease_key], args=[self.consumer])
 
     async def _wait_taken(self, timeout: float) -> bool:
-        """Wait until the caller has emptied the buffer; False after ``timeout``."""
-        if not self._buffer:
+        """Wait until the caller has taken the buffer down to half; False after ``timeout``."""
+        if len(self._buffer) * 2 <= self.buffer:
             return True
         self._taken.clear()
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._taken.wait(), timeout)
-        return not self._buffer
+        return len(self._buffer) * 2 <= self.buffer
 
     async def _claim_page(self) -> tuple[int, bool]:
         """Claim up to the buffer's room over every stream; ``(claimed, more left)``."""
@@ -621,14 +627,38 @@ class Sink(Consumer):
                 min(room, self.count),
             )
             cursor, entries = reply[0], reply[1]
+            first = len(claimed)
             unmatched = self._to_events(
                 ((stream.key.encode(), entries),), claimed, track=False, skip=skip
             )
+            if len(claimed) > first:
+                await self._count_deliveries(stream.key, claimed[first:])
             for name, ids in (unmatched or {}).items():
                 unmatched_all.setdefault(name, []).extend(ids)
             if cursor in (b"0-0", "0-0"):
                 await self._remove_stale_consumers(stream.key)
                 return False
+
+    async def _count_deliveries(self, key: str, events: list[Event]) -> None:
+        """Set the claimed ``events``' delivery counts (XAUTOCLAIM does not return them).
+
+        One XPENDING over their id range, on this consumer (they are ours now).
+        An event that keeps coming back may be what kills the consumers that
+        take it: the count lets the caller stop handing it to them.
+        """
+        rows = await self.conn.execute_raw(
+            key,
+            b"XPENDING",
+            key,
+            self.name,
+            events[0].id,
+            events[-1].id,
+            len(events) + self.buffer + self.count,
+            self.consumer,
+        )
+        counts = {_text(row[0]): int(row[3]) for row in rows or ()}
+        for event in events:
+            event.deliveries = counts.get(event.id, event.deliveries)
 
     async def _remove_stale_consumers(self, key: str) -> None:
         """Drop consumers of the group with nothing pending whose owner is dead.
@@ -675,3 +705,7 @@ class Sink(Consumer):
             task.cancel()
             # Give the cancellation a moment to unwind, never more than a few ms.
             await asyncio.wait((task,), timeout=0.05)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
