@@ -360,7 +360,7 @@ async def _serve(
     registry: Any = None,
 ) -> int:
     from topology import __version__
-    from topology.cli import EXIT_FAILURE, EXIT_OK
+    from topology.cli import EXIT_FAILURE
     from topology.runtime import ApplyError, Runtime
     from topology.runtime.logs import SUMMARY_LOGGER, bind_fields
     from topology.runtime.pool import child_info
