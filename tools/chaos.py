@@ -257,8 +257,9 @@ class Run:
         seq = 0
         while seq < self.args.events and not stop.is_set():
             due = started + seq / self.args.rate
-            if due > time.monotonic():
-                time.sleep(due - time.monotonic())  # pacing the producer itself
+            wait = due - time.monotonic()
+            if wait > 0:  # read once: the clock moves between a check and a sleep
+                time.sleep(wait)  # pacing the producer itself
             payload = json.dumps({"seq": seq, "k": seq % self.args.state_keys})
             try:
                 self.client.xadd(self.key("in"), {"n": "chaos", "p": payload}, id=f"{seq + 1}-1")

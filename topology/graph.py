@@ -52,7 +52,7 @@ from itertools import islice
 
 import networkx as nx
 
-from topology.config.model import SinkSpec, SourceSpec, StreamSpec, Topology
+from topology.config.model import SinkSpec, SourceSpec, StreamSpec, Topology, format_duration
 
 __all__ = [
     "actor_id",
@@ -109,23 +109,8 @@ def sink_filter(sink: SinkSpec) -> tuple[str, str | None]:
     return "all", None
 
 
-def format_duration(seconds: float) -> str:
-    """``seconds`` the way a config writes it (``90`` -> ``90s``, ``0.1`` -> ``100ms``)."""
-    for unit, size in (("h", 3600.0), ("m", 60.0), ("s", 1.0)):
-        if seconds >= size and (seconds / size).is_integer():
-            return f"{int(seconds / size)}{unit}"
-    if seconds < 1 and (seconds * 1000).is_integer():
-        return f"{int(seconds * 1000)}ms"
-    return f"{seconds:g}s"
-
-
 def _stream_detail(spec: StreamSpec) -> str:
-    parts = []
-    if spec.max_len is not None:
-        parts.append(f"max_len {spec.max_len}")
-    if spec.ttl is not None:
-        parts.append(f"ttl {format_duration(spec.ttl)}")
-    return ", ".join(parts)
+    return spec.trimmed_by
 
 
 def state_detail(spec: SinkSpec) -> str:

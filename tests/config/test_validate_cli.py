@@ -94,3 +94,22 @@ def test_strict_flags_a_handler_from_the_standard_library(
     assert main(["validate", "--strict", str(path)]) == 2
     err = capsys.readouterr().err
     assert f"{path}:8:14: sinks.s.handler: module 'json' is from the standard library" in err
+
+
+def test_a_trimmed_stream_read_by_a_sink_warns_unless_lossy(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    (tmp_path / "h.py").write_text("def f(e):\n    return None\n")
+    text = (
+        "version: 1\nname: t\nstreams:\n  a: {{max_len: 10{lossy}}}\n  b: {{ttl: 1h}}\n"
+        "sinks:\n  s:\n    streams: [a]\n    handler: h:f\n"
+    )
+    path = tmp_path / "t.yaml"
+    path.write_text(text.format(lossy=""))
+    assert main(["validate", str(path)]) == 0
+    err = capsys.readouterr().err
+    assert "stream 'a' is trimmed (max_len) and read by a sink" in err
+    assert "stream 'b' is trimmed" not in err  # read by no sink: nothing to lose
+    path.write_text(text.format(lossy=", lossy: true"))
+    assert main(["validate", str(path)]) == 0
+    assert "is trimmed" not in capsys.readouterr().err

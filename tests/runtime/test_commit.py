@@ -157,3 +157,54 @@ async def test_no_attempts_mode_commits_atomically_and_clears_counters_beside(
     assert await c.commit([Entry(e, [out("out", "x", e.payload)]) for e in events]) == []
     assert await r.xlen(key("out")) == 2
     assert await r.exists(attempts) == 0
+
+
+async def test_split_commit_acks_nothing_when_an_output_fails(r: aioredis.Redis) -> None:
+    """Outputs first, acks only once every output is confirmed: a failing add (a node
+    lost on a cluster; here a key of the wrong type) leaves its events pending."""
+    events = await read_pending(r, "in", "c1", 3)
+    await r.set(key("bad"), "a string")
+    c = committer(r, "c1")
+    c.mode = SPLIT
+    entries = [Entry(e, [out("out", "x", e.payload), out("bad", "x", e.payload)]) for e in events]
+    try:
+        await c.commit(entries)
+    except Exception as exc:
+        assert "WRONGTYPE" in str(exc)
+    else:
+        raise AssertionError("a failed add must fail the commit")
+    pending = await r.xpending_range(key("in"), GROUP, "-", "+", 10)
+    assert [p["message_id"].decode() for p in pending] == [e.id for e in events]
+
+
+async def test_split_commit_check_that_errors_is_not_a_conflict(r: aioredis.Redis) -> None:
+    """An ownership check that fails is raised (retried by the actor), never taken as
+    "claimed by another consumer"; only a missing group is."""
+    events = await read_pending(r, "in", "c1", 1)
+    await r.set(key("bad"), "a string")
+    ghost = Event("1-1", "ev", b"x", stream_name="bad", sink_name=GROUP)
+    c = committer(r, "c1")
+    c.mode = SPLIT
+    try:
+        await c.commit([Entry(events[0]), Entry(ghost)])
+    except Exception as exc:
+        assert "WRONGTYPE" in str(exc)
+    else:
+        raise AssertionError("a failed check must fail the commit")
+    assert len(await r.xpending_range(key("in"), GROUP, "-", "+", 10)) == 1
+    gone = Event("1-1", "ev", b"x", stream_name="nogroup", sink_name=GROUP)
+    await r.xadd(key("nogroup"), {"n": "ev", "p": "x"})
+    assert await c.commit([Entry(events[0]), Entry(gone)]) == [1]
+
+
+async def test_failed_counter_cleanup_after_a_commit_is_no_conflict(r: aioredis.Redis) -> None:
+    """On a cluster the counters are cleared beside the script: when that fails the
+    commit still went through, so it must not raise (a retry would count conflicts)."""
+    events = await read_pending(r, "in", "c1", 2)
+    attempts = EngineKeys("t").attempts(GROUP)
+    await r.set(attempts, "not a hash")
+    c = committer(r, "c1")
+    c.mode = NO_ATTEMPTS
+    assert await c.commit([Entry(e, [out("out", "x", e.payload)]) for e in events]) == []
+    assert await r.xlen(key("out")) == 2
+    assert await r.xpending_range(key("in"), GROUP, "-", "+", 10) == []

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+import subprocess
 from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
+from redis.exceptions import BusyLoadingError
+from redis.exceptions import ConnectionError as RedisConnectionError
 
+from tests.helpers import wait_for
 from topology.config.model import RedisSpec, Topology
 from topology.runtime.connect import (
     RedisUnavailableError,
@@ -155,3 +160,53 @@ async def test_run_refuses_a_server_that_a_short_command_owns(
         with pytest.raises(RedisUnavailableError, match="--redis-url"):
             async with open_redis(topo, owner=True):
                 pass
+
+
+async def test_a_start_while_redis_loads_its_data_waits_for_it(
+    server_binary: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A worker started while the server answers LOADING waits instead of exiting."""
+    server = ServerProcess(
+        tmp_path / "loading",
+        binary=server_binary,
+        extra_args=(
+            "--key-load-delay",  # a slow load, answering LOADING meanwhile
+            "100",
+            "--loading-process-events-interval-bytes",
+            "1024",
+        ),
+    )
+    server.start()
+    try:
+        client = aioredis.Redis.from_url(server.url)
+        pipe = client.pipeline(transaction=False)
+        for i in range(20_000):
+            pipe.set(f"k{i}", "v")
+        await pipe.execute()
+        await client.save()  # a dump.rdb that the restart loads slowly
+        await client.aclose()
+        server.stop()
+        # Start it without waiting for the data set (ServerProcess.start waits for PONG).
+        server.process = subprocess.Popen(
+            server.command(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL
+        )
+
+        async def loading() -> bool:
+            probe = aioredis.Redis.from_url(server.url)
+            try:
+                await probe.ping()
+            except BusyLoadingError:
+                return True
+            except (RedisConnectionError, OSError):
+                return False
+            finally:
+                await probe.aclose()
+            raise AssertionError("the server answered before loading: nothing to test")
+
+        await wait_for(loading, what="the server loading its data")
+        caplog.set_level(logging.WARNING, "topology")
+        async with open_redis(Topology(name="t"), cli_url=server.url) as connected:
+            assert await connected.client.dbsize() == 20_000
+        assert any("loading its data" in rec.getMessage() for rec in caplog.records)
+    finally:
+        server.stop()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -121,3 +123,31 @@ async def test_sources_and_heartbeats_work_on_a_cluster(
         assert await connected.client.xlen(connected.conn.stream_key("out")) == 300
         assert set(await registry.live()) == {"w1"}
         await registry.stop()
+
+
+def test_the_start_line_says_a_cluster_was_detected(
+    cluster: list[ServerProcess], tmp_path: Path
+) -> None:
+    (tmp_path / "handlers.py").write_text("def enrich(event):\n    return None\n")
+    config = tmp_path / "pipeline.yaml"
+    config.write_text(CONFIG)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "topology.cli",
+            "run",
+            str(config),
+            "--no-watch",
+            "--redis-url",
+            cluster[0].url,
+            "--stop-when-idle",
+            "0.5",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    start = next(line for line in proc.stderr.splitlines() if "ponos-topology" in line)
+    assert "(Redis Cluster detected: 3 masters)" in start

@@ -332,3 +332,19 @@ def test_two_processes_run_a_source_once_and_share_its_events(
     payloads = sorted(int(f[b"p"]) for _, f in client.xrange("pulse:stream:out"))
     assert payloads == list(range(2000))
     assert sum(handled) == 2000 and min(handled) > 400, handled
+
+
+def test_a_failed_source_makes_stop_when_idle_exit_1(tmp_path: Path, redis_url: str) -> None:
+    (tmp_path / "failing_src.py").write_text(
+        "from topology import Emit\n"
+        "def gen():\n    yield Emit('a', '1')\n    raise RuntimeError('boom')\n"
+    )
+    config = tmp_path / "failing.yaml"
+    config.write_text(
+        "version: 1\nname: failing\nstreams:\n  s: {}\n"
+        "sources:\n  gen:\n    handler: failing_src:gen\n    stream: s\n"
+    )
+    proc = start_run(config, redis_url, "--stop-when-idle", "0.5")
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1, err
+    assert "ERROR" in err and "boom" in err and "failed source(s): gen" in err

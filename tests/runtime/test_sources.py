@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import signal
 import subprocess
@@ -73,7 +74,7 @@ async def test_finite_source_adds_everything_and_marks_done(
     assert await r.exists(EngineKeys(topo.name).source_lease("gen")) == 0  # released
 
 
-async def test_a_done_source_is_not_rerun_by_another_live_worker_but_is_after_a_fresh_start(
+async def test_a_done_source_stays_done_across_restarts_unless_it_asks_for_a_rerun(
     tmp_path: Path, r: aioredis.Redis, conn: Connection
 ) -> None:
     topo = _topology(
@@ -99,7 +100,13 @@ async def test_a_done_source_is_not_rerun_by_another_live_worker_but_is_after_a_
     again = SourceRunner(topo.sources["gen"], topo, conn, worker_id="w3", lease_ttl=1.0)
     again.start()
     await again.wait()
-    assert again.produced == 5 and len(await _entries(r, conn)) == 10
+    assert again.done and again.produced == 0  # a restart does not repeat a finished source
+    assert len(await _entries(r, conn)) == 5
+    rerun = dataclasses.replace(topo.sources["gen"], rerun=True)  # asked for: it runs again
+    asked = SourceRunner(rerun, topo, conn, worker_id="w4", lease_ttl=1.0)
+    asked.start()
+    await asked.wait()
+    assert asked.produced == 5 and len(await _entries(r, conn)) == 10
 
 
 _FOREVER = """
@@ -272,6 +279,27 @@ async def test_an_emit_for_another_stream_fails_the_source_without_writing_there
     assert await r.hget(EngineKeys(topo.name).source_state("gen"), "failed")
 
 
+@pytest.mark.parametrize("n", [5, 3000])
+async def test_a_sync_source_that_raises_keeps_what_it_yielded_before(
+    tmp_path: Path, r: aioredis.Redis, conn: Connection, n: int
+) -> None:
+    topo = _topology(
+        tmp_path,
+        f"""
+        from topology import Emit
+        def gen():
+            for i in range({n}):
+                yield Emit("ok", str(i))
+            raise RuntimeError("boom")
+        """,
+    )
+    runner = SourceRunner(topo.sources["gen"], topo, conn, worker_id="w1", lease_ttl=1.0)
+    runner.start()
+    await runner.wait()
+    assert isinstance(runner.failed, RuntimeError)
+    assert [e[b"p"] for e in await _entries(r, conn)] == [str(i).encode() for i in range(n)]
+
+
 async def test_a_raising_source_is_marked_failed(
     tmp_path: Path, r: aioredis.Redis, conn: Connection
 ) -> None:
@@ -317,9 +345,10 @@ async def test_a_blocking_sync_source_does_not_stall_the_loop(
     assert ticks > 10  # the loop kept running while the generator slept in its thread
 
 
-async def test_workers_started_together_run_a_previously_done_source_exactly_once(
+async def test_workers_started_together_rerun_a_previously_done_source_exactly_once(
     tmp_path: Path, r: aioredis.Redis, conn: Connection
 ) -> None:
+    """A source with ``rerun: true``: of workers started together, one clears ``done``."""
     topo = _topology(
         tmp_path,
         """
@@ -335,7 +364,13 @@ async def test_workers_started_together_run_a_previously_done_source_exactly_onc
         registry.start(dict)
         await registry.wait_registered()
     runners = [
-        SourceRunner(topo.sources["gen"], topo, conn, worker_id=w, lease_ttl=1.0)
+        SourceRunner(
+            dataclasses.replace(topo.sources["gen"], rerun=True),
+            topo,
+            conn,
+            worker_id=w,
+            lease_ttl=1.0,
+        )
         for w in ("w2", "w1")  # the later worker checks first: it must not clear
     ]
     try:

@@ -125,6 +125,31 @@ def test_status_of_an_untouched_deployment(
     assert "gen  not running" in text and "workers:\n  (none)" in text
 
 
+def test_status_shows_trimmed_unread_entries_instead_of_lag(
+    tmp_path: Path, redis_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A burst trimmed by ``max_len`` before the sink read it: 5 wait, 15 are lost to it."""
+    (tmp_path / "handlers.py").write_text("def enrich(event):\n    return None\n")
+    path = tmp_path / "capped.yaml"
+    path.write_text(
+        "version: 1\nname: cap\nstreams:\n  capped: {max_len: 5}\n"
+        "sinks:\n  s:\n    streams: [capped]\n    handler: handlers:enrich\n"
+    )
+    client = redis.Redis.from_url(redis_url)
+    try:
+        client.xgroup_create("pulse:stream:capped", "s", id="0", mkstream=True)
+        for i in range(20):
+            client.xadd("pulse:stream:capped", {"n": "e", "p": str(i)}, maxlen=5, approximate=False)
+    finally:
+        client.close()
+    assert main(["status", str(path), "--format", "json", "--redis-url", redis_url]) == 0
+    info = json.loads(capsys.readouterr().out)["sinks"]["s"]["streams"]["capped"]
+    assert info["lag"] == 5 and info["trimmed_unread"] == 15
+    assert info["trimmed_by"] == "max_len 5"
+    assert main(["status", str(path), "--redis-url", redis_url]) == 0
+    assert "lag 5 " in (out := capsys.readouterr().out) and "trimmed unread 15 (max_len 5)" in out
+
+
 SHARED_DLQ = """\
 version: 1
 name: sh

@@ -14,6 +14,7 @@ import redis.asyncio as aioredis
 from topology.runtime.keys import EngineKeys
 from topology.runtime.workers import (
     _PID_SPACE,
+    ConsumerOwners,
     WorkerRegistry,
     live_workers,
     new_worker_id,
@@ -80,3 +81,25 @@ async def test_very_old_and_corrupt_entries_are_forgotten(r: aioredis.Redis) -> 
     await r.hset(key, "junk", "not json")
     assert await read_workers(r, "dep") == {}
     assert await r.hlen(key) == 0
+
+
+async def test_a_consumer_is_dead_only_when_its_worker_is_known_dead(r: aioredis.Redis) -> None:
+    """What a claim pass asks before removing a consumer from a group: the heartbeat of
+    the worker named in the consumer, never idleness alone."""
+    deployment = "owners"
+    reg = WorkerRegistry(r, deployment, "live-w", interval=0.2)
+    reg.start(dict)
+    await reg.wait_registered()
+    try:
+        now = (await r.time())[0]
+        ghost = {"pid": 1, "host": "elsewhere", "interval": 2.0, "beat": now - 60}
+        await r.hset(EngineKeys(deployment).workers(), "dead-w", json.dumps(ghost))
+        owners = ConsumerOwners(r, deployment, "me")
+        hour_ms = 3600 * 1000
+        assert await owners.alive(owners.consumer_name("s#0"), 10 * hour_ms)  # its own
+        assert await owners.alive("live-w/s#0-abc", 10 * hour_ms)
+        assert not await owners.alive("dead-w/s#0-abc", 0)
+        assert await owners.alive("host-1-abc", 60_000)  # unknown owner, idle a minute
+        assert not await owners.alive("host-1-abc", 2 * hour_ms)
+    finally:
+        await reg.stop()

@@ -8,6 +8,7 @@ serving their key.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 
 import pytest
@@ -150,3 +151,69 @@ async def test_close_and_remove_stream_are_bounded_on_a_cluster_at_any_offset(
         assert await asyncio.wait_for(reading, 10) == []
         promise.check(f"offset {offset}: close")
         await sink.ack_many(got)
+
+
+async def test_reads_during_a_slot_migration_follow_ask(
+    cconn: streams.Connection, redis_cluster: ServerCluster
+) -> None:
+    """Half-way through a slot migration the stream has moved: its old node answers ASK,
+    and reads (raw commands and a sink's blocking read) go to the new one."""
+    import redis as sync_redis
+
+    stream = cconn.stream("askme")
+    ids = await stream.add_many((f"e{i}", b"p", None) for i in range(3))
+    sink = await stream.new_sink("s", start="oldest")
+    try:
+        slot = cconn.redis.keyslot(stream.key)
+        nodes = {}
+        for port in redis_cluster.ports:
+            client = sync_redis.Redis(port=port)
+            nodes[port] = (client, client.execute_command("CLUSTER", "MYID").decode())
+        source = cconn.redis.get_node_from_key(stream.key).port
+        target = next(p for p in nodes if p != source and p in redis_cluster.ports[:3])
+        src, src_id = nodes[source]
+        dst, dst_id = nodes[target]
+        dst.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", src_id)
+        src.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", dst_id)
+        try:
+            src.execute_command("MIGRATE", "127.0.0.1", target, stream.key, 0, 5000)
+            rows = await cconn.execute_raw(stream.key, b"XRANGE", stream.key, "-", "+")
+            assert [row[0].decode() for row in rows] == ids
+            got = await asyncio.wait_for(read_n(sink, 3), 10)
+            assert [e.id for e in got] == ids
+        finally:
+            for client, _ in nodes.values():  # finish the move: the slot is the target's
+                with contextlib.suppress(Exception):
+                    client.execute_command("CLUSTER", "SETSLOT", slot, "NODE", dst_id)
+            for client, _ in nodes.values():
+                client.close()
+            await cconn.redis.nodes_manager.initialize()
+    finally:
+        await sink.close()
+
+
+def test_errors_of_a_cluster_in_flux_are_retried_and_redirects_are_routine() -> None:
+    """What a master kill or a slot migration raises through redis-py's cluster client is
+    worth trying again, never final (the commit is held and retried)."""
+    from redis.exceptions import (
+        AskError,
+        BusyLoadingError,
+        ClusterDownError,
+        MovedError,
+        RedisClusterException,
+        TryAgainError,
+    )
+
+    for exc in (
+        RedisClusterException("TTL exhausted."),
+        ClusterDownError("CLUSTERDOWN The cluster is down"),
+        TryAgainError("TRYAGAIN Multiple keys request during rehashing of slot"),
+        BusyLoadingError("Redis is loading the dataset in memory"),
+        MovedError("3999 127.0.0.1:6381"),
+        AskError("3999 127.0.0.1:6381"),
+    ):
+        assert streams.is_transient(exc), exc
+    assert streams.is_routine_redirect(AskError("1 127.0.0.1:7000"))
+    assert not streams.is_transient(RedisClusterException("Keys in request don't hash"))
+    text = streams.describe_error(AskError("3999 127.0.0.1:6381"))
+    assert text.startswith("AskError: 3999 127.0.0.1:6381")

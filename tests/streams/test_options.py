@@ -35,6 +35,11 @@ def test_sink_defaults_are_pinned() -> None:
         "topic_pattern": None,
         "matcher": None,
         "no_ack": False,
+        # hooks for a caller that knows more than the streams (the engine)
+        "consumer": None,
+        "held": None,
+        "consumer_alive": None,
+        "on_trimmed": None,
     }
     assert _defaults(Stream.new_sink) == expected
     assert _defaults(Sink.__init__) == expected

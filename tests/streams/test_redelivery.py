@@ -49,18 +49,63 @@ async def test_events_pending_on_a_closed_instance_are_claimed_by_a_survivor(
     await dying.close()
     assert (await _consumers(r, stream.key, "s"))[dying.consumer] == 20
 
-    async with await stream.new_sink("s", ack_grace=GRACE) as survivor:
+    async def alive(name: str, idle_ms: int) -> bool:
+        return name != dying.consumer  # what the engine learns from heartbeats
+
+    async with await stream.new_sink("s", ack_grace=GRACE, consumer_alive=alive) as survivor:
         got = await read_n(survivor, 20)
         assert sorted(e.id for e in got) == sorted(ids)
         await survivor.ack_many(got)
         assert (await r.xpending(stream.key, "s"))["pending"] == 0
 
-        # The dead instance's consumer entry goes once stale (3 x ack_grace idle, 0 pending).
+        # The dead instance's consumer entry goes once its events are claimed.
         async def gone() -> bool:
             return dying.consumer not in await _consumers(r, stream.key, "s")
 
         await wait_for(gone, what="stale consumer removal")
         assert survivor.consumer in await _consumers(r, stream.key, "s")
+
+
+async def test_an_idle_live_consumer_is_never_removed(
+    r: aioredis.Redis, conn: streams.Connection
+) -> None:
+    """Idle for many ack graces with nothing pending is not dead: without a hook saying
+    its owner is gone, the consumer stays (deleting it would drop what it reads next)."""
+    stream = conn.stream("idle-live")
+    idle = await stream.new_sink("s", ack_grace=GRACE)
+    try:
+        async with await stream.new_sink("s", ack_grace=GRACE) as active:
+            ids = await stream.add_many((f"e{i}", b"p", None) for i in range(3))
+            got = await read_n(active, 3)  # the idle one never reads
+            assert sorted(e.id for e in got) == sorted(ids)
+            await active.ack_many(got)
+            for _ in range(3):  # claim passes, each past 3 x ack_grace of idleness
+                await asyncio.sleep(3 * GRACE)  # idleness is what is tested
+                await active.claim_once()
+            assert idle.consumer in await _consumers(r, stream.key, "s")
+    finally:
+        await idle.close()
+
+
+async def test_claim_pass_leaves_events_its_caller_holds(
+    r: aioredis.Redis, conn: streams.Connection
+) -> None:
+    """An event the caller holds on purpose (waiting for a retry) is never handed to it
+    again by its own claim pass, however long it was idle (Redis away meanwhile)."""
+    stream = conn.stream("held")
+    holding: set[tuple[str, str]] = set()
+    async with await stream.new_sink("s", ack_grace=GRACE, held=lambda: holding) as sink:
+        ids = await stream.add_many((f"e{i}", b"p", None) for i in range(2))
+        await read_n(sink, 2)
+        holding.add(("held", ids[0]))
+        await asyncio.sleep(GRACE * 1.5)  # past the ack grace: both idle enough to claim
+        await sink.claim_once()
+        again = await read_n(sink, 1)
+        assert [e.id for e in again] == [ids[1]]
+        await sink.ack_many(again)
+        await asyncio.sleep(GRACE * 1.5)  # another claim pass or two: the held one stays
+        await sink.claim_once()
+        assert sink.claimed == 1
 
 
 CHILD = textwrap.dedent(
@@ -106,7 +151,10 @@ async def test_events_pending_on_a_killed_process_are_claimed_by_a_survivor(
         child.send_signal(signal.SIGKILL)
         await child.wait()
 
-    async with await stream.new_sink("s", ack_grace=GRACE) as survivor:
+    async def alive(name: str, idle_ms: int) -> bool:
+        return name != child_consumer
+
+    async with await stream.new_sink("s", ack_grace=GRACE, consumer_alive=alive) as survivor:
         got = await read_n(survivor, 50)
         assert sorted(e.id for e in got) == sorted(ids)
         await survivor.ack_many(got)

@@ -360,7 +360,7 @@ async def _serve(
     registry: Any = None,
 ) -> int:
     from topology import __version__
-    from topology.cli import EXIT_FAILURE, EXIT_OK
+    from topology.cli import EXIT_FAILURE
     from topology.runtime import ApplyError, Runtime
     from topology.runtime.logs import SUMMARY_LOGGER, bind_fields
     from topology.runtime.pool import child_info
@@ -370,7 +370,7 @@ async def _serve(
     registry = registry or WorkerRegistry(connected.client, topology.name, new_worker_id())
     worker_id = registry.worker_id
     bind_fields(worker=worker_id)  # every line of this process, actors' included
-    where = "embedded server" if connected.server is not None else connected.url_redacted
+    where = _where(connected)
     log.info("ponos-topology %s: %s on %s, worker %s", __version__, topology.name, where, worker_id)
     runtime = Runtime(
         connected.conn,
@@ -400,6 +400,7 @@ async def _serve(
         await asyncio.wait_for(registry.wait_registered(), 5.0)
     started = time.monotonic()
     watcher: Any = None
+    failed_sources: list[str] = []
     health: Any = None
     ui: Any = None
     try:
@@ -424,6 +425,7 @@ async def _serve(
         else:
             watcher = _start_reloader(args, runtime, signals)
         await _wait(args, runtime, signals, logging.getLogger(SUMMARY_LOGGER))
+        failed_sources = _failed_sources(runtime)
         log.info("stopping: draining in-flight batches (up to %.0fs)", args.drain_timeout)
         if watcher is not None:
             await watcher.stop()
@@ -452,7 +454,30 @@ async def _serve(
         )
     print(summary, flush=True)
     log.info("stopped")
+    return _exit_code(args, failed_sources)
+
+
+def _where(connected: Any) -> str:
+    """The server named in the start line, and whether it is a Redis Cluster."""
+    where = "embedded server" if connected.server is not None else connected.url_redacted
+    if connected.conn.cluster:
+        where += f" (Redis Cluster detected: {len(connected.client.get_primaries())} masters)"
+    return str(where)
+
+
+def _exit_code(args: argparse.Namespace, failed_sources: list[str]) -> int:
+    """A run that ends by itself (``--stop-when-idle``) fails when a source failed."""
+    from topology.cli import EXIT_FAILURE, EXIT_OK
+
+    if failed_sources and args.stop_when_idle is not None:
+        log.error("stopped with failed source(s): %s", ", ".join(failed_sources))
+        return EXIT_FAILURE
     return EXIT_OK
+
+
+def _failed_sources(runtime: Any) -> list[str]:
+    """Sources that raised in this worker: a run that ends by itself reports them."""
+    return sorted(n for n, s in runtime.sources.items() if getattr(s, "failed", None))
 
 
 class _Health:

@@ -3,8 +3,10 @@
 Per sink and stream: the consumer group's consumers — live (read within the
 sink's ack grace, or two blocking reads) apart from dead ones (a crashed
 worker's, whose pending events wait to be claimed) — pending (delivered, not
-acked) and lag (entries not yet delivered: ``XINFO GROUPS`` ``lag``, Redis >= 7;
-``?`` when the server cannot tell), and the dead letters *this* sink wrote
+acked) and lag (entries not yet delivered, ``?`` when the server cannot tell:
+see ``topology.streams.group_lag``, which does not believe a lag Redis 7.0 can
+misreport), entries trimmed away before the sink read them (lost to it, not
+waiting), and the dead letters *this* sink wrote
 (their ``sink`` field; several sinks may share one dead-letter stream, which is
 read once, in pages, newest first, at most ``DEAD_SCAN_LIMIT`` entries: past
 that a sink's count is of the newest ones, shown as ``N+``). A stateful sink
@@ -50,12 +52,20 @@ def _lag(value: Any) -> str:
     return "?" if value is None else str(value)
 
 
+def _trimmed(info: dict[str, Any]) -> str:
+    """Entries trimmed away before the sink read them: lost to it, not waiting."""
+    n = info.get("trimmed_unread")
+    if not n:
+        return ""
+    return f"  trimmed unread {n} ({info.get('trimmed_by', 'trimming')})"
+
+
 def _group_lines(stream: str, info: dict[str, Any]) -> list[str]:
     live = sum(1 for c in info["consumers"] if c["live"])
     lines = [
         f"    {stream}: consumers {live} live, {len(info['consumers']) - live} dead"
         f"  pending {info['pending']}  lag {_lag(info['lag'])}  length {info['length']}"
-        f"  last delivered {info['last_delivered_id']}"
+        f"  last delivered {info['last_delivered_id']}{_trimmed(info)}"
     ]
     lines.extend(
         f"      dead consumer {c['name']}: pending {c['pending']}, idle {c['idle_ms'] / 1000:.0f}s"

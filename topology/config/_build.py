@@ -53,6 +53,7 @@ def _stream(name: str, spec: Any) -> StreamSpec:
         max_len=spec.get("max_len"),
         ttl=_seconds(spec.get("ttl"), 0.0) if "ttl" in spec else None,
         topics=tuple(spec.get("topics", ())),
+        lossy=spec.get("lossy") is True,
     )
 
 
@@ -113,7 +114,11 @@ def build_model(data: dict[str, Any], path: Path | None) -> Topology:
         streams={name: _stream(name, spec) for name, spec in as_map(data.get("streams")).items()},
         sources={
             name: SourceSpec(
-                name=name, handler=spec["handler"], stream=spec["stream"], topic=spec.get("topic")
+                name=name,
+                handler=spec["handler"],
+                stream=spec["stream"],
+                topic=spec.get("topic"),
+                rerun=spec.get("rerun") is True,
             )
             for name, spec in as_map(data.get("sources")).items()
         },

@@ -285,6 +285,7 @@ class _Checker:
                     f"dead-letter stream {dlq!r} is read by no sink",
                     warning=True,
                 )
+        self.lossy_warnings(read)
         for name in self.streams:
             if name not in read and name not in written:
                 self.add(
@@ -293,6 +294,22 @@ class _Checker:
                     key=True,
                     warning=True,
                 )
+
+    def lossy_warnings(self, read: set[str]) -> None:
+        """A trimmed stream a sink reads can lose events the sink has not read yet."""
+        for name, spec in as_map(self.data.get("streams")).items():
+            spec = as_map(spec)
+            options = [o for o in ("max_len", "ttl") if o in spec]
+            if name not in read or not options or spec.get("lossy") is True:
+                continue
+            self.add(
+                ("streams", name, options[0]),
+                f"stream {name!r} is trimmed ({' and '.join(options)}) and read by a sink: "
+                "what is trimmed before a sink reads it is lost to that sink; add "
+                "`lossy: true` to the stream if that is accepted",
+                key=True,
+                warning=True,
+            )
 
 
 def semantic_problems(

@@ -67,12 +67,34 @@ class RedisSpec:
     timeout: float = 10.0
 
 
+def format_duration(seconds: float) -> str:
+    """``seconds`` the way a config writes it (``90`` -> ``90s``, ``0.1`` -> ``100ms``)."""
+    for unit, size in (("h", 3600.0), ("m", 60.0), ("s", 1.0)):
+        if seconds >= size and (seconds / size).is_integer():
+            return f"{int(seconds / size)}{unit}"
+    if seconds < 1 and (seconds * 1000).is_integer():
+        return f"{int(seconds * 1000)}ms"
+    return f"{seconds:g}s"
+
+
 @dataclass(frozen=True)
 class StreamSpec:
     name: str
     max_len: int | None = None
     ttl: float | None = None
     topics: tuple[str, ...] = ()  # declared topics (documentation and rendering)
+    #: Trimming may drop events before a sink reads them, and that is accepted.
+    lossy: bool = False
+
+    @property
+    def trimmed_by(self) -> str:
+        """The options that trim the stream (``max_len 1000, ttl 24h``; "" for none)."""
+        parts = []
+        if self.max_len is not None:
+            parts.append(f"max_len {self.max_len}")
+        if self.ttl is not None:
+            parts.append(f"ttl {format_duration(self.ttl)}")
+        return ", ".join(parts)
 
 
 @dataclass(frozen=True)
@@ -89,6 +111,8 @@ class SourceSpec:
     handler: str  # "module:attribute" of a (async) generator function
     stream: str
     topic: str | None = None  # default topic of what it yields
+    #: A fresh start of the deployment runs it again even after it ended.
+    rerun: bool = False
 
 
 @dataclass(frozen=True)

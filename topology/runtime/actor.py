@@ -34,9 +34,11 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Generator, Mapping
+from functools import partial
 from typing import Any
 
 from topology.config.model import SinkSpec, StreamSpec
+from topology.redact import redact_text
 from topology.runtime.commit import Committer
 from topology.runtime.handlers import Failure, HandlerRunner, Outcome
 from topology.runtime.logs import bind_fields, event_fields
@@ -46,7 +48,8 @@ from topology.runtime.retry import TRIES_WHEN_STOPPING, FailurePlan, RedisRetry,
 from topology.runtime.sizing import ReadSizer
 from topology.runtime.state import KnownStates, StateWiring, event_keys, keyed_batch
 from topology.runtime.timeouts import isolate_redelivered, over_delivered
-from topology.streams import Connection, Event, Sink, Stream, pause
+from topology.runtime.workers import ConsumerOwners
+from topology.streams import Connection, Event, GroupLag, Sink, Stream, describe_error, pause
 
 __all__ = ["Actor"]
 
@@ -76,12 +79,16 @@ class Actor:
         metrics: Metrics,
         matcher: Callable[[Event], bool] | None = None,
         state: StateWiring | None = None,
+        owners: ConsumerOwners | None = None,
+        on_trimmed: Callable[[str, str, GroupLag], None] | None = None,
     ) -> None:
         self.spec = spec
         self.state = state
         self._known = KnownStates()
         #: State keys of the chunks in this actor's lane and not done yet.
         self._in_flight: Counter[str] = Counter()
+        self.owners = owners
+        self.on_trimmed = on_trimmed
         self.index = index
         self.conn = conn
         self.handler = handler.limit(spec.timeout, f"actor {spec.name}/{index}")
@@ -171,6 +178,9 @@ class Actor:
             topic=spec.topic,
             topic_pattern=spec.topic_pattern,
             matcher=self.matcher,
+            held=self._retries.held,
+            on_trimmed=None if self.on_trimmed is None else partial(self.on_trimmed, spec.name),
+            **self._owner_hooks(),
         )
         try:
             for ref in rest:
@@ -193,6 +203,16 @@ class Actor:
         self._task = asyncio.create_task(self._run(), name=f"actor {self.name}")
         self._task.add_done_callback(self._on_exit)
         log.info("actor %s started (consumer %s)", self.name, sink.consumer)
+
+    def _owner_hooks(self) -> dict[str, Any]:
+        """The consumer's name (its worker's id first) and the heartbeat check that tells
+        a claim pass whether another consumer's worker is dead."""
+        if self.owners is None:
+            return {}
+        return {
+            "consumer": self.owners.consumer_name(self.name),
+            "consumer_alive": self.owners.alive,
+        }
 
     def _new_lane(self, committer: Committer) -> Lane:
         """The thread lane when the handler has a thread of its own and the committer a
@@ -317,7 +337,12 @@ class Actor:
             events = read.result()
         except Exception as exc:  # read errors the sink did not retry itself
             delay = self._read_backoff.next()
-            log.error("actor %s: read failed (retrying in %.1fs): %r", self.name, delay, exc)
+            log.error(
+                "actor %s: read failed (retrying in %.1fs): %s",
+                self.name,
+                delay,
+                redact_text(describe_error(exc)),
+            )
             await pause(delay)
             events = []
         else:

@@ -22,8 +22,9 @@ everything that can fail (wrong key types) is checked before the first write.
 
 On Redis Cluster a script may only touch keys of one hash slot. When a sink's
 keys span slots (``CROSSSLOT``), the committer says so once and falls back to
-a fenced but non-atomic commit (ownership check, then adds and acks
-pipelined): at-least-once on the outputs. Exactly-once across streams needs
+a fenced but non-atomic commit (ownership check, then the adds, then the
+acks once every add is confirmed, and replicated when the node has a replica):
+at-least-once on the outputs, never a loss. Exactly-once across streams needs
 one node — or one slot.
 
 The :class:`Committer` runs one of three commit modes (:class:`ScriptCommit`,
@@ -38,6 +39,7 @@ per chunk; see ``tools/profile_light.py``).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
@@ -52,17 +54,38 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from topology.config.model import StreamSpec
 from topology.runtime.state_lua import STATE_LUA, STATE_SCRIPT
-from topology.streams import Event, is_plain, missed, opened_before_a_stall, packed_or_none
+from topology.streams import (
+    Backoff,
+    Connection,
+    Event,
+    describe_error,
+    is_plain,
+    is_transient,
+    missed,
+    opened_before_a_stall,
+    packed_or_none,
+)
+from topology.streams._consumer import is_nogroup
 
 __all__ = ["COMMIT_SCRIPT", "Add", "CommitResult", "Committer", "Entry", "KeyedBatch"]
 
 log = logging.getLogger("topology.runtime")
 
 
+#: First delay after a Redis error in the commit path (the retry doubles it).
+ERROR_BACKOFF_FIRST = 0.1
 #: Commit modes: one script with the attempts hash; one script for the streams and
 #: the counters cleared beside it (cluster, streams in one slot); a fenced but
 #: non-atomic pipeline (cluster, streams in several slots).
 FULL, NO_ATTEMPTS, SPLIT = "full", "no-attempts", "split"
+#: How long a cross-slot commit waits for a replica to have its outputs before acking.
+REPLICA_WAIT_MS = 2000
+#: Seconds a node's "has a replica" answer is kept.
+REPLICAS_RECHECK = 5.0
+#: Tries of clearing committed events' attempt counters beside the commit, and their
+#: backoff (the first delay is the commit retry's).
+CLEANUP_TRIES = 4
+CLEANUP_BACKOFF_CAP = 1.0
 
 
 def _is_cross_slot(exc: Exception) -> bool:
@@ -531,25 +554,29 @@ class ScriptBesideAttempts(ScriptCommit):
         return result
 
     async def _clear_attempts(self, entries: Sequence[Entry], conflicts: list[int]) -> None:
-        c = self.committer
         skip = set(conflicts)
-        fields = [
-            attempts_field(e.event.stream_name, e.event.id)
-            for i, e in enumerate(entries)
-            if i not in skip
-        ]
-        if fields:  # one extra round trip per batch, on a cluster only
-            await c.redis.hdel(c.attempts_key, *fields)
+        await self.committer.clear_attempts(
+            [
+                attempts_field(e.event.stream_name, e.event.id)
+                for i, e in enumerate(entries)
+                if i not in skip
+            ]
+        )
 
 
 class SplitCommit(CommitMode):
-    """The cross-slot fallback: ownership check, then adds, acks and counters pipelined.
+    """The cross-slot fallback: ownership check, then the adds, then (every add
+    confirmed) the acks, then the counters.
 
     Still fenced (an event claimed away writes nothing), but not atomic:
     at-least-once on the output streams.
     """
 
     name = SPLIT
+
+    def __init__(self, committer: Committer) -> None:
+        super().__init__(committer)
+        self._replicas: dict[str, tuple[bool, float]] = {}  # node -> (has one, until)
 
     async def commit(self, entries: Sequence[Entry]) -> list[int]:
         owned = await self._owned(entries)
@@ -579,24 +606,15 @@ class SplitCommit(CommitMode):
             [i for i, mine in enumerate(owned) if mine and not write[i]],
         )
 
-    async def _owned(self, entries: Sequence[Entry]) -> list[bool]:
-        c = self.committer
-        check = c.redis.pipeline(transaction=False)
-        for entry in entries:
-            ev = entry.event
-            check.xpending_range(
-                c._stream_key(ev.stream_name), c.group, ev.id, ev.id, 1, consumername=c.consumer
-            )
-        replies = await check.execute(raise_on_error=False)  # NOGROUP -> not owned
-        return [isinstance(reply, list) and bool(reply) for reply in replies]
-
     async def _write(self, entries: Sequence[Entry], owned: Sequence[bool]) -> None:
-        """Adds, acks, attempt counters and trims of the entries marked in ``owned``."""
+        """Add and wait for every add, then ack, then clear the attempt counters, for
+        the entries marked in ``owned``: the acks are only sent once every output is
+        confirmed, so a node failing half-way leaves its events pending (their
+        outputs may then be written twice, never lost)."""
         c = self.committer
-        redis = c.redis
         key_of = c._stream_key
         specs = c._streams()
-        pipe = redis.pipeline(transaction=False)
+        adds: list[tuple[Any, ...]] = []
         acks: dict[str, list[str]] = {}
         trim: set[str] = set()
         fields: list[str] = []
@@ -610,21 +628,89 @@ class SplitCommit(CommitMode):
                     args += ["MAXLEN", "~", spec.max_len]
                 if spec is not None and spec.ttl is not None:
                     trim.add(add.stream)
-                pipe.execute_command(*args, "*", *add.fields)
+                adds.append((*args, "*", *add.fields))
             acks.setdefault(entry.event.stream_name, []).append(entry.event.id)
             fields.append(attempts_field(entry.event.stream_name, entry.event.id))
-        for stream, ids in acks.items():
-            pipe.execute_command("XACK", key_of(stream), c.group, *ids)
-        if fields:
-            pipe.hdel(c.attempts_key, *fields)
+        if not acks:
+            return
         now_ms = int(time.time() * 1000)
         for stream in trim:
             ttl = specs[stream].ttl or 0
-            pipe.execute_command(
-                "XTRIM", key_of(stream), "MINID", "~", max(0, now_ms - int(ttl * 1000))
-            )
-        if acks:
+            adds.append(("XTRIM", key_of(stream), "MINID", "~", max(0, now_ms - int(ttl * 1000))))
+        if adds:
+            await self._add_all(adds)  # raises if any add failed: nothing is acked then
+        ack = c.redis.pipeline(transaction=False)
+        for stream, ids in acks.items():
+            ack.execute_command("XACK", key_of(stream), c.group, *ids)
+        await ack.execute()
+        await c.clear_attempts(fields)
+
+    async def _add_all(self, adds: list[tuple[Any, ...]]) -> None:
+        """Run the adds; on a cluster, per node on one connection each, followed by
+        ``WAIT`` when the node has a replica.
+
+        Redis Cluster replicates asynchronously: an add a master confirmed, then
+        lost with it before its replica had it, would be gone while the input's
+        ack (on another node) survives. Waiting for one replica before acking
+        closes that window; no replica answering in time fails the commit
+        (retried: a duplicate, never a loss).
+        """
+        redis = self.committer.redis
+        if not hasattr(redis, "nodes_manager"):
+            pipe = redis.pipeline(transaction=False)
+            for command in adds:
+                pipe.execute_command(*command)
             await pipe.execute()
+            return
+        by_node: dict[str, list[tuple[Any, ...]]] = {}
+        for command in adds:
+            by_node.setdefault(redis.get_node_from_key(command[1]).name, []).append(command)
+        await asyncio.gather(*(self._add_on_node(commands) for commands in by_node.values()))
+
+    async def _add_on_node(self, commands: list[tuple[Any, ...]]) -> None:
+        redis = self.committer.redis
+        key = commands[0][1]
+        waits = await self._has_replica(redis.get_node_from_key(key))
+        if waits:
+            commands = [*commands, ("WAIT", 1, REPLICA_WAIT_MS)]
+        replies = await self.committer.sender_for_cluster.send_once(key, commands)
+        if waits and int(replies[-1]) < 1:
+            raise RedisTimeoutError(
+                f"outputs on {redis.get_node_from_key(key).name} not replicated within "
+                f"{REPLICA_WAIT_MS} ms: not acking their inputs yet"
+            )
+
+    async def _has_replica(self, node: Any) -> bool:
+        """Whether ``node`` has a replica (``ROLE``), looked up again every little while
+        (the slot map redis-py keeps lists primaries only)."""
+        now = time.monotonic()
+        known = self._replicas.get(node.name)
+        if known is not None and known[1] > now:
+            return known[0]
+        role = await node.execute_command("ROLE")
+        has = bool(role) and role[0] in (b"master", "master") and len(role[2]) > 0
+        self._replicas[node.name] = (has, now + REPLICAS_RECHECK)
+        return has
+
+    async def _owned(self, entries: Sequence[Entry]) -> list[bool]:
+        """Whether each entry is still pending on this consumer. A check that errors
+        (a node away) raises, to be retried: only a clear answer counts as not owned."""
+        c = self.committer
+        check = c.redis.pipeline(transaction=False)
+        for entry in entries:
+            ev = entry.event
+            check.xpending_range(
+                c._stream_key(ev.stream_name), c.group, ev.id, ev.id, 1, consumername=c.consumer
+            )
+        owned: list[bool] = []
+        for reply in await check.execute(raise_on_error=False):
+            if isinstance(reply, Exception):
+                if not is_nogroup(reply):  # NOGROUP: the group is gone, nothing is ours
+                    raise reply
+                owned.append(False)
+            else:
+                owned.append(isinstance(reply, list) and bool(reply))
+        return owned
 
 
 def keyed_result(reply: Any) -> CommitResult:
@@ -677,6 +763,8 @@ class Committer:
         self._blocking = BlockingLink.twin_of(redis) if plain else None
         self._sent_keys_args: tuple[list[str], list[Any]] | None = None
         self._state_script: Any = None
+        #: Sends a node's adds on one connection, never re-sent (the cross-slot commit).
+        self.sender_for_cluster = Connection(redis)
 
     @property
     def mode(self) -> str:
@@ -840,6 +928,39 @@ class Committer:
         except NoScriptError:  # a restarted or flushed server: load, run again
             self._script.sha = await self.redis.script_load(COMMIT_SCRIPT)
             return await self._script(keys=keys, args=args)
+
+    async def clear_attempts(self, fields: Sequence[str]) -> None:
+        """Delete the attempt counters of committed events, beside the commit.
+
+        The commit went through: a failure here must not make the batch look
+        uncommitted (a retried commit would count its events as conflicts). It is
+        tried again while the server is away for a moment, then left: a counter of
+        an acked event is never read again, only kept until this is retried.
+        """
+        if not fields:
+            return
+        backoff = Backoff(ERROR_BACKOFF_FIRST, CLEANUP_BACKOFF_CAP)
+        for _ in range(CLEANUP_TRIES):
+            try:
+                await self.redis.hdel(self.attempts_key, *fields)
+                return
+            except Exception as exc:
+                if not is_transient(exc):
+                    log.warning(
+                        "sink %s: the commit went through but its %d attempt counter(s) "
+                        "were not cleared (%s); they stay in %s",
+                        self.group,
+                        len(fields),
+                        describe_error(exc),
+                        self.attempts_key,
+                    )
+                    return
+                await asyncio.sleep(backoff.next())  # a backoff, not a synchronisation
+        log.warning(
+            "sink %s: %d attempt counter(s) of committed events not cleared: Redis away",
+            self.group,
+            len(fields),
+        )
 
     async def count_attempts(self, events: Sequence[Event]) -> list[int]:
         """``HINCRBY`` each event's failed-attempts counter; the new counts."""

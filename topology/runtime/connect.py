@@ -10,8 +10,11 @@ through :func:`redact` first: ``redis://user:***@host:6379/0``.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 import socket
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -21,6 +24,8 @@ from urllib.parse import parse_qsl, urlsplit
 
 from topology.redact import redact, redact_text
 from topology.streams import DEFAULT_TIMEOUT
+
+log = logging.getLogger("topology.runtime")
 
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
@@ -159,6 +164,34 @@ async def _cluster_if_enabled(client: Any, url: str, timeout: float) -> Any:
     return cluster
 
 
+#: How long a start waits for a server that is still loading its data.
+LOADING_WAIT = 600.0
+
+
+async def _ping_while_loading(client: Any) -> None:
+    """PING, waiting (with a backoff) while the server loads its data set.
+
+    A server restarting with a large append-only file answers ``LOADING`` for
+    a while: a worker started meanwhile waits for it rather than exiting.
+    """
+    from redis.exceptions import BusyLoadingError
+
+    from topology.streams import Backoff
+
+    backoff = Backoff(0.1, 2.0)
+    deadline = time.monotonic() + LOADING_WAIT
+    while True:
+        try:
+            await client.ping()
+            return
+        except BusyLoadingError:
+            if time.monotonic() > deadline:
+                raise
+            if not backoff.failures:
+                log.warning("Redis is loading its data; waiting for it")
+            await asyncio.sleep(backoff.next())  # a backoff, not a synchronisation
+
+
 @dataclass
 class Connected:
     """What :func:`open_redis` hands out: the client, the streams connection on it,
@@ -241,7 +274,7 @@ async def open_redis(
         raise
     try:
         try:
-            await client.ping()
+            await _ping_while_loading(client)
         except (redis.exceptions.RedisError, OSError) as exc:
             hint = "" if server is not None else "; check the server or pass another --redis-url"
             reason = redact_text(str(exc)) or type(exc).__name__

@@ -52,6 +52,12 @@ class Metrics:
             ["sink"],
             registry=r,
         )
+        self.trimmed_unread = Counter(
+            "ponos_events_trimmed_unread",
+            "Entries trimmed from a stream (max_len, ttl) before the sink read them",
+            ["sink", "stream"],
+            registry=r,
+        )
         self.reloads = Counter("ponos_reloads", "Plans applied, by result", ["result"], registry=r)
         self.generation = Gauge(
             "ponos_generation",
@@ -145,6 +151,10 @@ class Metrics:
             with self._lock:
                 self.state_moved[sink] += n
             self.state_conflicts.labels(sink).inc(n)
+
+    def add_trimmed_unread(self, sink: str, stream: str, n: int) -> None:
+        if n:
+            self.trimmed_unread.labels(sink, stream).inc(n)
 
     def observe_handler(self, sink: str, seconds: float) -> None:
         self.handler_seconds.labels(sink).observe(seconds)

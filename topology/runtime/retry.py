@@ -20,27 +20,36 @@ from typing import Any, NamedTuple, TypeVar
 
 from topology.config.model import SinkSpec
 from topology.redact import redact_text
-from topology.runtime.commit import Add, Entry
+from topology.runtime.commit import ERROR_BACKOFF_FIRST, Add, Entry
 from topology.runtime.handlers import Failure
 from topology.runtime.logs import event_fields
 from topology.runtime.metrics import Metrics
 from topology.streams import (
     Backoff,
     Event,
+    describe_error,
     entry_fields,
     is_refused_for_now,
+    is_routine_redirect,
     is_transient,
     pause,
 )
 
-__all__ = ["TOUCH_SCRIPT", "FailurePlan", "RedisRetry", "Retry", "RetryQueue"]
+__all__ = [
+    "ERROR_BACKOFF_FIRST",
+    "TOUCH_SCRIPT",
+    "FailurePlan",
+    "RedisRetry",
+    "Retry",
+    "RetryQueue",
+]
 
 log = logging.getLogger("topology.runtime")
 
 T = TypeVar("T")
 
-#: Backoff after a Redis error in the commit path, doubling up to the cap.
-ERROR_BACKOFF_FIRST = 0.1
+#: Backoff after a Redis error in the commit path (from ERROR_BACKOFF_FIRST),
+#: doubling up to the cap.
 ERROR_BACKOFF_CAP = 5.0
 #: Tries of a Redis step once the actor is told to stop, before it gives up (the
 #: events stay pending for redelivery).
@@ -176,16 +185,18 @@ class RedisRetry:
         if not is_transient(exc) or self.give_up(backoff.failures + 1):
             raise exc
         delay = backoff.next()
+        if is_routine_redirect(exc):  # a slot moving: the next try follows it
+            log.debug("actor %s: Redis step redirected (%s)", self.name, exc)
+            return min(delay, ERROR_BACKOFF_FIRST)
         self._streak_tries += 1
         if not self.failing:
             self.failing = True
             self._streak_started = time.monotonic()
             log.warning(
-                "actor %s: Redis %s (%s: %s); holding the batch and retrying (next in %.1fs)",
+                "actor %s: Redis %s (%s); holding the batch and retrying (next in %.1fs)",
                 self.name,
                 "refuses writes" if is_refused_for_now(exc) else "is unreachable",
-                type(exc).__name__,
-                redact_text(str(exc)) or "no message",
+                redact_text(describe_error(exc)),
                 delay,
             )
         else:

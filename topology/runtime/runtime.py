@@ -38,7 +38,8 @@ from topology.runtime.state import (
     log_state_change,
     state_layout,
 )
-from topology.streams import Connection
+from topology.runtime.workers import ConsumerOwners
+from topology.streams import Connection, GroupLag, read_group_lag
 
 __all__ = ["ApplyError", "Runtime"]
 
@@ -77,6 +78,11 @@ class _Prepared:
         self.state = state
 
 
+def trim_option(spec: StreamSpec | None) -> str:
+    """The stream's options that trim it, or who else may have."""
+    return (spec.trimmed_by if spec is not None else "") or "trimmed outside this config"
+
+
 class Runtime:
     """Actors and sources of one worker process, driven by :meth:`apply`."""
 
@@ -98,6 +104,7 @@ class Runtime:
         self.worker_id = worker_id
         self.base_dir = base_dir
         self.keys = EngineKeys(deployment)
+        self.owners = ConsumerOwners(conn.redis, deployment, worker_id)
         self.metrics = metrics or Metrics()
         self.drain_timeout = drain_timeout
         self.topology = Topology.empty(deployment)
@@ -106,6 +113,7 @@ class Runtime:
         self._prepared: dict[str, _Prepared] = {}
         self._sources: dict[str, Any] = {}
         self._stream_specs: Mapping[str, StreamSpec] = {}
+        self._trimmed_seen: set[tuple[str, str, str | None]] = set()
         self._lock = asyncio.Lock()
         self._executor = (
             ThreadPoolExecutor(handler_threads, thread_name_prefix="ponos-handler")
@@ -166,24 +174,47 @@ class Runtime:
         return total
 
     async def lag(self) -> dict[str, int]:
-        """Entries not yet delivered to each sink's groups (XINFO GROUPS ``lag``), per sink."""
-        redis = self.conn.redis
+        """Entries not yet delivered to each sink's groups, per sink.
+
+        Read with :func:`~topology.streams.read_group_lag`: a group whose last
+        delivered id is the stream's last one is caught up whatever lag Redis
+        reports, and entries trimmed away unread are not counted (they are
+        reported once, as a WARNING and ``ponos_events_trimmed_unread_total``).
+        A lag that cannot be known counts as 1: not caught up.
+        """
         result: dict[str, int] = {}
         for sink in self.topology.sinks.values():
             total = 0
             for stream in sink.stream_names:
                 try:
-                    groups = await redis.xinfo_groups(self.conn.stream_key(stream))
+                    state = await read_group_lag(self.conn, self.conn.stream_key(stream), sink.name)
                 except Exception:
                     continue
-                for group in groups:
-                    name = group.get("name", group.get(b"name"))
-                    if isinstance(name, bytes):
-                        name = name.decode()
-                    if name == sink.name:
-                        total += int(group.get("lag", group.get(b"lag")) or 0)
+                if state is None:
+                    continue
+                total += 0 if state.caught_up else max(1, state.lag or 0)
+                self.report_trimmed(sink.name, stream, state)
             result[sink.name] = total
         return result
+
+    def report_trimmed(self, sink: str, stream: str, state: GroupLag) -> None:
+        """One WARNING and the metric per gap trimming left in a sink's stream (its
+        actors and the lag check may each see it: the group's position tells)."""
+        trimmed = state.trimmed_unread or 0
+        gap = (sink, stream, state.last_delivered_id)
+        if not trimmed or gap in self._trimmed_seen:
+            return
+        self._trimmed_seen.add(gap)
+        self.metrics.add_trimmed_unread(sink, stream, trimmed)
+        log.warning(
+            "sink %s: %d entries of stream %s were trimmed away before it read them (%s); "
+            "they are lost to this sink. Raise the option, add consumers, or mark the "
+            "stream `lossy: true` if that is accepted",
+            sink,
+            trimmed,
+            stream,
+            trim_option(self._stream_specs.get(stream)),
+        )
 
     # -- applying plans ------------------------------------------------------------------
 
@@ -294,6 +325,8 @@ class Runtime:
             metrics=self.metrics,
             matcher=prepared.matcher,
             state=state,
+            owners=self.owners,
+            on_trimmed=self.report_trimmed,
         )
 
     async def _start_actors(

@@ -18,18 +18,22 @@ that finds another worker holding it stops its generator.
 
 Guarantees, stated plainly:
 
-- A source that ends records ``done`` in its state hash, and no other worker of
-  the deployment runs it again. A deployment that starts *fresh* clears
-  ``done``, so running the example twice runs its source twice: the worker that
-  clears is the one no other live worker of the heartbeat registry started
-  before (workers started together: exactly one of them).
+- A source that ends records ``done`` in its state hash, and no worker of the
+  deployment runs it again, restarts included: a finished import or backfill
+  re-run by a routine restart would add all its events twice. A source with
+  ``rerun: true`` is run again when the deployment starts *fresh* (the worker
+  that no other live worker of the heartbeat registry started before clears
+  ``done``: of workers started together, exactly one); so is any source once
+  its ``done`` field is deleted from the state hash.
+- What a generator yielded before it raised is added, then the source fails.
 - On takeover after a crash the generator starts again from the beginning:
   **at-least-once** for sources. A source that must not repeat itself resumes:
   ``ctx.checkpoint(value)`` records a position, which is saved after every
   event yielded before the call has been added, and ``ctx.resume_from`` gives
   the last saved position to the next run (kept across fresh starts too).
-- A source that raises is logged, marked ``failed`` and not run again by the
-  other workers; a fresh start of the deployment clears the mark.
+- A source that raises is logged (ERROR), marked ``failed`` and not run again by
+  the other workers; a fresh start of the deployment clears the mark (the
+  cause may have been fixed), and ``run --stop-when-idle`` exits 1.
 - ``ctx.stop`` is set when the engine stops the source (shutdown, reload, lost
   lease); a long-running source may watch it and return. A source stopped that
   way is not ``done``.
@@ -309,7 +313,8 @@ class SourceRunner:
             await self._release_lease()
 
     async def _fresh_start_check(self) -> None:
-        """Clear the end marks when this worker is the first live one of the deployment.
+        """Clear the failure mark (and ``done`` for a ``rerun`` source) when this worker
+        is the first live one of the deployment.
 
         "First" means no other live worker started before it (server clock, then
         worker id to break ties): of several workers started together exactly one
@@ -326,7 +331,7 @@ class SourceRunner:
                 continue
             if (float(entry.get("started") or 0.0), wid) < (my_start, self.worker_id):
                 return  # the deployment was already running
-        await self.redis.hdel(self.state_key, DONE, FAILED)
+        await self.redis.hdel(self.state_key, *((DONE, FAILED) if self.spec.rerun else (FAILED,)))
 
     async def _run_held(self) -> None:
         self._lost.clear()
@@ -479,11 +484,19 @@ class SourceRunner:
     ) -> None:
         sentinel = object()
 
+        failure: list[BaseException] = []
+
         def pull() -> tuple[list[Any], bool]:
+            """A chunk of what the generator yields; a generator that raises ends the
+            chunk, whose events are still added (the error is raised after them)."""
             out: list[Any] = []
             deadline = time.monotonic() + _SYNC_FILL
             while len(out) < BATCH and not ctx.stop.is_set():
-                item = next(gen, sentinel)
+                try:
+                    item = next(gen, sentinel)
+                except Exception as exc:
+                    failure.append(exc)
+                    item = sentinel
                 if ctx._checkpoint is not None:
                     out.append(_Checkpoint(ctx._checkpoint))
                     ctx._checkpoint = None
@@ -500,6 +513,8 @@ class SourceRunner:
                 chunk, finished = await asyncio.to_thread(pull)
                 for item in chunk:
                     queue.put_nowait(item if isinstance(item, _Checkpoint) else self._convert(item))
+                if failure:
+                    raise failure[0]
                 await self._backpressure(queue, drained)
         finally:
             close = getattr(gen, "close", None)

@@ -25,10 +25,11 @@ from pathlib import Path
 from typing import Any
 
 from topology.runtime.keys import EngineKeys
-from topology.streams import after_failure
+from topology.streams import STALE_AFTER, after_failure
 
 __all__ = [
     "MISSED_BEATS",
+    "ConsumerOwners",
     "GenerationLog",
     "WorkerRegistry",
     "live_workers",
@@ -230,3 +231,42 @@ class WorkerRegistry:
     async def live(self) -> dict[str, dict[str, Any]]:
         """Live workers of the deployment (this one included once it has beaten)."""
         return await live_workers(self.client, self.deployment)
+
+
+class ConsumerOwners:
+    """Which worker owns a consumer of a sink's group, and whether it still lives.
+
+    The engine names its consumers ``<worker id>/<actor>-<random>``, so a claim
+    pass can ask the heartbeats before removing a consumer from a group: only
+    the consumer of a worker whose entry is there and stale (or whose pid is
+    gone) is dead. A consumer of a worker the registry does not know (forgotten,
+    or named by something else) is dead only once idle for
+    :data:`~topology.streams.STALE_AFTER`.
+    """
+
+    #: How long one read of the registry answers for (claim passes of many sinks).
+    CACHE = 1.0
+
+    def __init__(self, client: Any, deployment: str, worker_id: str) -> None:
+        self.client = client
+        self.deployment = deployment
+        self.worker_id = worker_id
+        self._entries: dict[str, dict[str, Any]] = {}
+        self._read_at = -self.CACHE
+
+    def consumer_name(self, actor: str) -> str:
+        return f"{self.worker_id}/{actor}-{secrets.token_hex(3)}"
+
+    async def alive(self, consumer: str, idle_ms: int) -> bool:
+        """The streams' ``consumer_alive`` hook."""
+        worker, slash, _ = consumer.partition("/")
+        if slash and worker == self.worker_id:
+            return True
+        now = time.monotonic()
+        if now - self._read_at >= self.CACHE:
+            self._entries = await read_workers(self.client, self.deployment)
+            self._read_at = now
+        entry = self._entries.get(worker) if slash else None
+        if entry is None:
+            return idle_ms <= STALE_AFTER * 1000
+        return bool(entry["live"])

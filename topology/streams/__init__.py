@@ -23,6 +23,7 @@ from topology.streams._deadline import (
 )
 from topology.streams._event import Event
 from topology.streams._keys import DEFAULT_PREFIX, StreamKeys
+from topology.streams._lag import GroupLag, group_lag, read_group_lag
 from topology.streams._lease import RELEASE_LEASE_SCRIPT
 from topology.streams._options import ReaderOptions, SinkOptions
 from topology.streams._payload import encode_payload
@@ -31,11 +32,13 @@ from topology.streams._reader import Reader
 from topology.streams._retry import (
     RETRYABLE_ERRORS,
     Backoff,
+    describe_error,
     is_refused_for_now,
+    is_routine_redirect,
     is_transient,
     pause,
 )
-from topology.streams._sink import Sink
+from topology.streams._sink import STALE_AFTER, ConsumerAlive, Sink
 from topology.streams._stream import Stream, Topic, stream_name_problem
 from topology.streams._wire import decode_entry, entry_fields, is_plain, packed_or_none
 
@@ -44,11 +47,14 @@ __all__ = [
     "DEFAULT_TIMEOUT",
     "RELEASE_LEASE_SCRIPT",
     "RETRYABLE_ERRORS",
+    "STALE_AFTER",
     "AddOutcomeUnknown",
     "Backoff",
     "Connection",
+    "ConsumerAlive",
     "DeadlineExceeded",
     "Event",
+    "GroupLag",
     "Reader",
     "ReaderOptions",
     "Sink",
@@ -58,18 +64,22 @@ __all__ = [
     "Topic",
     "after_failure",
     "decode_entry",
+    "describe_error",
     "drop_idle_connections",
     "encode_payload",
     "entry_fields",
     "event_filter",
+    "group_lag",
     "is_plain",
     "is_refused_for_now",
+    "is_routine_redirect",
     "is_transient",
     "missed",
     "opened_before_a_stall",
     "packed_or_none",
     "parse_start",
     "pause",
+    "read_group_lag",
     "socket_timeout_of",
     "stream_name_problem",
 ]

@@ -6,7 +6,7 @@ import contextlib
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from redis.exceptions import AskError, ResponseError
+from redis.exceptions import AskError, MovedError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -71,14 +71,40 @@ class Connection:
             return await self.redis.execute_command(*args)
         try:
             return await self.redis.get_node_from_key(key).execute_command(*args)
-        except AskError:  # MovedError too: the slots moved
+        except MovedError:  # the slot moved for good: a new map, then the new owner
             await self.redis.nodes_manager.initialize()
             return await self.redis.get_node_from_key(key).execute_command(*args)
+        except AskError as exc:  # the slot is migrating and the key has left already
+            return await self.asking(exc, *args)
         except (RedisConnectionError, OSError):
             # A node went away (failover?): refresh the map for the next attempt.
             with contextlib.suppress(Exception):
                 await self.redis.nodes_manager.initialize()
             raise
+
+    async def asking(self, exc: AskError, *args: Any) -> Any:
+        """Follow an ASK: the command once on the node the slot is migrating to,
+        after ``ASKING`` on the same connection (the slot map itself is unchanged)."""
+        node = self.redis.get_node(host=exc.host, port=exc.port)
+        if node is None:  # a node the map does not know yet
+            await self.redis.nodes_manager.initialize()
+            node = self.redis.get_node(host=exc.host, port=exc.port)
+            if node is None:
+                raise exc
+        connection = node.acquire_connection()
+        try:
+            await connection.send_packed_command(
+                connection.pack_commands([("ASKING",), args]), check_health=True
+            )
+            await connection.read_response()
+            return await connection.read_response()
+        except ResponseError:
+            raise
+        except BaseException:
+            await connection.disconnect()  # a reply may be on its way: never reuse it
+            raise
+        finally:
+            node.release(connection)
 
     async def send_once(self, key: str, commands: Sequence[Sequence[Any]]) -> list[Any]:
         """Run ``commands`` in one round trip on a pooled connection, never re-sent.

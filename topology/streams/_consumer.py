@@ -31,7 +31,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from redis.exceptions import AskError, ResponseError
+from redis.exceptions import AskError, MovedError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from topology.streams._deadline import (
@@ -43,7 +43,14 @@ from topology.streams._deadline import (
 from topology.streams._event import Event
 from topology.streams._link import ReadInterrupted, ReadLink, new_link
 from topology.streams._options import ReaderOptions
-from topology.streams._retry import RETRYABLE_ERRORS, Backoff, pause
+from topology.streams._retry import (
+    RETRYABLE_ERRORS,
+    Backoff,
+    describe_error,
+    is_routine_redirect,
+    is_transient,
+    pause,
+)
 from topology.streams._wire import entries_of
 
 if TYPE_CHECKING:
@@ -359,6 +366,8 @@ class Consumer:
                 await self._ingest(task.result())  # may XACK unmatched events
             elif is_nogroup(exc):
                 await self._recover_lost_group(exc)
+            elif is_transient(exc) or is_routine_redirect(exc):
+                await self._retry_later(exc)
             else:
                 raise exc
         except RETRYABLE_ERRORS as err:
@@ -380,12 +389,13 @@ class Consumer:
         await after_failure(self.conn.redis, exc)
         delay = self._backoff.next()
         failures = self._backoff.failures
-        if failures == 1 or failures % 20 == 0:
+        if is_routine_redirect(exc):  # a cluster moving slots: the next read follows
+            log.debug("%s: read redirected (%s); reading again", self, exc)
+        elif failures == 1 or failures % 20 == 0:
             log.warning(
-                "%s: read failed (%s: %s); retrying (attempt %d)",
+                "%s: read failed (%s); retrying (attempt %d)",
                 self,
-                type(exc).__name__,
-                exc,
+                describe_error(exc),
                 failures,
             )
         self._wake.clear()
@@ -424,11 +434,15 @@ class Consumer:
         args = self._read_args(keys)
         try:
             return await self._send_read(keys[0], args)
-        except AskError:  # MovedError too: the slots moved
+        except MovedError:  # the slot moved for good
             await self.conn.redis.nodes_manager.initialize()
             if self._read_aborted:
                 raise ReadInterrupted("read interrupted") from None
             return await self._send_read(keys[0], args)
+        except AskError as exc:  # a slot migrating: this key has left already
+            if self._read_aborted:
+                raise ReadInterrupted("read interrupted") from None
+            return await self.conn.asking(exc, *args)
         except (RedisConnectionError, OSError):
             if self.conn.cluster and not self._read_aborted:
                 # A node went away (failover?): refresh the map for the next attempt.

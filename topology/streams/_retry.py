@@ -8,18 +8,29 @@ import random
 import re
 
 from redis.exceptions import (
+    AskError,
     BusyLoadingError,
     ClusterDownError,
     MasterDownError,
+    MovedError,
     OutOfMemoryError,
     ReadOnlyError,
+    RedisClusterException,
     ResponseError,
     TryAgainError,
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-__all__ = ["RETRYABLE_ERRORS", "Backoff", "is_refused_for_now", "is_transient", "pause"]
+__all__ = [
+    "RETRYABLE_ERRORS",
+    "Backoff",
+    "describe_error",
+    "is_refused_for_now",
+    "is_routine_redirect",
+    "is_transient",
+    "pause",
+]
 
 #: Errors of a server that is away for a moment (restarting, loading its data, a
 #: cluster failing over): the step is tried again after a backoff.
@@ -56,9 +67,40 @@ def is_refused_for_now(exc: BaseException) -> bool:
     return isinstance(exc, ResponseError) and _REFUSED_CODES.search(str(exc)) is not None
 
 
+#: redis-py's cluster client giving up on a command after following redirections
+#: or reconnecting too often: a cluster changing its slots or its masters.
+_CLUSTER_IN_FLUX = (
+    "TTL exhausted",
+    "slots cache",
+    "cannot be connected",
+    "MOVED",
+    "ASK",
+    "CLUSTERDOWN",
+    "TRYAGAIN",
+)
+
+
 def is_transient(exc: BaseException) -> bool:
-    """Worth trying the same step again later: the server is away or refuses for now."""
-    return isinstance(exc, RETRYABLE_ERRORS) or is_refused_for_now(exc)
+    """Worth trying the same step again later: the server is away or refuses for now,
+    or a cluster is moving slots or electing a master."""
+    if isinstance(exc, RETRYABLE_ERRORS) or is_refused_for_now(exc) or is_routine_redirect(exc):
+        return True
+    return type(exc) is RedisClusterException and any(m in str(exc) for m in _CLUSTER_IN_FLUX)
+
+
+def is_routine_redirect(exc: BaseException) -> bool:
+    """A MOVED or ASK: the cluster client follows them; they are no one's error."""
+    return isinstance(exc, (MovedError, AskError))
+
+
+def describe_error(exc: BaseException) -> str:
+    """``Type: message`` (redis-py's message names the node for connection errors;
+    a cluster error gets the node it was sent to when redis-py says)."""
+    text = str(exc) or "no message"
+    node = getattr(exc, "node", None) or getattr(exc, "host", None)
+    if node is not None and str(node) not in text:
+        text = f"{text} (node {node})"
+    return f"{type(exc).__name__}: {text}"
 
 
 class Backoff:

@@ -9,13 +9,14 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence, Set
 from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import ResponseError
 
 from topology.streams._consumer import Consumer, event_filter, is_nogroup
 from topology.streams._event import Event
+from topology.streams._lag import GroupLag, read_group_lag
 from topology.streams._lease import EXTEND_LEASE_SCRIPT, RELEASE_LEASE_SCRIPT
 from topology.streams._options import SinkOptions
 from topology.streams._position import parse_start, validate_start
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
     from topology.streams._connection import Connection
     from topology.streams._stream import Stream
 
-__all__ = ["Sink"]
+__all__ = ["ConsumerAlive", "Sink"]
 
 log = logging.getLogger("topology.streams")
 
@@ -40,8 +41,15 @@ end
 return -1
 """
 
-#: A consumer with nothing pending and idle for this many ack grace periods is stale.
-STALE_AFTER_GRACES = 3
+#: Without a ``consumer_alive`` hook, a consumer with nothing pending is taken for
+#: dead once idle this long (seconds), or this many ack graces if that is longer:
+#: far past any pause of a live one (a long handler, a stalled network, a worker
+#: waiting for Redis to come back).
+STALE_AFTER = 3600.0
+STALE_AFTER_GRACES = 100
+
+#: Whether consumer ``name`` of the group, idle ``idle_ms``, still has a live owner.
+ConsumerAlive = Callable[[str, int], Awaitable[bool]]
 
 #: Idle time (ms) given to entries handed back (``XCLAIM ... IDLE``): past any
 #: sensible ack grace, so the next claim pass of any instance takes them, and far
@@ -66,6 +74,17 @@ class Sink(Consumer):
     Un-acked events are re-claimed after ``ack_grace`` seconds by one instance
     (the holder of the claim lease) and delivered again. Events the filter does
     not match are acked at once (pulse leaves them pending forever).
+
+    Hooks for a caller that knows more than the streams do: ``consumer`` names
+    this instance's consumer (default ``host-pid-random``); ``held`` returns the
+    ``(stream, id)`` of events the caller still holds on purpose (e.g. waiting
+    for a retry), which a claim pass never hands it again; ``consumer_alive``
+    tells whether another consumer of the group still has a live owner. A
+    consumer is only ever removed from the group when it has nothing pending and
+    its owner is dead: by default, when it has been idle for
+    :data:`STALE_AFTER` seconds (or :data:`STALE_AFTER_GRACES` ack graces).
+    ``on_trimmed(stream, state)`` hears of entries a stream's own trimming
+    removed before the group read them (default: a WARNING).
     """
 
     def __init__(
@@ -82,6 +101,10 @@ class Sink(Consumer):
         topic_pattern: str | None = SinkOptions.topic_pattern,
         matcher: Callable[[Event], bool] | None = SinkOptions.matcher,
         no_ack: bool = SinkOptions.no_ack,
+        consumer: str | None = None,
+        held: Callable[[], Set[tuple[str, str]]] | None = None,
+        consumer_alive: ConsumerAlive | None = None,
+        on_trimmed: Callable[[str, GroupLag], None] | None = None,
     ) -> None:
         if not name:
             raise ValueError("a sink needs a name")
@@ -98,7 +121,11 @@ class Sink(Consumer):
         )
         super().__init__(conn, options, event_filter(topic, topic_pattern, matcher))
         self.name = name
-        self.consumer = _consumer_name()
+        self.consumer = consumer or _consumer_name()
+        self._held = held
+        self._consumer_alive = consumer_alive or self._idle_not_too_long
+        self._on_trimmed = on_trimmed
+        self._trim_seen: dict[str, str | None] = {}  # stream -> group position reported
         self.ack_grace = ack_grace
         self.no_ack = no_ack
         self.topic = topic
@@ -235,6 +262,44 @@ class Sink(Consumer):
                 await self._xack(unmatched)
 
     async def _before_read(self) -> None:
+        await self._check_trimmed()
+        await self._hand_back_removed()
+
+    async def _check_trimmed(self) -> None:
+        """Before reading a stream that trims itself (``max_len``, ``ttl``): has trimming
+        overtaken the group, removing entries it never read?
+
+        Only knowable before the read that skips the gap (the server keeps no
+        trace of it afterwards), hence here, one ``XINFO`` pair per such stream
+        and read. Each gap is reported once (by the group's position), to
+        ``on_trimmed`` or as a WARNING.
+        """
+        if self.no_ack:
+            return
+        for name, stream in list(self._streams.items()):
+            if stream.max_len is None and stream.ttl is None:
+                continue
+            try:
+                state = await read_group_lag(self.conn, stream.key, self.name)
+            except Exception as exc:  # a check that fails never stops the read after it
+                log.debug("sink %r: trimming check of %s skipped: %s", self.name, name, exc)
+                continue
+            if state is None or not state.trimmed_unread:
+                continue
+            if self._trim_seen.get(name) == state.last_delivered_id:
+                continue
+            self._trim_seen[name] = state.last_delivered_id
+            if self._on_trimmed is not None:
+                self._on_trimmed(name, state)
+            else:
+                log.warning(
+                    "sink %r: %d entries of stream %r were trimmed before it read them",
+                    self.name,
+                    state.trimmed_unread,
+                    name,
+                )
+
+    async def _hand_back_removed(self) -> None:
         """Hand back entries of removed streams (see :meth:`remove_stream`).
 
         ``XCLAIM ... IDLE JUSTID`` to ourselves: they stay pending (nothing is
@@ -515,6 +580,8 @@ class Sink(Consumer):
         claimed: list[Event] = []
         unmatched_all: dict[str, list[str]] = {}
         skip = {(e.stream_name, e.id) for e in self._buffer}
+        if self._held is not None:
+            skip |= self._held()
         more = False
         for stream in list(self._streams.values()):
             more = await self._claim_stream(stream, claimed, unmatched_all, skip) or more
@@ -594,20 +661,37 @@ class Sink(Consumer):
             event.deliveries = counts.get(event.id, event.deliveries)
 
     async def _remove_stale_consumers(self, key: str) -> None:
-        """Drop consumers of the group with nothing pending, idle for 3 x ack_grace."""
+        """Drop consumers of the group with nothing pending whose owner is dead.
+
+        Deleting a consumer drops its pending entries: one holding any is left
+        for the claim pass to empty first (and the delete script checks again,
+        atomically). A live consumer may be idle for long (a handler busy, its
+        worker waiting for Redis), so idleness alone is not death: that is
+        ``consumer_alive``'s to say.
+        """
         redis = self.conn.redis
-        stale_ms = STALE_AFTER_GRACES * self.ack_grace * 1000
         for info in await redis.xinfo_consumers(key, self.name):
             name = info.get("name") if "name" in info else info.get(b"name")
             pending = info.get("pending", info.get(b"pending", 1))
-            idle = info.get("idle", info.get(b"idle", 0))
+            idle = int(info.get("idle", info.get(b"idle", 0)))
             if isinstance(name, bytes):
                 name = name.decode()
-            if name == self.consumer or int(pending) != 0 or int(idle) <= stale_ms:
+            if name == self.consumer or int(pending) != 0:
+                continue
+            if await self._consumer_alive(name, idle):
                 continue
             removed = await self._delete_idle_consumer(keys=[key], args=[self.name, name])
             if removed != -1:
-                log.info("sink %r: removed stale consumer %r", self.name, name)
+                log.info(
+                    "sink %r: removed consumer %r (nothing pending, owner gone, idle %.0fs)",
+                    self.name,
+                    name,
+                    idle / 1000,
+                )
+
+    async def _idle_not_too_long(self, name: str, idle_ms: int) -> bool:
+        """The default ``consumer_alive``: alive unless idle far longer than any pause."""
+        return idle_ms <= 1000 * max(STALE_AFTER, STALE_AFTER_GRACES * self.ack_grace)
 
     # -- closing ---------------------------------------------------------------------
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Set
 from typing import TYPE_CHECKING, Any
 
 from topology.streams._options import ReaderOptions, SinkOptions
@@ -14,8 +14,9 @@ from topology.streams._wire import entry_fields
 if TYPE_CHECKING:
     from topology.streams._connection import Connection
     from topology.streams._event import Event
+    from topology.streams._lag import GroupLag
     from topology.streams._reader import Reader
-    from topology.streams._sink import Sink
+    from topology.streams._sink import ConsumerAlive, Sink
 
 __all__ = ["Stream", "Topic", "stream_name_problem"]
 
@@ -129,6 +130,10 @@ class Stream:
         topic_pattern: str | None = SinkOptions.topic_pattern,
         matcher: Callable[[Event], bool] | None = SinkOptions.matcher,
         no_ack: bool = SinkOptions.no_ack,
+        consumer: str | None = None,
+        held: Callable[[], Set[tuple[str, str]]] | None = None,
+        consumer_alive: ConsumerAlive | None = None,
+        on_trimmed: Callable[[str, GroupLag], None] | None = None,
     ) -> Sink:
         """A member of consumer group ``name`` on this stream (see :class:`Sink`)."""
         from topology.streams._sink import Sink
@@ -145,6 +150,10 @@ class Stream:
             topic_pattern=topic_pattern,
             matcher=matcher,
             no_ack=no_ack,
+            consumer=consumer,
+            held=held,
+            consumer_alive=consumer_alive,
+            on_trimmed=on_trimmed,
         )
         try:
             await sink.add_stream(self)
