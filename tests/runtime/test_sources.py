@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import itertools
+import logging
 import signal
 import subprocess
 import sys
@@ -500,3 +502,36 @@ async def test_redis_refusing_the_events_fails_the_source_instead_of_spinning(
     assert (await r.hget(EngineKeys(topo.name).source_state("gen"), "failed")).startswith(
         b"ResponseError"
     )
+
+
+async def test_a_runner_stopped_before_its_generator_first_runs_still_stops(
+    tmp_path: Path, r: aioredis.Redis, conn: Connection, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A stop (or a lost lease) can cancel the generator's task before its first
+    # step, when none of its code runs: the flusher must learn of that end too.
+    caplog.set_level(logging.INFO, logger="topology.runtime.sources")
+    topo = _topology(tmp_path, _FOREVER)
+    runner = SourceRunner(topo.sources["gen"], topo, conn, worker_id="w1", lease_ttl=1.0)
+    runner.start()
+    # The "started" line is logged in the same loop step that creates the
+    # generator's task: polling each step sees it before that task first runs.
+    while not any(m.startswith("source gen started") for m in caplog.messages):
+        await asyncio.sleep(0)
+    # stop() awaited in this task, not wrapped in one (wait_for would start it a
+    # step later, after the generator's task): a watchdog bounds the wait instead.
+    task = asyncio.current_task()
+    assert task is not None
+    expired: list[bool] = []
+
+    def expire() -> None:
+        expired.append(True)
+        task.cancel()
+
+    watchdog = asyncio.get_running_loop().call_later(10, expire)
+    with contextlib.suppress(asyncio.CancelledError):  # stop() may swallow it: see expired
+        await runner.stop()
+    watchdog.cancel()
+    assert not expired, "stop() still waiting after 10s"
+    assert not runner.done and runner.failed is None
+    assert await r.exists(conn.stream_key("out")) == 0  # the generator never ran
+    assert await r.exists(EngineKeys(topo.name).source_lease("gen")) == 0  # released

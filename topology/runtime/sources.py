@@ -136,6 +136,20 @@ class _End:
         self.error = error
 
 
+def _hand_over_end(task: asyncio.Task[None], ctx: SourceContext, queue: asyncio.Queue[Any]) -> None:
+    """Queue the producer's last checkpoint and its end for the flusher, however it ended.
+
+    A done callback rather than a ``finally`` in the producer: a task cancelled
+    before its first step (a stop or a lost lease right after the lease was
+    taken) runs none of its code, and the flusher would wait for that end forever.
+    """
+    if ctx._checkpoint is not None:
+        queue.put_nowait(_Checkpoint(ctx._checkpoint))
+        ctx._checkpoint = None
+    error = asyncio.CancelledError() if task.cancelled() else task.exception()
+    queue.put_nowait(_End(error))
+
+
 class SourceRunner:
     """Runs one source in this worker while it holds the source's lease."""
 
@@ -351,9 +365,11 @@ class SourceRunner:
         queue: asyncio.Queue[Any] = asyncio.Queue()
         drained = asyncio.Event()
         keeper = asyncio.get_running_loop().create_task(self._keep_lease(ctx))
-        self._producer = asyncio.get_running_loop().create_task(
+        producer = asyncio.get_running_loop().create_task(
             self._produce(ctx, queue, drained), name=f"source-gen:{self.spec.name}"
         )
+        producer.add_done_callback(lambda task: _hand_over_end(task, ctx, queue))
+        self._producer = producer
         try:
             end = await self._flush_loop(queue, drained)
         except RETRYABLE_ERRORS:
@@ -421,34 +437,26 @@ class SourceRunner:
     async def _produce(
         self, ctx: SourceContext, queue: asyncio.Queue[Any], drained: asyncio.Event
     ) -> None:
-        """Run the generator, queueing converted events (and checkpoints) for the flusher."""
-        end = _End()
-        try:
-            produced = self._call(ctx)
-            if inspect.iscoroutine(produced):
-                produced.close()
-                raise SourceError(
-                    f"source {self.spec.name!r} is a coroutine function; a source yields "
-                    "its events: write it as an (async) generator"
-                )
-            if hasattr(produced, "__aiter__"):
-                await self._produce_async(produced, ctx, queue, drained)
-            elif hasattr(produced, "__iter__"):
-                await self._produce_sync(iter(produced), ctx, queue, drained)
-            else:
-                raise SourceError(
-                    f"source {self.spec.name!r} returned a {type(produced).__name__}; "
-                    "a source is a (async) generator function"
-                )
-        except BaseException as exc:
-            end = _End(exc)
-            if not isinstance(exc, (Exception, asyncio.CancelledError)):
-                raise
-        finally:
-            if ctx._checkpoint is not None:
-                queue.put_nowait(_Checkpoint(ctx._checkpoint))
-                ctx._checkpoint = None
-            queue.put_nowait(end)
+        """Run the generator, queueing converted events (and checkpoints) for the flusher.
+
+        How it ended reaches the flusher through :func:`_hand_over_end`, not from here.
+        """
+        produced = self._call(ctx)
+        if inspect.iscoroutine(produced):
+            produced.close()
+            raise SourceError(
+                f"source {self.spec.name!r} is a coroutine function; a source yields "
+                "its events: write it as an (async) generator"
+            )
+        if hasattr(produced, "__aiter__"):
+            await self._produce_async(produced, ctx, queue, drained)
+        elif hasattr(produced, "__iter__"):
+            await self._produce_sync(iter(produced), ctx, queue, drained)
+        else:
+            raise SourceError(
+                f"source {self.spec.name!r} returned a {type(produced).__name__}; "
+                "a source is a (async) generator function"
+            )
 
     async def _backpressure(self, queue: asyncio.Queue[Any], drained: asyncio.Event) -> None:
         if queue.qsize() >= _HIGH_WATER:
