@@ -120,6 +120,10 @@ def known_stream(topology: Topology, name: str, prog: str) -> bool:
     return False
 
 
+#: How often a command told to stop by SIGTERM is cancelled again until it ends.
+RECANCEL_EVERY = 2.0
+
+
 async def _until_terminated(main: Callable[[], Awaitable[int]]) -> int:
     """``main()``, ended cleanly by SIGTERM (``docker stop``, systemd, ``kill``).
 
@@ -134,7 +138,14 @@ async def _until_terminated(main: Callable[[], Awaitable[int]]) -> int:
     def on_term() -> None:
         nonlocal terminated
         terminated = True
-        task.cancel()
+        cancel()
+
+    def cancel() -> None:
+        # Again until it ends: a cancellation landing as redis-py starts a command
+        # (connecting, or a wait_for around a write) can be swallowed by it.
+        if not task.done():
+            task.cancel()
+            loop.call_later(RECANCEL_EVERY, cancel)
 
     try:
         loop.add_signal_handler(signal.SIGTERM, on_term)
