@@ -18,6 +18,7 @@ from tests.helpers import wait_for
 from tests.runtime.test_supervisor import sink, topo
 from topology import Emit
 from topology.config.model import RetryPolicy, StateSpec, Topology
+from topology.runtime import Runtime
 from topology.runtime.commit import Committer, Entry
 from topology.runtime.keys import EngineKeys
 from topology.runtime.state import (
@@ -27,7 +28,6 @@ from topology.runtime.state import (
     read_states,
     state_layout,
 )
-from topology.runtime.supervisor import Runtime
 from topology.streams import Connection
 
 HANDLERS = """

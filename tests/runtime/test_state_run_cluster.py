@@ -14,9 +14,9 @@ from redis.asyncio.cluster import RedisCluster
 
 from tests.helpers import wait_for
 from topology.config.model import SinkSpec, StateSpec, StreamRef, StreamSpec, Topology
+from topology.runtime import Runtime
 from topology.runtime.commit import NO_ATTEMPTS, SPLIT
 from topology.runtime.state import read_states, state_layout
-from topology.runtime.supervisor import Runtime
 from topology.server import ServerCluster
 from topology.streams import Connection
 

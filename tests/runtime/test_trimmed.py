@@ -10,7 +10,7 @@ import redis.asyncio as aioredis
 
 from tests.helpers import wait_for
 from topology.config.model import SinkSpec, StreamRef, StreamSpec, Topology
-from topology.runtime.supervisor import Runtime
+from topology.runtime import Runtime
 from topology.streams import Connection
 
 HANDLERS = "def fwd(e):\n    return None\n"
