@@ -51,6 +51,7 @@ import contextlib
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -334,16 +335,44 @@ class Run:
         done, dead = self.seqs("done"), self.seqs("dlq")
         expected = {s for s in range(self.args.events) if s % FAIL_EVERY != FAIL_AT}
         result.done = sum(done.values())
-        result.lost = len(expected - set(done))
+        lost = expected - set(done)
+        result.lost = len(lost)
         result.duplicated = sum(n - 1 for n in done.values() if n > 1)
         result.dead = len(dead)
         if any(n > 1 for n in dead.values()):
             result.note = f"{sum(n - 1 for n in dead.values())} dead letters repeated"
             result.duplicated += sum(n - 1 for n in dead.values())
+        if lost:
+            result.note = f"{result.note} {self._where(lost, dead)}".strip()
         if self.args.stateful:
             result.state_errors = self._state_errors(result.exactly_once)
             if result.state_errors:
                 result.note = (result.note + f" {result.state_errors} keys wrong").strip()
+
+    def _where(self, lost: set[int], dead: Counter[int]) -> str:
+        """Where the lost events stopped: the last stream of the flow that has each
+        (``dlq`` first: a lost event dead-lettered says why in its ``error_type``)."""
+        reached: Counter[str] = Counter()
+        found = {s: self.seqs(s) for s in ("in", "mid", "out")}
+        errors: Counter[str] = Counter()
+        for seq in lost:
+            if seq in dead:
+                reached["dlq"] += 1
+                errors.update(self._error_types(seq))
+                continue
+            stage = next((s for s in ("out", "mid", "in") if seq in found[s]), "nowhere")
+            reached[stage] += 1
+        where = ", ".join(f"{n} last in {s}" for s, n in reached.most_common())
+        if errors:
+            where += " (dead letters: " + ", ".join(f"{n} {e}" for e, n in errors.items()) + ")"
+        return f"lost: {where}; e.g. seq {sorted(lost)[:5]}"
+
+    def _error_types(self, seq: int) -> list[str]:
+        return [
+            fields.get(b"error_type", b"?").decode()
+            for _, fields in self.client.xrange(self.key("dlq"), count=100_000)
+            if json.loads(fields[b"p"])["seq"] == seq
+        ]
 
     def _state_errors(self, exactly_once: bool) -> int:
         """Keys whose state count or emitted counts 1..n are not what their events make."""
@@ -597,6 +626,10 @@ def scenarios(args: argparse.Namespace) -> Iterator[Result]:
                 else:
                     result = single_node(name, args, Path(tmp))
                 result.note = (result.note + f" ({time.monotonic() - started:.0f}s)").strip()
+                if args.keep and not result.ok:  # the workers' logs, for whoever looks into it
+                    kept = args.keep / f"{name}-{flow or 'single'}"
+                    shutil.copytree(tmp, kept, dirs_exist_ok=True, ignore=_no_server_files)
+                    result.note += f" logs: {kept}"
                 print(row(result), flush=True)
                 yield result
 
@@ -615,6 +648,10 @@ def row(r: Result) -> str:
         f"{f'{r.dead}/{r.dead_expected}':>9} {r.kills:>5} {r.restarts:>8} {recovery:>9}  "
         f"{verdict} {r.note}"
     )
+
+
+def _no_server_files(folder: str, names: list[str]) -> list[str]:
+    return [n for n in names if n.endswith((".rdb", ".aof")) or n == "appendonlydir"]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -639,6 +676,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--state-keys", type=int, default=10, help="keys (--stateful)")
     parser.add_argument("--short", action="store_true", help="small figures: about a minute")
+    parser.add_argument("--keep", type=Path, help="copy a failed scenario's worker logs here")
     args = parser.parse_args(argv)
     if args.short:
         args.events, args.rate, args.faults, args.kill_every, args.outage = 1500, 300, 4, 1, 0.3

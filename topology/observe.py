@@ -87,6 +87,7 @@ async def _group_info(client: Any, conn: Any, key: str, group: str, live_ms: int
             lag=None if state is None else state.lag,
             last_delivered_id=_get(info, "last-delivered-id"),
             trimmed_unread=None if state is None else state.trimmed_unread,
+            trimmed_text=None if state is None else state.trimmed_text,
         )
         consumers = await client.xinfo_consumers(key, group)
         out["consumers"] = [
@@ -207,13 +208,14 @@ def _edge_live(info: dict[str, Any] | None) -> dict[str, Any]:
     if info is None or not info.get("group"):
         return {"pending": 0, "lag": None, "group": False}
     raw_lag = info.get("lag")
-    live = {
+    live: dict[str, Any] = {
         "pending": int(info.get("pending") or 0),
         "lag": None if raw_lag is None else int(raw_lag),
         "group": True,
     }
     if info.get("trimmed_unread"):  # lost to the sink, not waiting
         live["trimmed_unread"] = int(info["trimmed_unread"])
+        live["trimmed_text"] = info.get("trimmed_text") or str(info["trimmed_unread"])
     return live
 
 
@@ -243,7 +245,7 @@ def annotate(graph: Any, data: dict[str, Any]) -> None:
             edge["live"] = live
             edge["live_text"] = (
                 f"pending {live['pending']}, lag {_lag(live['lag'])}"
-                + (f", trimmed unread {live['trimmed_unread']}" if "trimmed_unread" in live else "")
+                + (f", trimmed unread {live['trimmed_text']}" if "trimmed_unread" in live else "")
                 if live["group"]
                 else "no group yet"
             )

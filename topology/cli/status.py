@@ -57,6 +57,7 @@ def _trimmed(info: dict[str, Any]) -> str:
     n = info.get("trimmed_unread")
     if not n:
         return ""
+    n = info.get("trimmed_text") or n
     return f"  trimmed unread {n} ({info.get('trimmed_by', 'trimming')})"
 
 

@@ -54,7 +54,8 @@ class Metrics:
         )
         self.trimmed_unread = Counter(
             "ponos_events_trimmed_unread",
-            "Entries trimmed from a stream (max_len, ttl) before the sink read them",
+            "Entries trimmed from a stream (max_len, ttl) before the sink read them "
+            "(those known for certain when the server cannot tell how many)",
             ["sink", "stream"],
             registry=r,
         )

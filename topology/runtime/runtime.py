@@ -205,13 +205,13 @@ class Runtime:
         if not trimmed or gap in self._trimmed_seen:
             return
         self._trimmed_seen.add(gap)
-        self.metrics.add_trimmed_unread(sink, stream, trimmed)
+        self.metrics.add_trimmed_unread(sink, stream, state.trimmed_surely)
         log.warning(
-            "sink %s: %d entries of stream %s were trimmed away before it read them (%s); "
+            "sink %s: %s entries of stream %s were trimmed away before it read them (%s); "
             "they are lost to this sink. Raise the option, add consumers, or mark the "
             "stream `lossy: true` if that is accepted",
             sink,
-            trimmed,
+            state.trimmed_text,
             stream,
             trim_option(self._stream_specs.get(stream)),
         )

@@ -32,13 +32,27 @@ class GroupLag:
     known). ``trimmed_unread``: entries removed from the stream before the group
     read them (None: not known). Known only while the group's position is still
     before the stream's first entry: its next read skips past the gap, and the
-    server keeps no trace of it.
+    server keeps no trace of it. A group created at an explicit id has no read
+    count: then ``trimmed_bound`` says what ``trimmed_unread`` is, ``at least``
+    (an entry past the group's position was deleted) or ``up to`` (entries were
+    removed, and the server cannot tell how many of them the group had read).
     """
 
     caught_up: bool
     lag: int | None
     trimmed_unread: int | None
     last_delivered_id: str | None = None
+    trimmed_bound: str = ""
+
+    @property
+    def trimmed_surely(self) -> int:
+        """Entries certainly trimmed unread (what a counter may add)."""
+        return 0 if self.trimmed_bound == "up to" else self.trimmed_unread or 0
+
+    @property
+    def trimmed_text(self) -> str:
+        """The trimmed count as a user reads it: ``15``, ``at least 1``, ``up to 17``."""
+        return f"{self.trimmed_bound} {self.trimmed_unread or 0}".strip()
 
 
 def _text(value: Any) -> str:
@@ -72,6 +86,7 @@ def group_lag(stream: Mapping[Any, Any], group: Mapping[Any, Any]) -> GroupLag:
     delivered = _id(delivered_raw)
     reported = _int(_get(group, "lag"))
     trimmed: int | None = 0
+    bound = ""
     if delivered >= last:
         lag: int | None = 0
     elif first is None or delivered < first:
@@ -80,6 +95,8 @@ def group_lag(stream: Mapping[Any, Any], group: Mapping[Any, Any]) -> GroupLag:
         lag = length
         read = 0 if delivered == (0, 0) else _int(_get(group, "entries-read"))
         trimmed = None if added is None or read is None else max(0, added - length - read)
+        if trimmed is None and added is not None:
+            trimmed, bound = _bounds(stream, delivered, added - length)
     else:
         lag = None if reported is None else min(reported, length)
     return GroupLag(
@@ -87,7 +104,15 @@ def group_lag(stream: Mapping[Any, Any], group: Mapping[Any, Any]) -> GroupLag:
         lag=lag,
         trimmed_unread=trimmed,
         last_delivered_id=None if delivered_raw is None else _text(delivered_raw),
+        trimmed_bound=bound,
     )
+
+
+def _bounds(stream: Mapping[Any, Any], delivered: tuple[int, int], removed: int) -> tuple[int, str]:
+    """What can be said of a gap whose size the server does not know."""
+    if _id(_get(stream, "max-deleted-entry-id")) > delivered:
+        return 1, "at least"  # an entry past the group's position was deleted unread
+    return removed, "up to" if removed else ""
 
 
 async def read_group_lag(conn: Any, key: str, group: str) -> GroupLag | None:

@@ -293,9 +293,9 @@ class Sink(Consumer):
                 self._on_trimmed(name, state)
             else:
                 log.warning(
-                    "sink %r: %d entries of stream %r were trimmed before it read them",
+                    "sink %r: %s entries of stream %r were trimmed before it read them",
                     self.name,
-                    state.trimmed_unread,
+                    state.trimmed_text,
                     name,
                 )
 
