@@ -80,8 +80,6 @@ ERROR_BACKOFF_FIRST = 0.1
 FULL, NO_ATTEMPTS, SPLIT = "full", "no-attempts", "split"
 #: How long a cross-slot commit waits for a replica to have its outputs before acking.
 REPLICA_WAIT_MS = 2000
-#: Seconds a node's "has a replica" answer is kept.
-REPLICAS_RECHECK = 5.0
 #: Tries of clearing committed events' attempt counters beside the commit, and their
 #: backoff (the first delay is the commit retry's).
 CLEANUP_TRIES = 4
@@ -576,7 +574,7 @@ class SplitCommit(CommitMode):
 
     def __init__(self, committer: Committer) -> None:
         super().__init__(committer)
-        self._replicas: dict[str, tuple[bool, float]] = {}  # node -> (has one, until)
+        self._replicas: dict[str, bool] = {}  # node -> has a replica, as its last ROLE said
 
     async def commit(self, entries: Sequence[Entry]) -> list[int]:
         owned = await self._owned(entries)
@@ -668,29 +666,35 @@ class SplitCommit(CommitMode):
         await asyncio.gather(*(self._add_on_node(commands) for commands in by_node.values()))
 
     async def _add_on_node(self, commands: list[tuple[Any, ...]]) -> None:
+        """One node's adds, then ``WAIT`` and ``ROLE`` in the same round trip.
+
+        ``ROLE`` keeps what is known of the node's replicas current at every
+        commit: a replica that attached since the last commit (the old master
+        back after a failover) makes unconfirmed adds fail the commit, to be
+        retried, rather than be acked on the word of a node that may be the
+        next one to die. A node without a replica cannot fail over: its adds
+        are as safe as its own persistence, and are not waited for.
+        """
         redis = self.committer.redis
         key = commands[0][1]
-        waits = await self._has_replica(redis.get_node_from_key(key))
-        if waits:
-            commands = [*commands, ("WAIT", 1, REPLICA_WAIT_MS)]
-        replies = await self.committer.sender_for_cluster.send_once(key, commands)
-        if waits and int(replies[-1]) < 1:
-            raise RedisTimeoutError(
-                f"outputs on {redis.get_node_from_key(key).name} not replicated within "
-                f"{REPLICA_WAIT_MS} ms: not acking their inputs yet"
-            )
-
-    async def _has_replica(self, node: Any) -> bool:
-        """Whether ``node`` has a replica (``ROLE``), looked up again every little while
-        (the slot map redis-py keeps lists primaries only)."""
-        now = time.monotonic()
+        node = redis.get_node_from_key(key)
         known = self._replicas.get(node.name)
-        if known is not None and known[1] > now:
-            return known[0]
-        role = await node.execute_command("ROLE")
-        has = bool(role) and role[0] in (b"master", "master") and len(role[2]) > 0
-        self._replicas[node.name] = (has, now + REPLICAS_RECHECK)
-        return has
+        if known is None:
+            known = self._replicas[node.name] = _replica_count(
+                await node.execute_command("ROLE")
+            ) > 0
+        wait = ("WAIT", 1, REPLICA_WAIT_MS) if known else ("WAIT", 0, 0)  # 0 0: at once
+        replies = await self.committer.sender_for_cluster.send_once(
+            key, [*commands, wait, ("ROLE",)]
+        )
+        replicas = _replica_count(replies[-1])
+        self._replicas[node.name] = replicas > 0
+        if replicas and int(replies[-2]) < 1:
+            why = f"within {REPLICA_WAIT_MS} ms" if known else "(it attached since the last commit)"
+            raise RedisTimeoutError(
+                f"outputs on {node.name} not confirmed by its replica {why}: "
+                "not acking their inputs yet"
+            )
 
     async def _owned(self, entries: Sequence[Entry]) -> list[bool]:
         """Whether each entry is still pending on this consumer. A check that errors
@@ -711,6 +715,13 @@ class SplitCommit(CommitMode):
             else:
                 owned.append(isinstance(reply, list) and bool(reply))
         return owned
+
+
+def _replica_count(role: Any) -> int:
+    """Connected replicas in a ``ROLE`` reply (0 from a node that is not a master)."""
+    if not role or role[0] not in (b"master", "master"):
+        return 0
+    return len(role[2])
 
 
 def keyed_result(reply: Any) -> CommitResult:
