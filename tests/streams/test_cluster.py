@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import ClusterDownError
 
 from tests.helpers import LatencyPromise, blocked_reads, wait_for
 from tests.streams.conftest import read_n
@@ -217,3 +218,19 @@ def test_errors_of_a_cluster_in_flux_are_retried_and_redirects_are_routine() -> 
     assert not streams.is_transient(RedisClusterException("Keys in request don't hash"))
     text = streams.describe_error(AskError("3999 127.0.0.1:6381"))
     assert text.startswith("AskError: 3999 127.0.0.1:6381")
+
+
+async def test_a_cluster_error_names_the_node_it_came_from(cconn: streams.Connection) -> None:
+    """CLUSTERDOWN says nothing of where it was sent: the error logged does."""
+    key = cconn.stream_key("unserved")
+    slot = cconn.redis.keyslot(key)
+    node = cconn.redis.get_node_from_key(key)
+    owner = aioredis.Redis(host=node.host, port=node.port)
+    await owner.execute_command("CLUSTER", "DELSLOTS", slot)
+    try:
+        with pytest.raises(ClusterDownError) as raised:
+            await cconn.execute_raw(key, b"XLEN", key)
+        assert streams.describe_error(raised.value).endswith(f"(node {node.name})")
+    finally:
+        await owner.execute_command("CLUSTER", "ADDSLOTS", slot)
+        await owner.aclose()

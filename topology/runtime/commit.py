@@ -680,9 +680,9 @@ class SplitCommit(CommitMode):
         node = redis.get_node_from_key(key)
         known = self._replicas.get(node.name)
         if known is None:
-            known = self._replicas[node.name] = _replica_count(
-                await node.execute_command("ROLE")
-            ) > 0
+            known = self._replicas[node.name] = (
+                _replica_count(await node.execute_command("ROLE")) > 0
+            )
         wait = ("WAIT", 1, REPLICA_WAIT_MS) if known else ("WAIT", 0, 0)  # 0 0: at once
         replies = await self.committer.sender_for_cluster.send_once(
             key, [*commands, wait, ("ROLE",)]

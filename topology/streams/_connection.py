@@ -6,7 +6,7 @@ import contextlib
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from redis.exceptions import AskError, MovedError, ResponseError
+from redis.exceptions import AskError, ClusterDownError, MovedError, RedisError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -69,17 +69,22 @@ class Connection:
         """
         if not self.cluster:
             return await self.redis.execute_command(*args)
+        node = self.redis.get_node_from_key(key)
         try:
-            return await self.redis.get_node_from_key(key).execute_command(*args)
+            return await node.execute_command(*args)
         except MovedError:  # the slot moved for good: a new map, then the new owner
             await self.redis.nodes_manager.initialize()
             return await self.redis.get_node_from_key(key).execute_command(*args)
         except AskError as exc:  # the slot is migrating and the key has left already
             return await self.asking(exc, *args)
-        except (RedisConnectionError, OSError):
+        except (RedisConnectionError, OSError, ClusterDownError) as exc:
             # A node went away (failover?): refresh the map for the next attempt.
             with contextlib.suppress(Exception):
                 await self.redis.nodes_manager.initialize()
+            _naming(exc, node)
+            raise
+        except RedisError as exc:
+            _naming(exc, node)
             raise
 
     async def asking(self, exc: AskError, *args: Any) -> Any:
@@ -149,6 +154,9 @@ class Connection:
                 if attempt == 2:
                     raise
                 await self.redis.nodes_manager.initialize()
+            except (RedisError, OSError) as exc:
+                _naming(exc, node)
+                raise
             finally:
                 node.release(connection)
         raise AssertionError("unreachable")
@@ -178,6 +186,14 @@ class Connection:
 
     def __repr__(self) -> str:
         return f"<Connection prefix={self.keys.prefix!r}>"
+
+
+def _naming(exc: BaseException, node: Any) -> None:
+    """Note on ``exc`` the cluster node it came from (``describe_error`` shows it): a
+    CLUSTERDOWN or TRYAGAIN says nothing of where it was sent."""
+    if getattr(exc, "node", None) is None:
+        with contextlib.suppress(AttributeError):
+            exc.node = node.name  # type: ignore[attr-defined]
 
 
 async def _ensure_fresh(connection: Any) -> None:
