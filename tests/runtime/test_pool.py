@@ -453,3 +453,31 @@ def test_an_invalid_file_is_reported_as_a_single_process_reports_it(tmp_path: Pa
     assert f"{config}:" in single.stderr and "'mdi'" in single.stderr, single.stderr
     assert "did you mean 'mid'" in single.stderr, single.stderr
     assert pool.stderr.replace("imported\n", "") == single.stderr.replace("imported\n", "")
+
+
+def test_an_edited_handler_module_reloads_every_child(
+    tmp_path: Path, redis_url: str, client: redis.Redis
+) -> None:
+    config = write_config(tmp_path, name="pcode", delay=0)
+    handlers = tmp_path / "pcode_handlers.py"
+    log = tmp_path / "stderr.log"
+    with log.open("w") as err_file:
+        proc = start_run(config, redis_url, "--workers", "2", watch=True, stderr=err_file)
+    try:
+        wait_until(
+            lambda: [e.get("generation") for e in children(client, "pcode").values()] == [1, 1],
+            60,
+            "both children running generation 1",
+        )
+        wait_until(lambda: "watching" in log.read_text(), 60, "the parent's watch")
+        # the parent learnt the handler files from the child that validated the config
+        handlers.write_text(handlers.read_text() + "\n# edited\n")
+        wait_until(
+            lambda: [e.get("generation") for e in children(client, "pcode").values()] == [2, 2],
+            60,
+            "generation 2 in both children",
+        )
+    finally:
+        stop(proc)
+    assert proc.returncode == 0, log.read_text()
+    assert "handler code changed: pcode_handlers.py" in log.read_text()

@@ -65,7 +65,7 @@ class Checked:
     ``--redis-url``, ``$REDIS_URL``) name no Redis; None otherwise.
     """
 
-    code: frozenset[Path]
+    code_files: frozenset[Path]
     embedded_dir: Path | None
 
 
@@ -100,16 +100,16 @@ class ChildCheck:
             return None, problems
         embedded = report.get("embedded_dir")
         checked = Checked(
-            code=frozenset(Path(p) for p in report.get("code", [])),
+            code_files=frozenset(Path(p) for p in report.get("code_files", [])),
             embedded_dir=Path(embedded) if embedded else None,
         )
         return checked, problems
 
     def code_files(self, topology: Checked) -> set[Path]:
-        return set(topology.code)
+        return set(topology.code_files)
 
 
-def _report(path: str, data_dir: str | None) -> dict[str, Any]:
+def _report(path: str, data_dir: str | None, redis_url: str | None) -> dict[str, Any]:
     """The child's side: validate, and say what the parent needs to know."""
     from topology.config import check
     from topology.runtime.connect import resolve_url
@@ -119,8 +119,8 @@ def _report(path: str, data_dir: str | None) -> dict[str, Any]:
     report: dict[str, Any] = {"valid": topology is not None, "problems": [str(p) for p in problems]}
     if topology is None:
         return report
-    report["code"] = sorted(str(p) for p in InProcessCheck().code_files(topology))
-    if resolve_url(os.environ.pop(CHECK_URL_ENV, None), topology) is None:
+    report["code_files"] = sorted(str(p) for p in InProcessCheck().code_files(topology))
+    if resolve_url(redis_url, topology) is None:
         folder = Path(data_dir) if data_dir is not None else default_data_dir(topology.path)
         report["embedded_dir"] = str(folder.absolute())
     return report
@@ -129,13 +129,14 @@ def _report(path: str, data_dir: str | None) -> dict[str, Any]:
 def main(argv: list[str]) -> int:
     """``python -m topology.runtime.checks CONFIG [--data-dir DIR]``: a JSON report on stdout."""
     data_dir = argv[argv.index("--data-dir") + 1] if "--data-dir" in argv else None
+    redis_url = os.environ.pop(CHECK_URL_ENV, None)  # before handler modules are imported
     # Handler modules imported by the check may print: their output goes to stderr,
     # and the report alone to the original stdout.
     out = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)
     sys.stdout = sys.stderr
     with out:
-        out.write(json.dumps(_report(argv[0], data_dir)))
+        out.write(json.dumps(_report(argv[0], data_dir, redis_url)))
     return 0
 
 
