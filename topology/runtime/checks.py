@@ -89,8 +89,15 @@ class ChildCheck:
         if self.redis_url is not None:
             env[CHECK_URL_ENV] = self.redis_url
         # stderr is shared: a handler module that prints or warns on import shows
-        # it, as a single process would; the report comes on stdout alone.
-        done = subprocess.run(argv, env=env, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
+        # it, as a single process would; the report comes on stdout alone. Its own
+        # session: a Ctrl-C meant for the pool does not end a check in a traceback.
+        done = subprocess.run(
+            argv,
+            env=env,
+            stdout=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         try:
             report = json.loads(done.stdout)
             problems = [str(line) for line in report["problems"]]
