@@ -372,3 +372,112 @@ def test_one_dashboard_per_pool(tmp_path: Path, redis_url: str, client: redis.Re
     finally:
         stop(proc)
     assert proc.returncode == 0, log.read_text()
+
+
+#: What the parent must never import: the validator, the engine, redis-py.
+HEAVY = (
+    "jsonschema",
+    "networkx",
+    "redis",
+    "yaml",
+    "topology.config",
+    "topology.graph",
+    "topology.runtime.runtime",
+    "topology.streams",
+)
+
+#: Runs ``ponos-topology ARGS...`` and writes, at exit, the modules it imported.
+MODULES_AT_EXIT = """\
+import atexit, json, sys
+out = sys.argv.pop(1)
+atexit.register(lambda: open(out, "w").write(json.dumps(sorted(sys.modules))))
+from topology.cli import main
+raise SystemExit(main(sys.argv[1:]))
+"""
+
+
+def test_the_parent_imports_neither_the_engine_nor_the_handlers(
+    tmp_path: Path, redis_url: str, client: redis.Redis
+) -> None:
+    from topology.server import free_port
+
+    config = write_config(tmp_path, name="plean", delay=0)
+    modules, log = tmp_path / "modules.json", tmp_path / "stderr.log"
+    argv = ["run", str(config), "--redis-url", redis_url, "--quiet", "--workers", "2"]
+    argv += ["--metrics-port", str(free_port())]  # the aggregation is the parent's too
+    with log.open("w") as err_file:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", MODULES_AT_EXIT, str(modules), *argv],
+            stdout=subprocess.PIPE,
+            stderr=err_file,
+            text=True,
+        )
+    try:
+        wait_until(lambda: len(children(client, "plean")) == 2, 60, "children")
+        config.write_text(with_third_sink(config))  # a valid reload, then an invalid one
+        proc.send_signal(signal.SIGHUP)
+        wait_until(lambda: "every worker told to reload" in log.read_text(), 60, "the reload")
+        config.write_text("version: 1\nname: plean\nsinks: {broken\n")
+        proc.send_signal(signal.SIGHUP)
+        wait_until(lambda: "reload rejected" in log.read_text(), 60, "the refusal")
+    finally:
+        stop(proc)
+    assert proc.returncode == 0, log.read_text()
+    imported = set(json.loads(modules.read_text()))
+    assert "topology.runtime.pool" in imported  # the parent's own path ran in this process
+    assert "topology.runtime.reload" in imported
+    heavy = sorted(m for m in imported if m.split(".")[0] in HEAVY or m.startswith(HEAVY))
+    assert heavy == [], heavy
+    assert "plean_handlers" not in imported  # validated in a child: user code runs there
+
+
+def test_an_invalid_file_is_reported_as_a_single_process_reports_it(tmp_path: Path) -> None:
+    config = write_config(tmp_path, name="pbad", delay=0)
+    text = config.read_text().replace("streams: [mid]", "streams: [mdi]")
+    config.write_text(text)
+    # a handler module that prints on import: its line must not spoil the report
+    (tmp_path / "pbad_handlers.py").write_text(
+        "print('imported')\n" + (tmp_path / "pbad_handlers.py").read_text()
+    )
+    runs = [
+        subprocess.run(
+            [sys.executable, "-m", "topology.cli", "run", str(config), "--workers", workers],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        for workers in ("1", "2")
+    ]
+    assert [r.returncode for r in runs] == [2, 2], runs[1].stderr
+    single, pool = runs
+    assert f"{config}:" in single.stderr and "'mdi'" in single.stderr, single.stderr
+    assert "did you mean 'mid'" in single.stderr, single.stderr
+    assert pool.stderr.replace("imported\n", "") == single.stderr.replace("imported\n", "")
+
+
+def test_an_edited_handler_module_reloads_every_child(
+    tmp_path: Path, redis_url: str, client: redis.Redis
+) -> None:
+    config = write_config(tmp_path, name="pcode", delay=0)
+    handlers = tmp_path / "pcode_handlers.py"
+    log = tmp_path / "stderr.log"
+    with log.open("w") as err_file:
+        proc = start_run(config, redis_url, "--workers", "2", watch=True, stderr=err_file)
+    try:
+        wait_until(
+            lambda: [e.get("generation") for e in children(client, "pcode").values()] == [1, 1],
+            60,
+            "both children running generation 1",
+        )
+        wait_until(lambda: "watching" in log.read_text(), 60, "the parent's watch")
+        # the parent learnt the handler files from the child that validated the config
+        handlers.write_text(handlers.read_text() + "\n# edited\n")
+        wait_until(
+            lambda: [e.get("generation") for e in children(client, "pcode").values()] == [2, 2],
+            60,
+            "generation 2 in both children",
+        )
+    finally:
+        stop(proc)
+    assert proc.returncode == 0, log.read_text()
+    assert "handler code changed: pcode_handlers.py" in log.read_text()

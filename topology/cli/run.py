@@ -170,7 +170,6 @@ def _seconds(text: str) -> float:
 
 def run(args: argparse.Namespace) -> int:
     from topology.cli import EXIT_FAILURE, EXIT_USAGE
-    from topology.config import check
     from topology.runtime.logs import setup_logging
 
     setup_logging(args.log_format, quiet=args.quiet)
@@ -191,17 +190,19 @@ def run(args: argparse.Namespace) -> int:
         args.deploy_key = deploy_key(args.deploy_key_file, "ponos-topology run")
         if deployment_url_missing(args.redis_url, "ponos-topology run --deployment"):
             return EXIT_USAGE
+    if args.workers > 1:  # validates in a child process: the parent stays small
+        from topology.runtime.pool import run_pool
+
+        return run_pool(args)
     topology: Topology | None = None
     if args.config is not None:
+        from topology.config import check
+
         topology, problems = check(args.config)
         for problem in problems:
             print(problem, file=sys.stderr)
         if topology is None:
             return EXIT_USAGE
-    if args.workers > 1:
-        from topology.runtime.pool import run_pool
-
-        return run_pool(args, topology)
     from topology.runtime.pool import take_child_env
 
     take_child_env(args)  # in a pool's child: the parent's Redis

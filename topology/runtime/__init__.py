@@ -5,11 +5,17 @@ config file (:class:`Reloader`) or a published deployment
 (:class:`DeploymentFollower`), the worker registry, and the process metrics.
 """
 
-from topology.runtime.deployment import DeploymentFollower
-from topology.runtime.metrics import Metrics
-from topology.runtime.reload import Reloader
-from topology.runtime.runtime import ApplyError, Runtime
-from topology.runtime.workers import WorkerRegistry, new_worker_id
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from topology.runtime.deployment import DeploymentFollower
+    from topology.runtime.metrics import Metrics
+    from topology.runtime.reload import Reloader
+    from topology.runtime.runtime import ApplyError, Runtime
+    from topology.runtime.workers import WorkerRegistry, new_worker_id
 
 __all__ = [
     "ApplyError",
@@ -20,3 +26,29 @@ __all__ = [
     "WorkerRegistry",
     "new_worker_id",
 ]
+
+#: Where each public name lives. Imported on first use: the parent of a pool
+#: (``topology.runtime.pool``) lives in this package and must stay small; it
+#: never runs an actor.
+_HOMES = {
+    "DeploymentFollower": "deployment",
+    "Metrics": "metrics",
+    "Reloader": "reload",
+    "ApplyError": "runtime",
+    "Runtime": "runtime",
+    "WorkerRegistry": "workers",
+    "new_worker_id": "workers",
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{home}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

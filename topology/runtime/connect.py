@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlsplit
 
 from topology.redact import redact, redact_text
-from topology.streams import DEFAULT_TIMEOUT
 
 log = logging.getLogger("topology.runtime")
 
@@ -39,6 +38,7 @@ __all__ = [
     "RedisUnavailableError",
     "RedisUrlError",
     "client_from_url",
+    "embedded_url",
     "open_redis",
     "redact",
     "redact_text",
@@ -80,7 +80,7 @@ def resolve_url(cli_url: str | None, topology: Topology | None) -> str | None:
     return None
 
 
-def client_from_url(url: str, timeout: float = DEFAULT_TIMEOUT) -> aioredis.Redis:
+def client_from_url(url: str, timeout: float | None = None) -> aioredis.Redis:
     """A ``redis.asyncio`` client for ``redis://``, ``rediss://`` or ``unix://`` URLs.
 
     Replies stay bytes (payloads are arbitrary bytes). ACL ``user:password``
@@ -88,18 +88,22 @@ def client_from_url(url: str, timeout: float = DEFAULT_TIMEOUT) -> aioredis.Redi
     ``ssl_certfile``, ``ssl_keyfile``) come from the URL, as redis-py parses them.
     Every command has a deadline, ``timeout`` (``redis.timeout``): a connection
     that stops answering without closing (a stuck proxy, a forgotten NAT flow)
-    would otherwise hold its caller forever. A call past it drops its connection
-    and the caller retries on a new one. Blocking reads do not use these
-    connections: the consumers read on links of their own whose deadline is
-    the BLOCK plus ``timeout`` (see ``topology.streams._deadline``). A peer that
-    vanished without a reset is found by a short TCP keepalive, and by the
-    health check before an idle connection is reused. Connecting gives up after
-    ``timeout`` too. Options in the URL's query string win over these defaults.
+    would otherwise hold its caller forever (default: ``topology.streams.DEFAULT_TIMEOUT``).
+    A call past it drops its connection and the caller retries on a new one.
+    Blocking reads do not use these connections: the consumers read on links of
+    their own whose deadline is the BLOCK plus ``timeout`` (see
+    ``topology.streams._deadline``). A peer that vanished without a reset is
+    found by a short TCP keepalive, and by the health check before an idle
+    connection is reused. Connecting gives up after ``timeout`` too. Options in
+    the URL's query string win over these defaults.
     """
     import redis.asyncio as aioredis
 
     from topology.config import redis_url_problem
+    from topology.streams import DEFAULT_TIMEOUT
 
+    if timeout is None:
+        timeout = DEFAULT_TIMEOUT
     problem = redis_url_problem(url)
     if problem is not None:
         raise RedisUrlError(f"invalid Redis URL {redact(url)}: {problem} (--redis-url)")
@@ -207,8 +211,11 @@ class Connected:
     server: EmbeddedServer | None
 
 
-def _embedded_url(data_dir: Path, owner: bool) -> tuple[str, EmbeddedServer | None]:
-    """Reuse the live server recorded in ``data_dir``, else start one (returned)."""
+def embedded_url(data_dir: Path, owner: bool) -> tuple[str, EmbeddedServer | None]:
+    """Reuse the live server recorded in ``data_dir``, else start one (returned).
+
+    Its URL, and the server when this call started it (the caller stops it).
+    """
     from topology.runtime.embedded import EmbeddedServer, EmbeddedServerError, EmbeddedServerRunning
 
     for _ in range(3):  # lost a start race: reuse the winner's server
@@ -265,7 +272,7 @@ async def open_redis(
     server: EmbeddedServer | None = None
     if url is None:
         folder = Path(data_dir) if data_dir is not None else default_data_dir(topology.path)
-        url, server = _embedded_url(folder, owner)
+        url, server = embedded_url(folder, owner)
     try:
         client = client_from_url(url, topology.redis.timeout)
     except BaseException:

@@ -130,13 +130,18 @@ LOOP_TIMEOUT = 2.0
 class HealthServer:
     """The HTTP endpoints, in a daemon thread.
 
-    ``problems()`` runs on the event loop (it reads the runtime's actors, which
-    only the loop changes); a loop too busy to run it within ``LOOP_TIMEOUT`` is
-    itself a reason not to be ready.
+    ``problems()`` runs on ``loop`` (it reads the runtime's actors, which only
+    the loop changes); a loop too busy to run it within ``LOOP_TIMEOUT`` is
+    itself a reason not to be ready. With ``loop=None`` it runs on the HTTP
+    thread: a pool's parent asks its children over HTTP, which must not block
+    the loop that supervises them.
     """
 
     def __init__(
-        self, registry: Any, problems: Callable[[], list[str]], loop: asyncio.AbstractEventLoop
+        self,
+        registry: Any,
+        problems: Callable[[], list[str]],
+        loop: asyncio.AbstractEventLoop | None,
     ) -> None:
         self.registry = registry
         self.loop = loop
@@ -144,6 +149,9 @@ class HealthServer:
         self._server: ThreadingHTTPServer | None = None
 
     def problems(self) -> list[str]:
+        if self.loop is None:
+            return self._problems()
+
         async def on_loop() -> list[str]:
             return self._problems()
 

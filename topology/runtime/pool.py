@@ -10,11 +10,14 @@ The parent owns what must exist once:
 
 - the embedded server (children get its URL in their environment, never on
   their command line, where ``ps`` would show its password);
-- the config file watch and SIGHUP: the parent validates the file once with
-  the same :class:`~topology.runtime.reload.Reloader` a single process uses,
-  and only when it is valid sends SIGHUP to every child. Children run with
+- the config file watch and SIGHUP: the parent follows the file with the
+  same :class:`~topology.runtime.reload.Reloader` a single process uses, and
+  only when it is valid sends SIGHUP to every child. Children run with
   ``--no-watch``: N watchers would each reload on their own schedule, and an
-  editor's half-written file could reach some children and not others;
+  editor's half-written file could reach some children and not others.
+  The parent validates (at start and on each reload) in a short-lived child
+  process (``topology.runtime.checks``): it never imports the validator, the
+  engine, redis-py nor the handler modules, and stays small while it lives;
 - ``--metrics-port``: one ``/metrics`` aggregating the children through
   prometheus-client's multiprocess mode (each child writes its samples to
   memory-mapped files in a folder the parent owns). Counters of a child that
@@ -49,13 +52,12 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from topology.runtime.health import HealthServer
+if TYPE_CHECKING:
+    from topology.runtime.checks import Checked
 
 __all__ = ["POOL_ENV", "URL_ENV", "child_info", "parse_workers", "run_pool", "take_child_env"]
 
@@ -132,18 +134,17 @@ class _Slot:
 class _PoolRuntime:
     """What :class:`~topology.runtime.reload.Reloader` calls, for a parent with no actors.
 
-    Validation is the reloader's; "apply" is telling every child to reload.
+    Validation is the reloader's (in a child process); "apply" is telling every
+    child to reload.
     """
 
-    def __init__(self, pool: _Pool, topology: Any) -> None:
-        from topology.runtime.metrics import Metrics
-
+    def __init__(self, pool: _Pool, topology: Checked) -> None:
         self.pool = pool
         self.topology = topology
         self.generation = 1
-        self.metrics = Metrics()  # the reloader counts invalid files here; not served
+        self.metrics = _Uncounted()  # each child counts its own reloads
 
-    async def apply(self, topology: Any) -> Any:
+    async def apply(self, topology: Checked) -> Any:
         self.topology = topology
         self.generation += 1
         self.pool.signal_children(signal.SIGHUP)
@@ -157,10 +158,24 @@ class _Sent:
     is_empty = False
 
 
+class _Uncounted:
+    """The reloader's counters, for a parent that serves none of its own."""
+
+    @property
+    def reloads(self) -> _Uncounted:
+        return self
+
+    def labels(self, *_values: str) -> _Uncounted:
+        return self
+
+    def inc(self) -> None:
+        return None
+
+
 class _Pool:
-    def __init__(self, args: argparse.Namespace, topology: Any, argv: list[str]) -> None:
+    def __init__(self, args: argparse.Namespace, topology: Checked | None, argv: list[str]) -> None:
         self.args = args
-        self.topology = topology
+        self.topology = topology  # None with --deployment
         self.argv = argv
         self.slots = [_Slot(i) for i in range(args.workers)]
         self.stop = asyncio.Event()
@@ -330,18 +345,20 @@ class _Pool:
         return EXIT_OK  # pragma: no cover
 
     async def _shared_server(self, stack: contextlib.AsyncExitStack) -> None:
-        """Start the embedded server once, here, when the config has no Redis URL."""
-        from topology.runtime.connect import open_redis, resolve_url
+        """Start the embedded server once, here, when the config has no Redis URL.
 
-        if self.args.deployment is not None or resolve_url(self.args.redis_url, self.topology):
+        Started on the loop's thread (its parent-death signal follows the forking
+        thread); it answers PING before this returns. The parent needs no client
+        of its own: each child connects to it.
+        """
+        from topology.runtime.connect import embedded_url
+
+        if self.topology is None or self.topology.embedded_dir is None:
             return  # every child connects to the URL it is given
-        connected = await stack.enter_async_context(
-            open_redis(
-                self.topology, cli_url=self.args.redis_url, data_dir=self.args.data_dir, owner=True
-            )
-        )
-        if connected.server is not None:
-            self.env[URL_ENV] = connected.server.url
+        url, server = embedded_url(self.topology.embedded_dir, owner=True)
+        if server is not None:  # else a live one, of another run: the children find it too
+            stack.callback(server.stop)
+            self.env[URL_ENV] = url
             log.info("embedded server started, shared by the workers")
 
     def _start_metrics(self, stack: contextlib.AsyncExitStack) -> bool:
@@ -349,11 +366,15 @@ class _Pool:
             return True
         from prometheus_client import CollectorRegistry, multiprocess
 
+        from topology.runtime.health import HealthServer
+
         self.metrics_dir = tempfile.mkdtemp(prefix="ponos-metrics-")
         self.env["PROMETHEUS_MULTIPROC_DIR"] = self.metrics_dir
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry, path=self.metrics_dir)
-        server = _PoolHealthServer(registry, self.readiness_problems, asyncio.get_running_loop())
+        # Readiness asks the children over HTTP: from the HTTP thread (loop=None),
+        # never on the loop that supervises them.
+        server = HealthServer(registry, self.readiness_problems, None)
         try:
             bound = server.serve(self.args.metrics_port)
         except OSError as exc:
@@ -369,13 +390,16 @@ class _Pool:
         if self.args.deployment is not None:  # children follow the published versions
             stack.enter_context(_forward_hup(self))
             return
+        from topology.runtime.checks import ChildCheck
         from topology.runtime.reload import Reloader
 
+        assert self.topology is not None  # a config file: run_pool checked it
         reloader = Reloader(
             Path(self.args.config),
             _PoolRuntime(self, self.topology),
             hup=self.hup,
             watch=not self.args.no_watch,
+            checker=ChildCheck(self.args.redis_url, self.args.data_dir),
         )
         reloader.start()
         stack.push_async_callback(reloader.stop)
@@ -398,17 +422,6 @@ class _Pool:
         return problems
 
 
-class _PoolHealthServer(HealthServer):
-    """A single process's endpoints; readiness asks the children, from the HTTP thread.
-
-    The base class runs ``problems()`` on the event loop; here it makes HTTP
-    calls, which must not block the loop that supervises the children.
-    """
-
-    def problems(self) -> list[str]:
-        return self._problems()
-
-
 @contextlib.contextmanager
 def _forward_hup(pool: _Pool) -> Any:
     """``--deployment``: SIGHUP goes to every child as it is (each re-reads the version)."""
@@ -420,6 +433,9 @@ def _forward_hup(pool: _Pool) -> Any:
 
 def _probe(port: int | None) -> list[str]:
     """A child's own /readyz: [] when ready, else its reasons."""
+    import urllib.error
+    import urllib.request
+
     if port is None:
         return []
     url = f"http://127.0.0.1:{port}/readyz"
@@ -456,10 +472,25 @@ def _exit_text(code: int) -> str:
     return f"exited with code {code}"
 
 
-def run_pool(args: argparse.Namespace, topology: Any) -> int:
-    """Run ``args.workers`` children of this same ``run`` command; the exit code."""
+def run_pool(args: argparse.Namespace) -> int:
+    """Run ``args.workers`` children of this same ``run`` command; the exit code.
+
+    The config is validated first, in a child process; its problems are printed
+    as ``run`` prints them, and an invalid file starts nothing (exit 2).
+    """
+    from topology.cli import EXIT_USAGE
+
     argv = sys.argv[1:]
     if "run" not in argv:  # called in-process with another argv: no command line to repeat
         print("ponos-topology run: --workers needs the command line of `run`", file=sys.stderr)
-        return 2
-    return asyncio.run(_Pool(args, topology, argv).main())
+        return EXIT_USAGE
+    checked = None
+    if args.config is not None:
+        from topology.runtime.checks import ChildCheck
+
+        checked, problems = ChildCheck(args.redis_url, args.data_dir).check(Path(args.config))
+        for problem in problems:
+            print(problem, file=sys.stderr)
+        if checked is None:
+            return EXIT_USAGE
+    return asyncio.run(_Pool(args, checked, argv).main())

@@ -30,7 +30,10 @@ import asyncio
 import contextlib
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from topology.runtime.checks import Checker
 
 __all__ = ["Reloader"]
 
@@ -51,9 +54,14 @@ class Reloader:
         hup: asyncio.Event | None = None,
         watch: bool = True,
         quiet_ms: int = QUIET_MS,
+        checker: Checker | None = None,
     ) -> None:
+        from topology.runtime.checks import InProcessCheck
+
         self.path = Path(path).absolute()
         self.runtime = runtime
+        #: Validates the file and names the handler files to watch (``topology.runtime.checks``).
+        self.checker: Checker = checker if checker is not None else InProcessCheck()
         self.hup = hup
         self.watch = watch
         self.quiet_ms = quiet_ms
@@ -110,14 +118,11 @@ class Reloader:
         return result in ("applied", "unchanged")
 
     async def _reload(self, reason: str) -> str:
-        from topology.config import check
-        from topology.runtime.runtime import ApplyError
-
         async with self._lock:
             self.reloads += 1
             log.info("reload (%s): %s", reason, self.path)
             # check() reads and imports: off the loop, so running actors keep going.
-            topology, problems = await asyncio.to_thread(check, self.path)
+            topology, problems = await asyncio.to_thread(self.checker.check, self.path)
             if topology is None:
                 for problem in problems:
                     log.error("reload: %s", problem)
@@ -131,7 +136,12 @@ class Reloader:
                 log.warning("reload: %s", problem)
             try:
                 plan = await self.runtime.apply(topology)
-            except ApplyError as exc:
+            except Exception as exc:
+                # Imported only here: a pool's parent reloads without the engine.
+                from topology.runtime.runtime import ApplyError
+
+                if not isinstance(exc, ApplyError):
+                    raise
                 log.error("reload rolled back: %s", exc)
                 return "rolled_back"
             if plan.is_empty:
@@ -155,14 +165,7 @@ class Reloader:
     def _targets(self) -> set[Path]:
         """The config path, every link on the way to the file, the file itself, and
         the files of the handler modules the running topology names."""
-        from topology.callables import module_file
-
-        targets = self._config_chain()
-        for module in self.runtime.topology.code:
-            found = module_file(module)
-            if found is not None:
-                targets.add(found)
-        return targets
+        return self._config_chain() | self.checker.code_files(self.runtime.topology)
 
     def _config_chain(self) -> set[Path]:
         """The config path, every link on the way to the file, and the file itself."""
