@@ -635,7 +635,7 @@ def scenarios(args: argparse.Namespace) -> Iterator[Result]:
                 else:
                     result = single_node(name, args, Path(tmp))
                 result.note = (result.note + f" ({time.monotonic() - started:.0f}s)").strip()
-                if args.keep and not result.ok:  # the workers' logs, for whoever looks into it
+                if args.keep and (not result.ok or "exited" in result.note):  # for a look
                     kept = args.keep / f"{name}-{flow or 'single'}"
                     shutil.copytree(tmp, kept, dirs_exist_ok=True, ignore=_no_server_files)
                     result.note += f" logs: {kept}"
@@ -685,7 +685,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--state-keys", type=int, default=10, help="keys (--stateful)")
     parser.add_argument("--short", action="store_true", help="small figures: about a minute")
-    parser.add_argument("--keep", type=Path, help="copy a failed scenario's worker logs here")
+    parser.add_argument(
+        "--keep", type=Path, help="copy the worker logs here (failed runs, workers that exited)"
+    )
     args = parser.parse_args(argv)
     if args.short:
         args.events, args.rate, args.faults, args.kill_every, args.outage = 1500, 300, 4, 1, 0.3
