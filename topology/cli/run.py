@@ -351,6 +351,35 @@ async def _follow_deployment(args: argparse.Namespace, signals: _Signals, state:
             await follower.stop()
 
 
+async def _apply_first(runtime: Runtime, topology: Topology, stop: asyncio.Event) -> bool:
+    """Start the topology (generation 1), waiting out Redis going away meanwhile.
+
+    A server restarting or failing over while the actors start rolls the start
+    back; that is no reason for a worker to exit (a supervisor would only start
+    it again into the same outage): it tries again with a backoff. Anything
+    else (a handler that cannot be imported, a refused command) ends the start.
+    False: not started (the error is logged), or stopped while waiting.
+    """
+    from topology.runtime import ApplyError
+    from topology.streams import Backoff, is_transient, pause
+
+    backoff = Backoff(0.2, 5.0, jitter=True)
+    while True:
+        try:
+            await runtime.apply(topology)
+            return True
+        except ApplyError as exc:
+            if exc.__cause__ is None or not is_transient(exc.__cause__):
+                log.error("cannot start: %s", exc)
+                return False
+            delay = backoff.next()
+            log.warning("cannot start yet: %s; trying again in %.1fs", exc, delay)
+        await pause(delay, stop)
+        if stop.is_set():
+            log.info("stopped before the topology could start")
+            return False
+
+
 async def _serve(
     args: argparse.Namespace,
     topology: Any,
@@ -361,8 +390,8 @@ async def _serve(
     registry: Any = None,
 ) -> int:
     from topology import __version__
-    from topology.cli import EXIT_FAILURE
-    from topology.runtime import ApplyError, Runtime
+    from topology.cli import EXIT_FAILURE, EXIT_OK
+    from topology.runtime import Runtime
     from topology.runtime.logs import SUMMARY_LOGGER, bind_fields
     from topology.runtime.pool import child_info
     from topology.runtime.workers import GenerationLog, WorkerRegistry, new_worker_id
@@ -416,11 +445,8 @@ async def _serve(
             ui = await _start_ui(args, runtime, connected)
             if ui is None:
                 return EXIT_FAILURE
-        try:
-            await runtime.apply(topology)
-        except ApplyError as exc:
-            log.error("cannot start: %s", exc)
-            return EXIT_FAILURE
+        if not await _apply_first(runtime, topology, signals.stop):
+            return EXIT_OK if signals.stop.is_set() else EXIT_FAILURE
         if follower is not None:  # reconcile to published versions instead of a file
             follower.start(runtime, hup=signals.reload)
         else:

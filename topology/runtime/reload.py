@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from topology.runtime.checks import Checker
+    from topology.streams import Backoff
 
 __all__ = ["Reloader"]
 
@@ -75,6 +76,7 @@ class Reloader:
         self._lock = asyncio.Lock()
         #: Set once the file watch is installed (a write before that could be missed).
         self.armed = asyncio.Event()
+        self._retry_backoff: Backoff | None = None  # reloads Redis's absence rolled back
 
     def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -143,11 +145,35 @@ class Reloader:
                 if not isinstance(exc, ApplyError):
                     raise
                 log.error("reload rolled back: %s", exc)
+                self._retry_if_transient(exc)
                 return "rolled_back"
+            self._retry_backoff = None
             if plan.is_empty:
                 log.info("reload: no change (generation %d)", self.runtime.generation)
                 return "unchanged"
             return "applied"
+
+    def _retry_if_transient(self, exc: Exception) -> None:
+        """A reload rolled back because Redis went away (a restart, a failover) is tried
+        again with a backoff: the file has not changed, so nothing else would."""
+        from topology.streams import Backoff, is_transient
+
+        if exc.__cause__ is None or not is_transient(exc.__cause__):
+            return
+        if any(t.get_name() == "reload:retry" and not t.done() for t in self._tasks):
+            return
+        self._retry_backoff = self._retry_backoff or Backoff(0.5, 10.0, jitter=True)
+        delay = self._retry_backoff.next()
+        log.warning("reload: trying again in %.1fs (Redis was unreachable)", delay)
+        task = asyncio.get_running_loop().create_task(self._retry(delay), name="reload:retry")
+        self._tasks.append(task)
+
+    async def _retry(self, delay: float) -> None:
+        from topology.streams import pause
+
+        await pause(delay, self._stop)
+        if not self._stop.is_set():
+            await self.reload("retry: Redis was unreachable")
 
     async def _hup_loop(self) -> None:
         assert self.hup is not None
