@@ -220,10 +220,13 @@ class SourceRunner:
                 await task
 
     async def wait(self) -> None:
-        """Until the runner ends by itself (source done or failed)."""
+        """Until the runner ends by itself (source done or failed).
+
+        Its end, however it came, is not raised here; a cancellation of the caller
+        is (a ``wait_for`` around this times out), and leaves the runner running.
+        """
         if self._task is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.shield(self._task)
+            await asyncio.wait([self._task])
 
     # -- lease ---------------------------------------------------------------------
 
