@@ -255,8 +255,9 @@ class SourceRunner:
         may be running it).
 
         Ended by the event, not only by cancelling this task: redis-py can swallow a
-        cancellation that lands while a renewal is in flight (the task then carries
-        on), or turn it into a connection error; the run would wait for it forever.
+        cancellation that lands while a renewal is in flight (on Python 3.11, the
+        ``asyncio.wait_for`` around its socket write does when the write has just
+        ended), and the task carries on; the run would wait for it forever.
         """
         period = self.lease_ttl / 3
         last_ok = time.monotonic()
