@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -40,6 +41,20 @@ async def test_registered_worker_is_live_with_its_info_and_removed_at_stop(
     assert live["w1"]["age"] < 1.0
     await reg.stop()
     assert await r.hlen(EngineKeys("dep").workers()) == 0
+
+
+async def test_stop_ends_the_heartbeat_even_during_a_beat(r: aioredis.Redis) -> None:
+    # Beating all the time, a stop often lands while a beat is in flight, where
+    # redis-py may swallow the cancellation of the beating task (on Python 3.11,
+    # asyncio.wait_for around its socket write does when the write just ended).
+    for run in range(30):
+        reg = WorkerRegistry(r, "dep", f"w{run}", interval=1e-6)
+        reg.start(dict)
+        await reg.wait_registered()
+        for _ in range(run % 7):  # the stop lands at another point of a beat each time
+            await asyncio.sleep(0)
+        await asyncio.wait_for(reg.stop(), 10)
+        assert await r.hget(EngineKeys("dep").workers(), f"w{run}") is None
 
 
 async def test_missed_beats_make_a_worker_stale(r: aioredis.Redis) -> None:

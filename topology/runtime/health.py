@@ -28,6 +28,7 @@ from typing import Any
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from topology.redact import redact_text
+from topology.streams import pause
 
 __all__ = ["HealthServer", "Sampler", "readiness_problems"]
 
@@ -52,22 +53,28 @@ class Sampler:
         self.redis_error: str | None = None
         self.sampled = asyncio.Event()  # set after each sample (tests await it)
         self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
 
     def start(self) -> None:
+        self._stopping.clear()
         self._task = asyncio.get_running_loop().create_task(self._loop(), name="health:sampler")
 
     async def stop(self) -> None:
         if self._task is not None:
+            # The event ends the loop even when a cancellation landing in a sample's
+            # command is swallowed (redis-py on Python 3.11); the cancellation still
+            # cuts short a sample that hangs.
+            self._stopping.set()
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
             self._task = None
 
     async def _loop(self) -> None:
-        while True:
+        while not self._stopping.is_set():
             await self.sample()
             self.sampled.set()
-            await asyncio.sleep(self.every)  # the sampling period
+            await pause(self.every, self._stopping)  # the sampling period
 
     async def sample(self) -> None:
         try:

@@ -220,10 +220,13 @@ class SourceRunner:
                 await task
 
     async def wait(self) -> None:
-        """Until the runner ends by itself (source done or failed)."""
+        """Until the runner ends by itself (source done or failed).
+
+        Its end, however it came, is not raised here; a cancellation of the caller
+        is (a ``wait_for`` around this times out), and leaves the runner running.
+        """
         if self._task is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.shield(self._task)
+            await asyncio.wait([self._task])
 
     # -- lease ---------------------------------------------------------------------
 
@@ -247,16 +250,27 @@ class SourceRunner:
         except Exception as exc:  # it expires by itself
             log.debug("source %s: lease release failed: %s", self.spec.name, exc)
 
-    async def _keep_lease(self, ctx: SourceContext) -> None:
-        """Renew every ttl/3; on loss stop the generator (a successor may be running it)."""
+    async def _keep_lease(self, ctx: SourceContext, ended: asyncio.Event) -> None:
+        """Renew every ttl/3 until ``ended``; on loss stop the generator (a successor
+        may be running it).
+
+        Ended by the event, not only by cancelling this task: redis-py can swallow a
+        cancellation that lands while a renewal is in flight (on Python 3.11, the
+        ``asyncio.wait_for`` around its socket write does when the write has just
+        ended), and the task carries on; the run would wait for it forever.
+        """
         period = self.lease_ttl / 3
         last_ok = time.monotonic()
         while True:
-            await asyncio.sleep(period)  # a period, not a synchronisation
+            await pause(period, ended)
+            if ended.is_set():
+                return
             try:
                 kept = await self._renew(
                     keys=[self.lease_key], args=[self.worker_id, int(self.lease_ttl * 1000)]
                 )
+                if ended.is_set():  # the run ended meanwhile: nothing left to keep
+                    return
                 if kept:
                     if kept == 2:
                         log.warning("source %s: lease had vanished; taken back", self.spec.name)
@@ -264,6 +278,8 @@ class SourceRunner:
                     continue
                 reason = "another worker holds it now"
             except Exception as exc:
+                if ended.is_set():
+                    return
                 if time.monotonic() - last_ok < self.lease_ttl:
                     log.warning("source %s: lease renewal failed: %s", self.spec.name, exc)
                     continue
@@ -364,7 +380,8 @@ class SourceRunner:
         log.info("source %s started on %s", self.spec.name, self.worker_id)
         queue: asyncio.Queue[Any] = asyncio.Queue()
         drained = asyncio.Event()
-        keeper = asyncio.get_running_loop().create_task(self._keep_lease(ctx))
+        run_over = asyncio.Event()
+        keeper = asyncio.get_running_loop().create_task(self._keep_lease(ctx, run_over))
         producer = asyncio.get_running_loop().create_task(
             self._produce(ctx, queue, drained), name=f"source-gen:{self.spec.name}"
         )
@@ -377,7 +394,8 @@ class SourceRunner:
         except Exception as exc:  # Redis refused the events (WRONGTYPE, OOM...)
             end = _End(exc)
         finally:
-            keeper.cancel()
+            run_over.set()
+            keeper.cancel()  # cuts short a renewal in flight, when redis-py lets it
             with contextlib.suppress(asyncio.CancelledError):
                 await keeper
             producer, self._producer = self._producer, None

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from topology.runtime.keys import EngineKeys
-from topology.streams import STALE_AFTER, after_failure
+from topology.streams import STALE_AFTER, after_failure, pause
 
 __all__ = [
     "MISSED_BEATS",
@@ -169,6 +169,7 @@ class WorkerRegistry:
         self._info_fn: Callable[[], dict[str, Any]] = dict
         self._task: asyncio.Task[None] | None = None
         self._first_beat = asyncio.Event()
+        self._stopping = asyncio.Event()
 
     async def beat(self) -> None:
         """Write this worker's entry now (the loop calls it every ``interval``)."""
@@ -190,6 +191,7 @@ class WorkerRegistry:
         """Start beating in a task; the first beat is written at once."""
         self._info_fn = info_fn
         if self._task is None:
+            self._stopping.clear()
             self._task = asyncio.get_running_loop().create_task(
                 self._loop(), name=f"heartbeat:{self.worker_id}"
             )
@@ -200,7 +202,7 @@ class WorkerRegistry:
 
     async def _loop(self) -> None:
         failing = False
-        while True:
+        while not self._stopping.is_set():
             try:
                 await self.beat()
                 if failing:
@@ -214,12 +216,15 @@ class WorkerRegistry:
                 if not failing:
                     log.warning("heartbeat failed: %s", exc)
                 failing = True
-            await asyncio.sleep(self.interval)  # a period, not a synchronisation
+            await pause(self.interval, self._stopping)
 
     async def stop(self) -> None:
         """Stop beating and remove this worker's entry (a clean exit is not a crash)."""
         task, self._task = self._task, None
         if task is not None:
+            # The event ends the loop even when redis-py swallows the cancellation of
+            # a beat in flight; the cancellation still cuts short a beat that hangs.
+            self._stopping.set()
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
