@@ -385,8 +385,7 @@ class Actor:
         """:meth:`steps` of a stateful sink: read the chunk's keys' states, handle, commit
         with the states; events whose key's state moved meanwhile are handled again
         from the current state (their first attempt's outputs were never written)."""
-        keys = event_keys(chunk.events, wiring.key_of)
-        names = list(dict.fromkeys(wiring.layout.name(k) for k in keys if type(k) is str))
+        keys, names = self._keys(chunk.events, wiring)
         in_flight = self._in_flight
         shared = any(name in in_flight for name in names)
         in_flight.update(names)
@@ -408,8 +407,7 @@ class Actor:
         known = self._known
         for round_ in range(STATE_CONFLICT_ROUNDS):
             if round_:
-                keys = event_keys(events, wiring.key_of)
-                names = list(dict.fromkeys(wiring.layout.name(k) for k in keys if type(k) is str))
+                keys, names = self._keys(events, wiring)
             stored, misses = known.split(names)
             if misses:
                 stored.update((yield Step.READ_STATE, misses))
@@ -443,6 +441,19 @@ class Actor:
             self.name,
             len(events),
         )
+
+    def _keys(
+        self, events: list[Event], wiring: StateWiring
+    ) -> tuple[list[str | Failure], list[str]]:
+        """Each event's state key (or the failure that dead-letters it without a call: no
+        key, or delivered more than ``max_deliveries`` times), and the distinct state keys'
+        Redis names."""
+        keys = event_keys(events, wiring.key_of)
+        over = over_delivered(events, self.spec.max_deliveries)
+        if over is not None:
+            for i, failure in over.items():
+                keys[i] = failure
+        return keys, list(dict.fromkeys(wiring.layout.name(k) for k in keys if type(k) is str))
 
     def _handle(self, events: list[Event]) -> Generator[tuple[str, Any], Any, list[Outcome]]:
         """The handler's outcomes for ``events``; an event delivered more than

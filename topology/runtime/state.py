@@ -55,9 +55,11 @@ from topology.runtime.handlers import (
     Outcome,
     _is_async,
     route_result,
+    within,
 )
 from topology.runtime.keys import EngineKeys, glob_escape, shared_hash_tag
 from topology.runtime.state_lua import STATE_LUA, STATE_SCRIPT
+from topology.runtime.timeouts import TimedBatches
 from topology.streams import Event
 
 __all__ = [
@@ -336,6 +338,60 @@ def _prepare(
     return outcomes, plain, states
 
 
+class _KeyedCalls:
+    """One batch's calls of a sync stateful handler: call i, then record (settle) it.
+
+    Split in two so a call bounded by the sink's ``timeout`` can be abandoned between
+    them (:meth:`TimedBatches.run`): the call works on its own copy of the state, and
+    only :meth:`record` makes that copy the key's state, so an abandoned or failed
+    call changes no state, and the key's next event starts from the state before it.
+    """
+
+    def __init__(
+        self,
+        fn: Callable[[Event, dict[str, Any]], Any],
+        events: Sequence[Event],
+        keys: Sequence[str | Failure],
+        stored: Mapping[str, KeyState],
+        layout: StateLayout,
+        outputs: tuple[str, ...],
+    ) -> None:
+        self.fn, self.events, self.outputs = fn, events, outputs
+        self.outcomes, self.keys, self.states = _prepare(keys, stored, layout)
+
+    def call(self, i: int) -> Any:
+        """Call ``fn`` for event i: a Failure, else what :meth:`record` settles."""
+        key = self.keys[i]
+        if key is None:  # no key: its outcome is the failure already
+            return self.outcomes[i]
+        ks = self.states[key]
+        state = load_state(ks.text)
+        try:
+            result = self.fn(self.events[i], state)
+        except (Exception, SystemExit) as exc:  # sys.exit() in a handler is its failure
+            return _failed(exc)
+        if type(result) not in _PLAIN and inspect.isawaitable(result):
+            return _awaitable_returned(result)
+        return ks, state, result
+
+    def record(self, i: int, value: Any) -> None:
+        if isinstance(value, Failure):
+            self.outcomes[i] = value
+        else:
+            ks, state, result = value
+            self.outcomes[i] = _settle(ks, state, result, self.outputs)
+
+    def run(self) -> None:
+        call, record = self.call, self.record
+        for i in range(len(self.events)):
+            if i & YIELD_MASK == YIELD_MASK:
+                time.sleep(0)  # let the event loop's thread take the GIL: see YIELD_EVERY
+            record(i, call(i))
+
+    def applied(self) -> Applied:
+        return Applied(self.outcomes, self.keys, self.states)  # type: ignore[arg-type]
+
+
 def apply_batch(
     fn: Callable[[Event, dict[str, Any]], Any],
     events: Sequence[Event],
@@ -343,30 +399,19 @@ def apply_batch(
     stored: Mapping[str, KeyState],
     layout: StateLayout,
     outputs: tuple[str, ...],
+    timed: TimedBatches | None = None,
 ) -> Applied:
     """Handle ``events`` in order with a sync handler; ``stored`` is what :func:`read_states` read.
 
     ``stored`` is not changed: re-applying after a conflict starts from a new read.
+    With ``timed`` each call is bounded by the sink's ``timeout``.
     """
-    outcomes, plain, states = _prepare(keys, stored, layout)
-    for i, event in enumerate(events):
-        if i & YIELD_MASK == YIELD_MASK:
-            time.sleep(0)  # let the event loop's thread take the GIL: see YIELD_EVERY
-        key = plain[i]
-        if key is None:
-            continue
-        ks = states[key]
-        state = load_state(ks.text)
-        try:
-            result = fn(event, state)
-        except (Exception, SystemExit) as exc:  # sys.exit() in a handler is its failure
-            outcomes[i] = _failed(exc)
-        else:
-            if type(result) not in _PLAIN and inspect.isawaitable(result):
-                outcomes[i] = _awaitable_returned(result)
-                continue
-            outcomes[i] = _settle(ks, state, result, outputs)
-    return Applied(outcomes, plain, states)  # type: ignore[arg-type]
+    calls = _KeyedCalls(fn, events, keys, stored, layout, outputs)
+    if timed is None:
+        calls.run()
+    else:
+        timed.run(events, calls.call, calls.record)
+    return calls.applied()
 
 
 #: What a handler returns most often: not awaitables (``isawaitable`` is not free).
@@ -394,8 +439,10 @@ async def apply_batch_async(
     outputs: tuple[str, ...],
     *,
     concurrency: int = 64,
+    timeout: float | None = None,
 ) -> Applied:
-    """:func:`apply_batch` for an async handler: keys run concurrently, a key's events in order."""
+    """:func:`apply_batch` for an async handler: keys run concurrently, a key's events in
+    order; a call past ``timeout`` is cancelled (a :class:`HandlerTimeout` failure)."""
     outcomes, plain, states = _prepare(keys, stored, layout)
     chains: dict[str, list[int]] = {}
     for i, key in enumerate(plain):
@@ -411,7 +458,7 @@ async def apply_batch_async(
                 try:
                     result = fn(events[i], state)
                     if inspect.isawaitable(result):
-                        result = await result
+                        result = await (result if timeout is None else within(result, timeout))
                 except (Exception, SystemExit) as exc:
                     outcomes[i] = _failed(exc)
                 else:
@@ -505,14 +552,22 @@ class StatefulRunner(HandlerRunner):
         self.executor = executor
         self._async = _is_async(fn)
         self._thread = HandlerThread() if executor is None and not self._async else None
+        self._timed: TimedBatches | None = None
+
+    def limit(self, seconds: float | None, name: str = "handler") -> HandlerRunner:
+        """Bound each call to ``seconds``: an async call is cancelled, a sync one abandoned
+        on its thread (see :mod:`topology.runtime.timeouts`); either changes no state."""
+        super().limit(seconds, name)
+        self._timed = None if seconds is None or self._async else TimedBatches(seconds, name)
+        return self
 
     async def run(self, batch: Any) -> Any:
         events, keys, stored = batch
         if self._async:
             return await apply_batch_async(
-                self.handler, events, keys, stored, self.layout, self.outputs
+                self.handler, events, keys, stored, self.layout, self.outputs, timeout=self.timeout
             )
-        args = (self.handler, events, keys, stored, self.layout, self.outputs)
+        args = (self.handler, events, keys, stored, self.layout, self.outputs, self._timed)
         if self._thread is not None:
             return await self._thread.submit(apply_batch, *args)
         return await asyncio.get_running_loop().run_in_executor(self.executor, apply_batch, *args)
