@@ -46,6 +46,7 @@ class Step:
     COUNT = "count"  # failed events -> their attempt counts (HINCRBY)
     COMMIT = "commit"  # entries -> indexes of the conflicting ones
     AFTER_PREVIOUS = "after-previous"  # None -> None, once the previous chunk is done
+    AFTER_HANDLED = "after-handled"  # None -> None, once the previous chunk was handled
     READ_STATE = "read-state"  # state key names -> their stored states (keyed state)
     COMMIT_KEYED = "commit-keyed"  # a KeyedBatch -> CommitResult (conflicts, moved)
 
@@ -87,6 +88,14 @@ class Chunk:
 def set_none(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
+
+
+def after(before: asyncio.Future[None] | None, future: asyncio.Future[None]) -> None:
+    """Set ``future`` once ``before`` is done (at once if it is, or there is none)."""
+    if before is None or before.done():
+        set_none(future)
+    else:
+        before.add_done_callback(lambda _: set_none(future))
 
 
 def call_now(fn: Callable[..., Any], *args: Any) -> None:
@@ -229,6 +238,7 @@ class LoopLane(Lane):
         self._tasks: set[asyncio.Task[None]] = set()
         self._handle_lock = asyncio.Lock()
         self._commit_tail: asyncio.Future[None] | None = None
+        self._handled_tail: asyncio.Future[None] | None = None
 
     def dispatch(self, chunk: Chunk) -> None:
         task = asyncio.create_task(self._run(chunk))
@@ -243,20 +253,31 @@ class LoopLane(Lane):
     async def _run(self, chunk: Chunk) -> None:
         """Run the steps; an unexpected error leaves the events pending (redelivered after
         the ack grace): it delays them, never loses them, never kills the actor."""
-        previous = self._commit_tail
-        mine: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._commit_tail = mine
+        loop = asyncio.get_running_loop()
+        previous, before = self._commit_tail, self._handled_tail
+        mine: asyncio.Future[None] = loop.create_future()
+        handled: asyncio.Future[None] = loop.create_future()
+        self._commit_tail, self._handled_tail = mine, handled
         steps = self.host.steps(chunk)
         try:
             kind, arg = next(steps)
             while True:
-                kind, arg = steps.send(await self._step(kind, arg, previous))
+                if kind == Step.AFTER_HANDLED:
+                    if before is not None and not before.done():
+                        await asyncio.wait((before,))
+                    kind, arg = steps.send(None)
+                    continue
+                result = await self._step(kind, arg, previous)
+                step, (kind, arg) = kind, steps.send(result)
+                if step == Step.HANDLE:  # the steps took in its outcome: the next may start
+                    after(before, handled)
         except StopIteration:
             pass
         except Exception:
             self._failed("batch", chunk)
             await asyncio.sleep(ERROR_BACKOFF_FIRST)  # a backoff, not a synchronisation
         finally:
+            after(before, handled)
             set_none(mine)
             self.in_hand.settle(chunk, call_now)
 

@@ -65,6 +65,7 @@ from topology.streams import Event
 __all__ = [
     "STATE_LUA",
     "STATE_SCRIPT",
+    "AheadStates",
     "Applied",
     "KeyState",
     "KnownStates",
@@ -116,7 +117,7 @@ def _path_key(path: str) -> Callable[[Event], str]:
 
     def key(event: Event) -> str:
         try:
-            value: Any = json.loads(event.payload)
+            value: Any = event.peek_json()  # kept for the handler's event.json()
         except ValueError as exc:  # UnicodeDecodeError is one too
             raise StateContractError(f"key {path!r}: the payload is not JSON: {exc}") from None
         for i, part in enumerate(parts):
@@ -624,6 +625,10 @@ class KnownStates:
                 known[name] = ks
         return known, misses
 
+    def get(self, name: str) -> KeyState | None:
+        """The state known for ``name`` (not a copy: only look at it)."""
+        return self._known.get(name)
+
     def forget(self, names: Iterable[str]) -> None:
         for name in names:
             self._known.pop(name, None)
@@ -655,3 +660,69 @@ def _section_keys(batch: KeyedBatch, applied: Applied) -> list[str]:
     """The state keys of ``batch``'s section, in its order."""
     by_name = {ks.name: key for key, ks in applied.states.items()}
     return [by_name[name] for name in batch.keys[1:]]
+
+
+class AheadStates:
+    """The states a chunk's handler left, from then until the chunk is done (committed or
+    given up), per Redis key: the next chunk sharing a key starts from them instead of
+    waiting for that commit, so one chunk is handled while the one before it commits
+    even when they share keys (few keys, or hot ones).
+
+    Such a start is a guess until the earlier commit lands: :meth:`stale` then keeps it
+    only where the state it started from is what got committed (the known state, which
+    also gives the version the commit checks). Where it is not (that commit moved the
+    key, or failed), the key's events are handled again from the current state, their
+    first outcomes dropped unwritten.
+    """
+
+    def __init__(self) -> None:
+        self._ahead: dict[str, KeyState] = {}
+
+    def get(self, name: str) -> KeyState | None:
+        """The state the latest chunk not done yet left for ``name``, if any."""
+        ks = self._ahead.get(name)
+        return None if ks is None else KeyState(name, ks.version, ks.text)
+
+    def publish(self, applied: Applied) -> list[KeyState]:
+        """A chunk was handled: its states are the ones to start from; returns them."""
+        states = list(applied.states.values())
+        for ks in states:
+            self._ahead[ks.name] = ks
+        return states
+
+    def retire(self, published: Iterable[KeyState]) -> None:
+        """The chunk is done: its states go, unless a later chunk's replaced them."""
+        ahead = self._ahead
+        for ks in published:
+            if ahead.get(ks.name) is ks:
+                del ahead[ks.name]
+
+    @staticmethod
+    def stale(based: Mapping[str, str | None], applied: Applied, known: KnownStates) -> set[str]:
+        """The Redis keys of ``based`` (name -> the JSON the handler started from) whose
+        start was not what the earlier chunks committed; the others get the version
+        their commit wrote (what this chunk's commit checks)."""
+        by_name = {ks.name: ks for ks in applied.states.values()}
+        stale = set()
+        for name, text in based.items():
+            committed = known.get(name)
+            if committed is None or committed.text != text:
+                stale.add(name)
+            elif name in by_name:
+                by_name[name].version = committed.version
+        return stale
+
+
+def drop_keys(applied: Applied, names: set[str]) -> tuple[list[int], Applied]:
+    """The indexes of the events whose state key is one of ``names`` (Redis keys), and
+    ``applied`` without them (the other events, in order, and the other states)."""
+    keys = applied.keys
+    states = applied.states
+    out = [i for i, k in enumerate(keys) if k is not None and states[k].name in names]
+    gone = set(out)
+    kept = [i for i in range(len(keys)) if i not in gone]
+    return out, Applied(
+        [applied.outcomes[i] for i in kept],
+        [keys[i] for i in kept],
+        {k: ks for k, ks in states.items() if ks.name not in names},
+    )
