@@ -228,7 +228,7 @@ class Actor:
         """The thread lane when the handler has a thread of its own and the committer a
         blocking side (a plain client), else the loop lane."""
         runner = self.handler.own_thread
-        if runner is not None and committer.can_block and self.state is None:
+        if runner is not None and committer.can_block:
             return ThreadLane(self, committer, self._in_hand, runner, asyncio.get_running_loop())
         return LoopLane(self, committer, self._in_hand, self.handler)
 

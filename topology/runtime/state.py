@@ -84,6 +84,7 @@ __all__ = [
     "load_state",
     "log_state_change",
     "read_states",
+    "read_states_blocking",
     "scan_states",
     "state_args",
     "state_layout",
@@ -228,6 +229,17 @@ async def read_states(redis: Any, names: Iterable[str]) -> dict[str, KeyState]:
     for name in names:
         pipe.hmget(name, "v", "s")
     replies = await pipe.execute()
+    return {name: _stored(name, reply) for name, reply in zip(names, replies, strict=True)}
+
+
+def read_states_blocking(
+    call: Callable[[Sequence[tuple[Any, ...]]], list[Any]], names: Iterable[str]
+) -> dict[str, KeyState]:
+    """:func:`read_states` from a thread: ``call`` sends commands pipelined, returns replies."""
+    names = list(dict.fromkeys(names))
+    if not names:
+        return {}
+    replies = call([("HMGET", name, "v", "s") for name in names])
     return {name: _stored(name, reply) for name, reply in zip(names, replies, strict=True)}
 
 
@@ -561,6 +573,26 @@ class StatefulRunner(HandlerRunner):
         super().limit(seconds, name)
         self._timed = None if seconds is None or self._async else TimedBatches(seconds, name)
         return self
+
+    @property
+    def own_thread(self) -> StatefulRunner | None:
+        return self if self._thread is not None else None
+
+    def post(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Run ``fn(*args)`` on this handler's thread, in order with what runs there."""
+        assert self._thread is not None
+        self._thread.post(fn, *args)
+
+    def has_queued(self) -> bool:
+        """More jobs wait for this handler's thread (see :meth:`HandlerThread.has_queued`)."""
+        return self._thread is not None and self._thread.has_queued()
+
+    def run_blocking(self, batch: Any, loop: asyncio.AbstractEventLoop) -> Applied:
+        """:meth:`run` of a sync handler, from this handler's own thread."""
+        events, keys, stored = batch
+        return apply_batch(
+            self.handler, events, keys, stored, self.layout, self.outputs, self._timed
+        )
 
     async def run(self, batch: Any) -> Any:
         events, keys, stored = batch
