@@ -169,7 +169,7 @@ def test_a_start_from_an_earlier_chunk_s_states_holds_only_where_they_were_commi
     known = KnownStates()  # the earlier commit wrote "a" (version 9), "b"'s event moved
     entries = [Entry(e, o) for e, o in zip(events[:2], earlier.outcomes, strict=True)]
     batch = keyed_batch(entries, earlier.keys, earlier, LAYOUT)  # type: ignore[arg-type]
-    known.committed(batch, earlier, [1], 9)
+    known.committed(batch, [1], 9)
     stale = AheadStates.stale(based, later, known)
     assert stale == {LAYOUT.name("b")} and later.states["a"].version == 9
     redo, kept = drop_keys(later, stale)

@@ -510,7 +510,7 @@ class Actor:
             return []
         batch = keyed_batch(part.entries, entry_keys, applied, wiring.layout)
         result = yield Step.COMMIT_KEYED, batch
-        self._known.committed(batch, applied, result.conflicts + result.moved, result.version)
+        self._known.committed(batch, result.conflicts + result.moved, result.version)
         self._committed(part, result.conflicts, len(result.moved))
         return [part.entries[i].event for i in result.moved]
 

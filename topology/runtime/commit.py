@@ -320,13 +320,15 @@ class KeyedBatch(NamedTuple):
     ``keys`` and ``args`` are the section's KEYS (the version counter, then the
     state keys) and ARGV, as :func:`topology.runtime.state.state_args` builds them;
     ``key_index[i]`` is entry i's state key, 1-based among the state keys (0: none, e.g.
-    a dead letter, which changes no state).
+    a dead letter, which changes no state); ``states`` the state keys' own records, in
+    the section's order (what the commit reports on is the caller's business).
     """
 
     entries: Sequence[Entry]
     keys: list[str]
     args: list[Any]
     key_index: Sequence[int]
+    states: Sequence[Any] = ()
 
 
 class CommitResult(NamedTuple):

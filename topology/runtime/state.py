@@ -61,6 +61,7 @@ from topology.runtime.keys import EngineKeys, glob_escape, shared_hash_tag
 from topology.runtime.state_lua import STATE_LUA, STATE_SCRIPT
 from topology.runtime.timeouts import TimedBatches
 from topology.streams import Event
+from topology.streams._payload import compact_json
 
 __all__ = [
     "STATE_LUA",
@@ -278,9 +279,9 @@ async def _named(redis: Any, layout: StateLayout, names: list[str]) -> list[tupl
 # -- applying the handler ---------------------------------------------------------------
 
 
-#: One encoder for every state: ``json.dumps`` with options builds a new one per call,
-#: a good part of what keyed state costs per event. ``allow_nan=False``: NaN is not JSON.
-_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+#: One encoder for every state (see :func:`compact_json`). ``allow_nan=False``: NaN is
+#: not JSON.
+_encode_state = compact_json(allow_nan=False)
 
 
 def load_state(text: str | None) -> dict[str, Any]:
@@ -295,7 +296,7 @@ def dump_state(state: Any) -> str | None:
     if not state:
         return None
     try:
-        return _ENCODER.encode(state)
+        return _encode_state(state)
     except (TypeError, ValueError) as exc:
         raise StateContractError(f"the state is not JSON-serialisable: {exc}") from None
 
@@ -530,8 +531,9 @@ def keyed_batch(
         if k is None:
             k = order[key] = len(order) + 1
         index.append(k)
-    section_keys, section_args = state_args((applied.states[key] for key in order), layout)
-    return KeyedBatch(entries, section_keys, section_args, index)
+    states = [applied.states[key] for key in order]
+    section_keys, section_args = state_args(states, layout)
+    return KeyedBatch(entries, section_keys, section_args, index, states)
 
 
 class StateWiring(NamedTuple):
@@ -665,33 +667,29 @@ class KnownStates:
         for name in names:
             self._known.pop(name, None)
 
-    def committed(
-        self, batch: KeyedBatch, applied: Applied, left_out: Iterable[int], version: int
-    ) -> None:
+    def committed(self, batch: KeyedBatch, left_out: Iterable[int], version: int) -> None:
         """Learn what a commit wrote: every key with an entry committed (a key whose
-        entries were all left out was blocked: forgotten, to be read again)."""
+        entries were all left out was blocked: forgotten, to be read again).
+
+        The batch's own records are kept, updated in place: its chunk is done with them
+        (a later chunk starting from them takes a copy)."""
         skip = set(left_out)
-        written = {k for i, k in enumerate(batch.key_index) if k and i not in skip}
+        if skip:
+            written = {k for i, k in enumerate(batch.key_index) if k and i not in skip}
+        else:
+            written = set(batch.key_index)
         known = self._known
         if len(known) > self.limit:
             known.clear()
-        for k, ks in enumerate(applied.states[key] for key in _section_keys(batch, applied)):
-            if k + 1 not in written:
+        for k, ks in enumerate(batch.states, 1):
+            if k not in written or (ks.changed and ks.text is not None and not version):
+                # blocked, or the version is not known (the cluster fallback): read it again
                 known.pop(ks.name, None)
-            elif not ks.changed:
-                known[ks.name] = KeyState(ks.name, ks.version, ks.text)
-            elif ks.text is None:  # deleted: absent reads as version 0
-                known[ks.name] = KeyState(ks.name, 0, None)
-            elif version:
-                known[ks.name] = KeyState(ks.name, version, ks.text)
-            else:  # the version is not known (the cluster fallback): read it next time
-                known.pop(ks.name, None)
-
-
-def _section_keys(batch: KeyedBatch, applied: Applied) -> list[str]:
-    """The state keys of ``batch``'s section, in its order."""
-    by_name = {ks.name: key for key, ks in applied.states.items()}
-    return [by_name[name] for name in batch.keys[1:]]
+                continue
+            if ks.changed:
+                ks.version = 0 if ks.text is None else version  # deleted: absent reads as 0
+                ks.changed = False
+            known[ks.name] = ks
 
 
 class AheadStates:
