@@ -14,6 +14,9 @@ chunk's retries queued, its room in the actor freed). A lane runs the steps:
   its reply read only once the next chunk (if one is already waiting) has been
   handled: the server runs one chunk's script while the thread handles the next.
   One thread, one connection, one commit in flight: commits land in read order.
+  A stateful sink's chunks go the same way (its state reads on that connection
+  too); a keyed chunk whose commit left events to handle again finishes them
+  there, one commit at a time, before the next chunk commits.
 """
 
 from __future__ import annotations
