@@ -16,17 +16,22 @@ import redis.asyncio as aioredis
 from tests.helpers import wait_for
 from topology import Emit
 from topology.config.model import SinkSpec, StateSpec, StreamRef
+from topology.runtime.commit import Entry
 from topology.runtime.handlers import Failure
 from topology.runtime.keys import EngineKeys, hash_tag, shared_hash_tag
 from topology.runtime.state import (
+    AheadStates,
     KeyState,
+    KnownStates,
     StateContractError,
     StateLayout,
     apply_batch,
     apply_batch_async,
     commit_states,
+    drop_keys,
     event_keys,
     key_function,
+    keyed_batch,
     read_states,
     state_args,
     state_layout,
@@ -141,6 +146,36 @@ def test_each_event_sees_the_state_the_previous_event_of_its_key_left() -> None:
     assert (b.version, json.loads(b.text or "")) == (0, {"n": 2, "seen": [2, 4]})
     assert a.changed and b.changed
     assert stored[LAYOUT.name("a")].text == '{"n":10,"seen":[0]}'  # the read is not changed
+
+
+def test_the_key_s_parse_of_the_payload_is_the_handler_s_own() -> None:
+    event = ev({"user": "a", "i": 1})
+    assert key_function("user", None)(event) == "a"
+    first = event.json()  # the key's parse, handed over: not parsed again
+    assert first is not event.json() and first == event.json()
+    first["user"] = "changed"  # the handler's to change: the key never sees it
+    assert key_function("user", None)(event) == "a" and event.json()["user"] == "a"
+
+
+def test_a_start_from_an_earlier_chunk_s_states_holds_only_where_they_were_committed() -> None:
+    events = [ev({"user": u, "i": i}, i) for i, u in enumerate("abab", 1)]
+    ahead = AheadStates()
+    earlier = _apply(count, events[:2])
+    published = ahead.publish(earlier)
+    started = {LAYOUT.name(k): ahead.get(LAYOUT.name(k)) for k in "ab"}
+    based = {name: ks.text for name, ks in started.items() if ks is not None}
+    later = _apply(count, events[2:], started)  # type: ignore[arg-type]
+    assert [json.loads(o[0].fields[3])["n"] for o in later.outcomes] == [2, 2]
+    known = KnownStates()  # the earlier commit wrote "a" (version 9), "b"'s event moved
+    entries = [Entry(e, o) for e, o in zip(events[:2], earlier.outcomes, strict=True)]
+    batch = keyed_batch(entries, earlier.keys, earlier, LAYOUT)  # type: ignore[arg-type]
+    known.committed(batch, [1], 9)
+    stale = AheadStates.stale(based, later, known)
+    assert stale == {LAYOUT.name("b")} and later.states["a"].version == 9
+    redo, kept = drop_keys(later, stale)
+    assert redo == [1] and kept.keys == ["a"] and list(kept.states) == ["a"]
+    ahead.retire(published)
+    assert ahead.get(LAYOUT.name("a")) is None
 
 
 def test_a_failing_handler_changes_no_state() -> None:

@@ -46,7 +46,16 @@ from topology.runtime.metrics import Metrics
 from topology.runtime.pipeline import Chunk, InHand, Lane, LoopLane, Step, Steps, ThreadLane
 from topology.runtime.retry import TRIES_WHEN_STOPPING, FailurePlan, RedisRetry, RetryQueue
 from topology.runtime.sizing import ReadSizer
-from topology.runtime.state import KnownStates, StateWiring, event_keys, keyed_batch
+from topology.runtime.state import (
+    AheadStates,
+    Applied,
+    KeyState,
+    KnownStates,
+    StateWiring,
+    drop_keys,
+    event_keys,
+    keyed_batch,
+)
 from topology.runtime.timeouts import isolate_redelivered, over_delivered
 from topology.runtime.workers import ConsumerOwners
 from topology.streams import Connection, Event, GroupLag, Sink, Stream, describe_error, pause
@@ -85,6 +94,7 @@ class Actor:
         self.spec = spec
         self.state = state
         self._known = KnownStates()
+        self._ahead = AheadStates()
         #: State keys of the chunks in this actor's lane and not done yet.
         self._in_flight: Counter[str] = Counter()
         self.owners = owners
@@ -218,7 +228,7 @@ class Actor:
         """The thread lane when the handler has a thread of its own and the committer a
         blocking side (a plain client), else the loop lane."""
         runner = self.handler.own_thread
-        if runner is not None and committer.can_block and self.state is None:
+        if runner is not None and committer.can_block:
             return ThreadLane(self, committer, self._in_hand, runner, asyncio.get_running_loop())
         return LoopLane(self, committer, self._in_hand, self.handler)
 
@@ -384,58 +394,65 @@ class Actor:
     def _keyed_steps(self, chunk: Chunk, wiring: StateWiring) -> Steps:
         """:meth:`steps` of a stateful sink: read the chunk's keys' states, handle, commit
         with the states; events whose key's state moved meanwhile are handled again
-        from the current state (their first attempt's outputs were never written)."""
-        keys = event_keys(chunk.events, wiring.key_of)
-        names = list(dict.fromkeys(wiring.layout.name(k) for k in keys if type(k) is str))
+        from the current state (their first attempt's outputs were never written).
+
+        A key an earlier chunk still holds starts from the state that chunk's handler
+        left (:class:`AheadStates`), checked once that chunk is committed."""
+        keys, names = self._keys(chunk.events, wiring)
         in_flight = self._in_flight
-        shared = any(name in in_flight for name in names)
+        shared = [name for name in names if name in in_flight]
         in_flight.update(names)
+        published: list[KeyState] = []
         try:
-            if shared:  # start from the earlier chunks' commits, not from before them
-                yield Step.AFTER_PREVIOUS, None
-            yield from self._keyed_rounds(chunk, wiring, keys, names)
+            yield from self._keyed_rounds(chunk, wiring, keys, names, shared, published)
         finally:
+            self._ahead.retire(published)
             in_flight.subtract(names)
             for name in names:
                 if in_flight[name] <= 0:
                     del in_flight[name]
 
     def _keyed_rounds(
-        self, chunk: Chunk, wiring: StateWiring, keys: list[str | Failure], names: list[str]
+        self,
+        chunk: Chunk,
+        wiring: StateWiring,
+        keys: list[str | Failure],
+        names: list[str],
+        shared: list[str],
+        published: list[KeyState],
     ) -> Steps:
         spec = self.spec
         events = chunk.events
-        known = self._known
+        held = set(shared)
         for round_ in range(STATE_CONFLICT_ROUNDS):
-            if round_:
-                keys = event_keys(events, wiring.key_of)
-                names = list(dict.fromkeys(wiring.layout.name(k) for k in keys if type(k) is str))
-            stored, misses = known.split(names)
-            if misses:
-                stored.update((yield Step.READ_STATE, misses))
+            based: dict[str, str | None] = {}
+            if round_:  # every earlier chunk is done: start from what they committed
+                keys, names = self._keys(events, wiring)
+                stored = yield from self._stored(names)
+            else:
+                stored = yield from self._stored([n for n in names if n not in held])
+                if shared:
+                    stored.update((yield from self._ahead_of(shared, based)))
             applied = yield Step.HANDLE, (events, keys, stored)
-            part = Chunk(events)
-            failed = part.take(applied.outcomes)
-            entry_keys: list[str | None] = [
-                applied.keys[i] for i, o in enumerate(applied.outcomes) if type(o) is list
-            ]
-            if failed:
-                self.metrics.add_failed(spec.name, len(failed))
-                counts = yield Step.COUNT, [event for event, _ in failed]
-                dead, retries = self._failures.plan(spec, failed, counts, stopping=self._stopping)
-                part.entries += dead
-                entry_keys += [None] * len(dead)
-                chunk.retries += retries
-            if not part.entries:
+            if not round_:
+                published += self._ahead.publish(applied)
+            again: list[Event] = []
+            if based:
+                yield Step.AFTER_PREVIOUS, None  # the states it started from are committed
+                stale = AheadStates.stale(based, applied, self._known)
+                if stale:  # an earlier commit did not write what they started from
+                    redo, applied = drop_keys(applied, stale)
+                    again = [events[i] for i in redo]
+                    skip = set(redo)
+                    events = [e for i, e in enumerate(events) if i not in skip]
+            if events:
+                moved = yield from self._commit_round(chunk, wiring, events, applied)
+                self.metrics.add_state_conflicts(spec.name, len(moved))
+                again += moved
+            if not again:
                 return
-            batch = keyed_batch(part.entries, entry_keys, applied, wiring.layout)
-            result = yield Step.COMMIT_KEYED, batch
-            known.committed(batch, applied, result.conflicts + result.moved, result.version)
-            self._committed(part, result.conflicts, len(result.moved))
-            if not result.moved:
-                return
-            events = [part.entries[i].event for i in result.moved]
-            self.metrics.add_state_conflicts(spec.name, len(events))
+            order = {id(e): i for i, e in enumerate(chunk.events)}
+            events = sorted(again, key=lambda e: order[id(e)])
         log.warning(
             "sink %s: actor %s: the state of %d event(s)' keys kept changing before their "
             "commit; they stay pending for redelivery",
@@ -443,6 +460,72 @@ class Actor:
             self.name,
             len(events),
         )
+
+    def _stored(self, names: list[str]) -> Generator[tuple[str, Any], Any, dict[str, KeyState]]:
+        """The states of ``names``: those this actor knows, the others read."""
+        stored, misses = self._known.split(names)
+        if misses:
+            stored.update((yield Step.READ_STATE, misses))
+        return stored
+
+    def _ahead_of(
+        self, names: list[str], based: dict[str, str | None]
+    ) -> Generator[tuple[str, Any], Any, dict[str, KeyState]]:
+        """The states of ``names``, keys earlier chunks of this actor hold: once the chunk
+        before is handled, what the earlier chunks' handlers left (recorded in ``based``:
+        checked after their commits), else what they committed."""
+        yield Step.AFTER_HANDLED, None
+        stored: dict[str, KeyState] = {}
+        rest = []
+        for name in names:
+            ks = self._ahead.get(name)
+            if ks is None:
+                rest.append(name)
+            else:
+                stored[name] = ks
+                based[name] = ks.text
+        if rest:
+            stored.update((yield from self._stored(rest)))
+        return stored
+
+    def _commit_round(
+        self, chunk: Chunk, wiring: StateWiring, events: list[Event], applied: Applied
+    ) -> Generator[tuple[str, Any], Any, list[Event]]:
+        """Count the failures, commit the rest with their states; the events left out
+        because their key's state moved (to handle again)."""
+        spec = self.spec
+        part = Chunk(events)
+        failed = part.take(applied.outcomes)
+        entry_keys: list[str | None] = [
+            applied.keys[i] for i, o in enumerate(applied.outcomes) if type(o) is list
+        ]
+        if failed:
+            self.metrics.add_failed(spec.name, len(failed))
+            counts = yield Step.COUNT, [event for event, _ in failed]
+            dead, retries = self._failures.plan(spec, failed, counts, stopping=self._stopping)
+            part.entries += dead
+            entry_keys += [None] * len(dead)
+            chunk.retries += retries
+        if not part.entries:
+            return []
+        batch = keyed_batch(part.entries, entry_keys, applied, wiring.layout)
+        result = yield Step.COMMIT_KEYED, batch
+        self._known.committed(batch, result.conflicts + result.moved, result.version)
+        self._committed(part, result.conflicts, len(result.moved))
+        return [part.entries[i].event for i in result.moved]
+
+    def _keys(
+        self, events: list[Event], wiring: StateWiring
+    ) -> tuple[list[str | Failure], list[str]]:
+        """Each event's state key (or the failure that dead-letters it without a call: no
+        key, or delivered more than ``max_deliveries`` times), and the distinct state keys'
+        Redis names."""
+        keys = event_keys(events, wiring.key_of)
+        over = over_delivered(events, self.spec.max_deliveries)
+        if over is not None:
+            for i, failure in over.items():
+                keys[i] = failure
+        return keys, list(dict.fromkeys(wiring.layout.name(k) for k in keys if type(k) is str))
 
     def _handle(self, events: list[Event]) -> Generator[tuple[str, Any], Any, list[Outcome]]:
         """The handler's outcomes for ``events``; an event delivered more than

@@ -102,6 +102,7 @@ def _is_cross_slot(exc: Exception) -> bool:
 #: shape: "g" then per entry (stream index, id, nadds, then per add (stream index,
 #: nfields, fields...)); or "u" (uniform: see ``Committer._uniform_body``) then the
 #: input and output stream indexes and per entry (id, name, payload).
+#: Keyed batches ("k", "ku") carry their state section after the shape (see the script).
 #: Stream indexes are 1-based among the stream keys. Returns the 0-based indexes
 #: of the entries not owned by this consumer (conflicts), whose adds were skipped.
 COMMIT_SCRIPT = (
@@ -188,7 +189,9 @@ end
 -- its id, and the state section first. A key is written only if its version is the
 -- one read and every event of it in the batch is still ours; otherwise its owned
 -- events are "moved" (nothing of theirs written, not acked: handled again).
-local keyed = shape == 'k'
+-- Keyed uniform ('ku'): the state section, the input and output stream indexes, then
+-- per entry (id, state key index, name, payload): the keyed shape of a map stage.
+local keyed = shape == 'k' or shape == 'ku'
 local st
 local blocked = {}
 local moved = {}
@@ -196,6 +199,38 @@ if keyed then
   st, a = state_args(base + nstreams, a)
   local err = state_check(st, blocked)
   if err then return redis.error_reply(err) end
+end
+if shape == 'ku' then
+  local si, oi = tonumber(ARGV[a]), tonumber(ARGV[a + 1]); a = a + 2
+  for p = a, a + 4 * (nentries - 1), 4 do
+    local k = tonumber(ARGV[p + 1])
+    if k > 0 and not owns(si, ARGV[p]) then blocked[k] = true end
+  end
+  local okey, maxlen = KEYS[oi + base], maxlens[oi]
+  local ids = {}
+  acks[si] = ids
+  local prefix = names[si] .. '/'
+  for e = 1, nentries do
+    local id, k = ARGV[a], tonumber(ARGV[a + 1])
+    local mine = owns(si, id)
+    if mine and (k == 0 or not blocked[k]) then
+      if maxlen == '' then
+        redis.call('XADD', okey, '*', 'n', ARGV[a + 2], 'p', ARGV[a + 3])
+      else
+        redis.call('XADD', okey, 'MAXLEN', '~', maxlen, '*', 'n', ARGV[a + 2], 'p', ARGV[a + 3])
+      end
+      ids[#ids + 1] = id
+      if has_attempts then cleared[#cleared + 1] = prefix .. id end
+    elseif mine then
+      moved[#moved + 1] = e - 1
+    else
+      conflicts[#conflicts + 1] = e - 1
+    end
+    a = a + 4
+  end
+  if minids[oi] ~= '' and #ids > 0 then trim[oi] = true end
+  nentries = 0  -- the general loop below has nothing left to do
+elseif keyed then
   local p = a
   for e = 1, nentries do
     local k = tonumber(ARGV[p + 2]); local nadds = tonumber(ARGV[p + 3])
@@ -283,13 +318,15 @@ class KeyedBatch(NamedTuple):
     ``keys`` and ``args`` are the section's KEYS (the version counter, then the
     state keys) and ARGV, as :func:`topology.runtime.state.state_args` builds them;
     ``key_index[i]`` is entry i's state key, 1-based among the state keys (0: none, e.g.
-    a dead letter, which changes no state).
+    a dead letter, which changes no state); ``states`` the state keys' own records, in
+    the section's order (what the commit reports on is the caller's business).
     """
 
     entries: Sequence[Entry]
     keys: list[str]
     args: list[Any]
     key_index: Sequence[int]
+    states: Sequence[Any] = ()
 
 
 class CommitResult(NamedTuple):
@@ -880,6 +917,9 @@ class Committer:
     def _keyed_body(
         keyed: KeyedBatch, index: dict[str, int], idx: Callable[[str], int]
     ) -> list[Any]:
+        uniform = Committer._keyed_uniform_body(keyed, idx)
+        if uniform is not None:
+            return uniform
         body: list[Any] = [len(keyed.entries), "k", *keyed.args]
         append, extend, known = body.append, body.extend, index.get
         for (event, adds), k in zip(keyed.entries, keyed.key_index, strict=True):
@@ -888,6 +928,31 @@ class Committer:
                 append(known(stream) or idx(stream))
                 append(len(fields))
                 extend(fields)
+        return body
+
+    @staticmethod
+    def _keyed_uniform_body(keyed: KeyedBatch, idx: Callable[[str], int]) -> list[Any] | None:
+        """The compact ARGV of a keyed map stage's batch (``ku``: ``id key name payload``
+        per event, as :meth:`_uniform_body` for a stateless one), or None when the batch
+        is not one (see there; a dead letter's entry is never plain)."""
+        entries = keyed.entries
+        first = entries[0]
+        if len(first.adds) != 1:
+            return None
+        source = first.event.stream_name
+        output = first.adds[0].stream
+        body: list[Any] = [len(entries), "ku", *keyed.args, 0, 0]
+        extend = body.extend
+        for (event, adds), k in zip(entries, keyed.key_index, strict=True):
+            if len(adds) != 1 or event.stream_name != source:
+                return None
+            stream, fields = adds[0]
+            if stream != output or not is_plain(fields):
+                return None
+            extend((event.id, k, fields[1], fields[3]))
+        at = 2 + len(keyed.args)
+        body[at] = idx(source)
+        body[at + 1] = idx(output)
         return body
 
     async def commit_keyed(self, batch: KeyedBatch) -> CommitResult:
@@ -1001,18 +1066,41 @@ class Committer:
         self.send_commit_blocking(entries)
         return self.finish_commit_blocking()
 
-    def send_commit_blocking(self, entries: Sequence[Entry]) -> None:
+    def send_commit_blocking(
+        self, entries: Sequence[Entry], keyed: KeyedBatch | None = None
+    ) -> None:
         """The first half of :meth:`commit_blocking`: send, do not wait for the reply.
 
-        :meth:`finish_commit_blocking` reads it; nothing else may use the blocking
-        connection in between. If sending fails, finishing raises ``ConnectionError``.
+        :meth:`finish_commit_blocking` reads it (:meth:`finish_commit_keyed_blocking`
+        with ``keyed``, a stateful sink's batch of ``entries``); nothing else may use the
+        blocking connection in between. If sending fails, finishing raises ``ConnectionError``.
         """
-        keys, args = self.build(entries)
+        keys, args = self.build(entries, keyed)
         self._sent_keys_args = (keys, args)
         self._link().send(("EVALSHA", self._script.sha, len(keys), *keys, *args))
 
     def finish_commit_blocking(self) -> list[int]:
         """The reply of the commit :meth:`send_commit_blocking` sent: the conflicts."""
+        return [int(i) for i in self._finish_blocking() or ()]
+
+    def finish_commit_keyed_blocking(self) -> CommitResult:
+        """The reply of the keyed commit :meth:`send_commit_blocking` sent."""
+        return keyed_result(self._finish_blocking())
+
+    def commit_keyed_blocking(self, batch: KeyedBatch) -> CommitResult:
+        """:meth:`commit_keyed` from a thread (see :meth:`commit_blocking`)."""
+        if not batch.entries:
+            return CommitResult([], [])
+        self.send_commit_blocking(batch.entries, batch)
+        return self.finish_commit_keyed_blocking()
+
+    def call_blocking(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+        """``commands`` pipelined on the blocking connection; their replies."""
+        link = self._link()
+        link.send(*commands)
+        return [link.read() for _ in commands]
+
+    def _finish_blocking(self) -> Any:
         sent, self._sent_keys_args = self._sent_keys_args, None
         link = self._link()
         if sent is None or not link.awaiting:
@@ -1023,7 +1111,7 @@ class Committer:
             keys, args = sent
             self._script.sha = link.call(("SCRIPT", "LOAD", COMMIT_SCRIPT)).decode()
             reply = link.call(("EVALSHA", self._script.sha, len(keys), *keys, *args))
-        return [int(i) for i in reply or ()]
+        return reply
 
     def count_attempts_blocking(self, events: Sequence[Event]) -> list[int]:
         """:meth:`count_attempts` from the thread."""

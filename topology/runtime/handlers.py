@@ -34,7 +34,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from queue import Empty, SimpleQueue
 from time import sleep as _sleep
-from typing import Any
+from typing import Any, Protocol
 
 from topology._emit import Emit
 from topology.runtime.commit import Add
@@ -48,6 +48,7 @@ __all__ = [
     "HandlerThread",
     "HandlerTimeout",
     "Outcome",
+    "OwnThread",
     "SyncRunner",
     "TooManyDeliveries",
     "route_result",
@@ -328,6 +329,16 @@ def _is_async(fn: Callable[..., Any]) -> bool:
     )
 
 
+class OwnThread(Protocol):
+    """A runner with a thread of its own, which an actor's lane may drive from that thread."""
+
+    def post(self, fn: Callable[..., Any], *args: Any) -> None: ...
+
+    def has_queued(self) -> bool: ...
+
+    def run_blocking(self, batch: Any, loop: asyncio.AbstractEventLoop, /) -> Any: ...
+
+
 class HandlerRunner:
     """One sink's handler bound to its outputs: a batch in, one outcome per event out.
 
@@ -347,7 +358,7 @@ class HandlerRunner:
         return self
 
     @property
-    def own_thread(self) -> SyncRunner | None:
+    def own_thread(self) -> OwnThread | None:
         """This runner when it runs batches on a thread of its own (the actor may then
         handle *and* commit there), else None."""
         return None
@@ -426,7 +437,7 @@ class SyncRunner(HandlerRunner):
         return self
 
     @property
-    def own_thread(self) -> SyncRunner | None:
+    def own_thread(self) -> OwnThread | None:
         return self if self._thread is not None else None
 
     def post(self, fn: Callable[..., Any], *args: Any) -> None:

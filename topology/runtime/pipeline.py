@@ -14,6 +14,9 @@ chunk's retries queued, its room in the actor freed). A lane runs the steps:
   its reply read only once the next chunk (if one is already waiting) has been
   handled: the server runs one chunk's script while the thread handles the next.
   One thread, one connection, one commit in flight: commits land in read order.
+  A stateful sink's chunks go the same way (its state reads on that connection
+  too); a keyed chunk whose commit left events to handle again finishes them
+  there, one commit at a time, before the next chunk commits.
 """
 
 from __future__ import annotations
@@ -28,10 +31,10 @@ from collections.abc import Callable, Generator, Sequence
 from typing import Any, Protocol
 
 from topology.runtime.commit import Committer, Entry
-from topology.runtime.handlers import Failure, HandlerRunner, Outcome, SyncRunner
+from topology.runtime.handlers import Failure, HandlerRunner, Outcome, OwnThread
 from topology.runtime.metrics import Metrics
 from topology.runtime.retry import ERROR_BACKOFF_FIRST, RedisRetry, Retry, RetryQueue
-from topology.runtime.state import read_states
+from topology.runtime.state import read_states, read_states_blocking
 from topology.streams import Event, is_transient
 
 __all__ = ["Chunk", "InHand", "Lane", "LoopLane", "Step", "ThreadLane"]
@@ -46,6 +49,7 @@ class Step:
     COUNT = "count"  # failed events -> their attempt counts (HINCRBY)
     COMMIT = "commit"  # entries -> indexes of the conflicting ones
     AFTER_PREVIOUS = "after-previous"  # None -> None, once the previous chunk is done
+    AFTER_HANDLED = "after-handled"  # None -> None, once the previous chunk was handled
     READ_STATE = "read-state"  # state key names -> their stored states (keyed state)
     COMMIT_KEYED = "commit-keyed"  # a KeyedBatch -> CommitResult (conflicts, moved)
 
@@ -87,6 +91,14 @@ class Chunk:
 def set_none(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
+
+
+def after(before: asyncio.Future[None] | None, future: asyncio.Future[None]) -> None:
+    """Set ``future`` once ``before`` is done (at once if it is, or there is none)."""
+    if before is None or before.done():
+        set_none(future)
+    else:
+        before.add_done_callback(lambda _: set_none(future))
 
 
 def call_now(fn: Callable[..., Any], *args: Any) -> None:
@@ -229,6 +241,7 @@ class LoopLane(Lane):
         self._tasks: set[asyncio.Task[None]] = set()
         self._handle_lock = asyncio.Lock()
         self._commit_tail: asyncio.Future[None] | None = None
+        self._handled_tail: asyncio.Future[None] | None = None
 
     def dispatch(self, chunk: Chunk) -> None:
         task = asyncio.create_task(self._run(chunk))
@@ -243,20 +256,31 @@ class LoopLane(Lane):
     async def _run(self, chunk: Chunk) -> None:
         """Run the steps; an unexpected error leaves the events pending (redelivered after
         the ack grace): it delays them, never loses them, never kills the actor."""
-        previous = self._commit_tail
-        mine: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._commit_tail = mine
+        loop = asyncio.get_running_loop()
+        previous, before = self._commit_tail, self._handled_tail
+        mine: asyncio.Future[None] = loop.create_future()
+        handled: asyncio.Future[None] = loop.create_future()
+        self._commit_tail, self._handled_tail = mine, handled
         steps = self.host.steps(chunk)
         try:
             kind, arg = next(steps)
             while True:
-                kind, arg = steps.send(await self._step(kind, arg, previous))
+                if kind == Step.AFTER_HANDLED:
+                    if before is not None and not before.done():
+                        await asyncio.wait((before,))
+                    kind, arg = steps.send(None)
+                    continue
+                result = await self._step(kind, arg, previous)
+                step, (kind, arg) = kind, steps.send(result)
+                if step == Step.HANDLE:  # the steps took in its outcome: the next may start
+                    after(before, handled)
         except StopIteration:
             pass
         except Exception:
             self._failed("batch", chunk)
             await asyncio.sleep(ERROR_BACKOFF_FIRST)  # a backoff, not a synchronisation
         finally:
+            after(before, handled)
             set_none(mine)
             self.in_hand.settle(chunk, call_now)
 
@@ -294,14 +318,14 @@ class ThreadLane(Lane):
         host: LaneHost,
         committer: Committer,
         in_hand: InHand,
-        runner: SyncRunner,
+        runner: OwnThread,
         loop: asyncio.AbstractEventLoop,
     ) -> None:
         super().__init__(host, committer, in_hand)
         self.runner = runner
         self.loop = loop
-        #: The commit sent and not read back yet: its chunk, steps and entries.
-        self._sent: tuple[Chunk, Steps, list[Entry]] | None = None
+        #: The commit sent and not read back yet: its chunk, steps, step kind and argument.
+        self._sent: tuple[Chunk, Steps, str, Any] | None = None
 
     def dispatch(self, chunk: Chunk) -> None:
         self.runner.post(self._run, chunk)
@@ -331,33 +355,55 @@ class ThreadLane(Lane):
         steps = self.host.steps(chunk)
         try:
             kind, arg = next(steps)
-            while True:
-                reply: Any
-                if kind == Step.HANDLE:
-                    started = time.perf_counter()
-                    reply = self.runner.run_blocking(arg, self.loop)
-                    elapsed = time.perf_counter() - started
-                    self.host.metrics.observe_handler(self.host.sink_name, elapsed)
-                else:
-                    self._settle_sent()  # one reply awaited at a time: the previous chunk's
-                    if kind == Step.COMMIT:
-                        return self._send(chunk, steps, arg)
-                    retry = self.host.redis_retry
-                    reply = retry.run_blocking(self.committer.count_attempts_blocking, arg)
-                kind, arg = steps.send(reply)
+            while kind not in (Step.COMMIT, Step.COMMIT_KEYED):
+                kind, arg = steps.send(self._step(kind, arg))
         except StopIteration:
             return False
+        self._settle_sent()  # one reply awaited at a time: the previous chunk's
+        return self._send(chunk, steps, kind, arg)
 
-    def _send(self, chunk: Chunk, steps: Steps, entries: list[Entry]) -> bool:
+    def _step(self, kind: str, arg: Any) -> Any:
+        """One step, on this thread; a commit here is not pipelined (a keyed chunk's
+        later round, run while its first commit is settled)."""
+        host = self.host
+        if kind == Step.HANDLE:
+            started = time.perf_counter()
+            reply = self.runner.run_blocking(arg, self.loop)
+            host.metrics.observe_handler(host.sink_name, time.perf_counter() - started)
+            return reply
+        if kind == Step.AFTER_HANDLED:
+            return None  # one thread runs the chunks in order: those before are handled
+        self._settle_sent()  # one reply awaited at a time: the previous chunk's
+        committer, retry = self.committer, host.redis_retry
+        if kind == Step.COUNT:
+            return retry.run_blocking(committer.count_attempts_blocking, arg)
+        if kind == Step.READ_STATE:
+            return retry.run_blocking(
+                functools.partial(read_states_blocking, committer.call_blocking), arg
+            )
+        if kind == Step.AFTER_PREVIOUS:
+            return None  # settled above: every chunk before is done
+        started = time.perf_counter()
+        keyed = kind == Step.COMMIT_KEYED
+        reply = retry.run_blocking(
+            committer.commit_keyed_blocking if keyed else committer.commit_blocking, arg
+        )
+        host.metrics.observe_commit(host.sink_name, time.perf_counter() - started)
+        return reply
+
+    def _send(self, chunk: Chunk, steps: Steps, kind: str, arg: Any) -> bool:
         if self.host.halted:
             return False
         try:
-            self.committer.send_commit_blocking(entries)
+            if kind == Step.COMMIT_KEYED:
+                self.committer.send_commit_blocking(arg.entries, arg)
+            else:
+                self.committer.send_commit_blocking(arg)
         except Exception as exc:
             if not is_transient(exc):
                 raise
             # settling reads no reply, and runs the whole commit again (fenced)
-        self._sent = (chunk, steps, entries)
+        self._sent = (chunk, steps, kind, arg)
         if not self.runner.has_queued():
             self._settle_sent()
         return True
@@ -367,26 +413,43 @@ class ThreadLane(Lane):
         sent, self._sent = self._sent, None
         if sent is None:
             return
-        chunk, steps, entries = sent
+        chunk, steps, kind, arg = sent
         committer = self.committer
+        keyed = kind == Step.COMMIT_KEYED
         started = time.perf_counter()  # the wait for the reply: the send went before
         try:
+            reply: Any
             try:
-                conflicts = committer.finish_commit_blocking()
+                reply = (
+                    committer.finish_commit_keyed_blocking()
+                    if keyed
+                    else committer.finish_commit_blocking()
+                )
             except Exception as exc:
                 if not is_transient(exc):
                     raise
                 # fenced: running the whole commit again is safe
-                conflicts = self.host.redis_retry.run_blocking(committer.commit_blocking, entries)
+                commit = committer.commit_keyed_blocking if keyed else committer.commit_blocking
+                reply = self.host.redis_retry.run_blocking(commit, arg)
             elapsed = time.perf_counter() - started
             self.host.metrics.observe_commit(self.host.sink_name, elapsed)
-            with contextlib.suppress(StopIteration):
-                steps.send(conflicts)
+            self._finish(steps, reply)
         except Exception:
             self._failed("commit", chunk)
             time.sleep(ERROR_BACKOFF_FIRST)  # a backoff on this actor's own thread
         finally:
             self.in_hand.settle(chunk, self._on_loop)
+
+    def _finish(self, steps: Steps, reply: Any) -> None:
+        """Hand a chunk's steps its commit's reply; a keyed chunk may go on (events whose
+        key's state moved are handled again): its further steps run here and now."""
+        try:
+            kind, arg = steps.send(reply)
+            while not self.host.halted:
+                kind, arg = steps.send(self._step(kind, arg))
+            steps.close()  # stop_now: what is not committed stays pending
+        except StopIteration:
+            pass
 
     def _close(self) -> None:
         """The thread's last job for this actor: the commit in flight, then the connection."""

@@ -55,14 +55,18 @@ from topology.runtime.handlers import (
     Outcome,
     _is_async,
     route_result,
+    within,
 )
 from topology.runtime.keys import EngineKeys, glob_escape, shared_hash_tag
 from topology.runtime.state_lua import STATE_LUA, STATE_SCRIPT
+from topology.runtime.timeouts import TimedBatches
 from topology.streams import Event
+from topology.streams._payload import compact_json
 
 __all__ = [
     "STATE_LUA",
     "STATE_SCRIPT",
+    "AheadStates",
     "Applied",
     "KeyState",
     "KnownStates",
@@ -81,6 +85,7 @@ __all__ = [
     "load_state",
     "log_state_change",
     "read_states",
+    "read_states_blocking",
     "scan_states",
     "state_args",
     "state_layout",
@@ -114,7 +119,7 @@ def _path_key(path: str) -> Callable[[Event], str]:
 
     def key(event: Event) -> str:
         try:
-            value: Any = json.loads(event.payload)
+            value: Any = event.peek_json()  # kept for the handler's event.json()
         except ValueError as exc:  # UnicodeDecodeError is one too
             raise StateContractError(f"key {path!r}: the payload is not JSON: {exc}") from None
         for i, part in enumerate(parts):
@@ -228,6 +233,17 @@ async def read_states(redis: Any, names: Iterable[str]) -> dict[str, KeyState]:
     return {name: _stored(name, reply) for name, reply in zip(names, replies, strict=True)}
 
 
+def read_states_blocking(
+    call: Callable[[Sequence[tuple[Any, ...]]], list[Any]], names: Iterable[str]
+) -> dict[str, KeyState]:
+    """:func:`read_states` from a thread: ``call`` sends commands pipelined, returns replies."""
+    names = list(dict.fromkeys(names))
+    if not names:
+        return {}
+    replies = call([("HMGET", name, "v", "s") for name in names])
+    return {name: _stored(name, reply) for name, reply in zip(names, replies, strict=True)}
+
+
 async def scan_states(
     redis: Any, layout: StateLayout, *, count: int = 500
 ) -> AsyncIterator[list[tuple[str, KeyState]]]:
@@ -263,9 +279,9 @@ async def _named(redis: Any, layout: StateLayout, names: list[str]) -> list[tupl
 # -- applying the handler ---------------------------------------------------------------
 
 
-#: One encoder for every state: ``json.dumps`` with options builds a new one per call,
-#: a good part of what keyed state costs per event. ``allow_nan=False``: NaN is not JSON.
-_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+#: One encoder for every state (see :func:`compact_json`). ``allow_nan=False``: NaN is
+#: not JSON.
+_encode_state = compact_json(allow_nan=False)
 
 
 def load_state(text: str | None) -> dict[str, Any]:
@@ -280,7 +296,7 @@ def dump_state(state: Any) -> str | None:
     if not state:
         return None
     try:
-        return _ENCODER.encode(state)
+        return _encode_state(state)
     except (TypeError, ValueError) as exc:
         raise StateContractError(f"the state is not JSON-serialisable: {exc}") from None
 
@@ -336,6 +352,60 @@ def _prepare(
     return outcomes, plain, states
 
 
+class _KeyedCalls:
+    """One batch's calls of a sync stateful handler: call i, then record (settle) it.
+
+    Split in two so a call bounded by the sink's ``timeout`` can be abandoned between
+    them (:meth:`TimedBatches.run`): the call works on its own copy of the state, and
+    only :meth:`record` makes that copy the key's state, so an abandoned or failed
+    call changes no state, and the key's next event starts from the state before it.
+    """
+
+    def __init__(
+        self,
+        fn: Callable[[Event, dict[str, Any]], Any],
+        events: Sequence[Event],
+        keys: Sequence[str | Failure],
+        stored: Mapping[str, KeyState],
+        layout: StateLayout,
+        outputs: tuple[str, ...],
+    ) -> None:
+        self.fn, self.events, self.outputs = fn, events, outputs
+        self.outcomes, self.keys, self.states = _prepare(keys, stored, layout)
+
+    def call(self, i: int) -> Any:
+        """Call ``fn`` for event i: a Failure, else what :meth:`record` settles."""
+        key = self.keys[i]
+        if key is None:  # no key: its outcome is the failure already
+            return self.outcomes[i]
+        ks = self.states[key]
+        state = load_state(ks.text)
+        try:
+            result = self.fn(self.events[i], state)
+        except (Exception, SystemExit) as exc:  # sys.exit() in a handler is its failure
+            return _failed(exc)
+        if type(result) not in _PLAIN and inspect.isawaitable(result):
+            return _awaitable_returned(result)
+        return ks, state, result
+
+    def record(self, i: int, value: Any) -> None:
+        if isinstance(value, Failure):
+            self.outcomes[i] = value
+        else:
+            ks, state, result = value
+            self.outcomes[i] = _settle(ks, state, result, self.outputs)
+
+    def run(self) -> None:
+        call, record = self.call, self.record
+        for i in range(len(self.events)):
+            if i & YIELD_MASK == YIELD_MASK:
+                time.sleep(0)  # let the event loop's thread take the GIL: see YIELD_EVERY
+            record(i, call(i))
+
+    def applied(self) -> Applied:
+        return Applied(self.outcomes, self.keys, self.states)  # type: ignore[arg-type]
+
+
 def apply_batch(
     fn: Callable[[Event, dict[str, Any]], Any],
     events: Sequence[Event],
@@ -343,30 +413,19 @@ def apply_batch(
     stored: Mapping[str, KeyState],
     layout: StateLayout,
     outputs: tuple[str, ...],
+    timed: TimedBatches | None = None,
 ) -> Applied:
     """Handle ``events`` in order with a sync handler; ``stored`` is what :func:`read_states` read.
 
     ``stored`` is not changed: re-applying after a conflict starts from a new read.
+    With ``timed`` each call is bounded by the sink's ``timeout``.
     """
-    outcomes, plain, states = _prepare(keys, stored, layout)
-    for i, event in enumerate(events):
-        if i & YIELD_MASK == YIELD_MASK:
-            time.sleep(0)  # let the event loop's thread take the GIL: see YIELD_EVERY
-        key = plain[i]
-        if key is None:
-            continue
-        ks = states[key]
-        state = load_state(ks.text)
-        try:
-            result = fn(event, state)
-        except (Exception, SystemExit) as exc:  # sys.exit() in a handler is its failure
-            outcomes[i] = _failed(exc)
-        else:
-            if type(result) not in _PLAIN and inspect.isawaitable(result):
-                outcomes[i] = _awaitable_returned(result)
-                continue
-            outcomes[i] = _settle(ks, state, result, outputs)
-    return Applied(outcomes, plain, states)  # type: ignore[arg-type]
+    calls = _KeyedCalls(fn, events, keys, stored, layout, outputs)
+    if timed is None:
+        calls.run()
+    else:
+        timed.run(events, calls.call, calls.record)
+    return calls.applied()
 
 
 #: What a handler returns most often: not awaitables (``isawaitable`` is not free).
@@ -394,8 +453,10 @@ async def apply_batch_async(
     outputs: tuple[str, ...],
     *,
     concurrency: int = 64,
+    timeout: float | None = None,
 ) -> Applied:
-    """:func:`apply_batch` for an async handler: keys run concurrently, a key's events in order."""
+    """:func:`apply_batch` for an async handler: keys run concurrently, a key's events in
+    order; a call past ``timeout`` is cancelled (a :class:`HandlerTimeout` failure)."""
     outcomes, plain, states = _prepare(keys, stored, layout)
     chains: dict[str, list[int]] = {}
     for i, key in enumerate(plain):
@@ -411,7 +472,7 @@ async def apply_batch_async(
                 try:
                     result = fn(events[i], state)
                     if inspect.isawaitable(result):
-                        result = await result
+                        result = await (result if timeout is None else within(result, timeout))
                 except (Exception, SystemExit) as exc:
                     outcomes[i] = _failed(exc)
                 else:
@@ -470,8 +531,9 @@ def keyed_batch(
         if k is None:
             k = order[key] = len(order) + 1
         index.append(k)
-    section_keys, section_args = state_args((applied.states[key] for key in order), layout)
-    return KeyedBatch(entries, section_keys, section_args, index)
+    states = [applied.states[key] for key in order]
+    section_keys, section_args = state_args(states, layout)
+    return KeyedBatch(entries, section_keys, section_args, index, states)
 
 
 class StateWiring(NamedTuple):
@@ -505,14 +567,42 @@ class StatefulRunner(HandlerRunner):
         self.executor = executor
         self._async = _is_async(fn)
         self._thread = HandlerThread() if executor is None and not self._async else None
+        self._timed: TimedBatches | None = None
+
+    def limit(self, seconds: float | None, name: str = "handler") -> HandlerRunner:
+        """Bound each call to ``seconds``: an async call is cancelled, a sync one abandoned
+        on its thread (see :mod:`topology.runtime.timeouts`); either changes no state."""
+        super().limit(seconds, name)
+        self._timed = None if seconds is None or self._async else TimedBatches(seconds, name)
+        return self
+
+    @property
+    def own_thread(self) -> StatefulRunner | None:
+        return self if self._thread is not None else None
+
+    def post(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Run ``fn(*args)`` on this handler's thread, in order with what runs there."""
+        assert self._thread is not None
+        self._thread.post(fn, *args)
+
+    def has_queued(self) -> bool:
+        """More jobs wait for this handler's thread (see :meth:`HandlerThread.has_queued`)."""
+        return self._thread is not None and self._thread.has_queued()
+
+    def run_blocking(self, batch: Any, loop: asyncio.AbstractEventLoop) -> Applied:
+        """:meth:`run` of a sync handler, from this handler's own thread."""
+        events, keys, stored = batch
+        return apply_batch(
+            self.handler, events, keys, stored, self.layout, self.outputs, self._timed
+        )
 
     async def run(self, batch: Any) -> Any:
         events, keys, stored = batch
         if self._async:
             return await apply_batch_async(
-                self.handler, events, keys, stored, self.layout, self.outputs
+                self.handler, events, keys, stored, self.layout, self.outputs, timeout=self.timeout
             )
-        args = (self.handler, events, keys, stored, self.layout, self.outputs)
+        args = (self.handler, events, keys, stored, self.layout, self.outputs, self._timed)
         if self._thread is not None:
             return await self._thread.submit(apply_batch, *args)
         return await asyncio.get_running_loop().run_in_executor(self.executor, apply_batch, *args)
@@ -569,34 +659,100 @@ class KnownStates:
                 known[name] = ks
         return known, misses
 
+    def get(self, name: str) -> KeyState | None:
+        """The state known for ``name`` (not a copy: only look at it)."""
+        return self._known.get(name)
+
     def forget(self, names: Iterable[str]) -> None:
         for name in names:
             self._known.pop(name, None)
 
-    def committed(
-        self, batch: KeyedBatch, applied: Applied, left_out: Iterable[int], version: int
-    ) -> None:
+    def committed(self, batch: KeyedBatch, left_out: Iterable[int], version: int) -> None:
         """Learn what a commit wrote: every key with an entry committed (a key whose
-        entries were all left out was blocked: forgotten, to be read again)."""
+        entries were all left out was blocked: forgotten, to be read again).
+
+        The batch's own records are kept, updated in place: its chunk is done with them
+        (a later chunk starting from them takes a copy)."""
         skip = set(left_out)
-        written = {k for i, k in enumerate(batch.key_index) if k and i not in skip}
+        if skip:
+            written = {k for i, k in enumerate(batch.key_index) if k and i not in skip}
+        else:
+            written = set(batch.key_index)
         known = self._known
         if len(known) > self.limit:
             known.clear()
-        for k, ks in enumerate(applied.states[key] for key in _section_keys(batch, applied)):
-            if k + 1 not in written:
+        for k, ks in enumerate(batch.states, 1):
+            if k not in written or (ks.changed and ks.text is not None and not version):
+                # blocked, or the version is not known (the cluster fallback): read it again
                 known.pop(ks.name, None)
-            elif not ks.changed:
-                known[ks.name] = KeyState(ks.name, ks.version, ks.text)
-            elif ks.text is None:  # deleted: absent reads as version 0
-                known[ks.name] = KeyState(ks.name, 0, None)
-            elif version:
-                known[ks.name] = KeyState(ks.name, version, ks.text)
-            else:  # the version is not known (the cluster fallback): read it next time
-                known.pop(ks.name, None)
+                continue
+            if ks.changed:
+                ks.version = 0 if ks.text is None else version  # deleted: absent reads as 0
+                ks.changed = False
+            known[ks.name] = ks
 
 
-def _section_keys(batch: KeyedBatch, applied: Applied) -> list[str]:
-    """The state keys of ``batch``'s section, in its order."""
-    by_name = {ks.name: key for key, ks in applied.states.items()}
-    return [by_name[name] for name in batch.keys[1:]]
+class AheadStates:
+    """The states a chunk's handler left, from then until the chunk is done (committed or
+    given up), per Redis key: the next chunk sharing a key starts from them instead of
+    waiting for that commit, so one chunk is handled while the one before it commits
+    even when they share keys (few keys, or hot ones).
+
+    Such a start is a guess until the earlier commit lands: :meth:`stale` then keeps it
+    only where the state it started from is what got committed (the known state, which
+    also gives the version the commit checks). Where it is not (that commit moved the
+    key, or failed), the key's events are handled again from the current state, their
+    first outcomes dropped unwritten.
+    """
+
+    def __init__(self) -> None:
+        self._ahead: dict[str, KeyState] = {}
+
+    def get(self, name: str) -> KeyState | None:
+        """The state the latest chunk not done yet left for ``name``, if any."""
+        ks = self._ahead.get(name)
+        return None if ks is None else KeyState(name, ks.version, ks.text)
+
+    def publish(self, applied: Applied) -> list[KeyState]:
+        """A chunk was handled: its states are the ones to start from; returns them."""
+        states = list(applied.states.values())
+        for ks in states:
+            self._ahead[ks.name] = ks
+        return states
+
+    def retire(self, published: Iterable[KeyState]) -> None:
+        """The chunk is done: its states go, unless a later chunk's replaced them."""
+        ahead = self._ahead
+        for ks in published:
+            if ahead.get(ks.name) is ks:
+                del ahead[ks.name]
+
+    @staticmethod
+    def stale(based: Mapping[str, str | None], applied: Applied, known: KnownStates) -> set[str]:
+        """The Redis keys of ``based`` (name -> the JSON the handler started from) whose
+        start was not what the earlier chunks committed; the others get the version
+        their commit wrote (what this chunk's commit checks)."""
+        by_name = {ks.name: ks for ks in applied.states.values()}
+        stale = set()
+        for name, text in based.items():
+            committed = known.get(name)
+            if committed is None or committed.text != text:
+                stale.add(name)
+            elif name in by_name:
+                by_name[name].version = committed.version
+        return stale
+
+
+def drop_keys(applied: Applied, names: set[str]) -> tuple[list[int], Applied]:
+    """The indexes of the events whose state key is one of ``names`` (Redis keys), and
+    ``applied`` without them (the other events, in order, and the other states)."""
+    keys = applied.keys
+    states = applied.states
+    out = [i for i, k in enumerate(keys) if k is not None and states[k].name in names]
+    gone = set(out)
+    kept = [i for i in range(len(keys)) if i not in gone]
+    return out, Applied(
+        [applied.outcomes[i] for i in kept],
+        [keys[i] for i in kept],
+        {k: ks for k, ks in states.items() if ks.name not in names},
+    )

@@ -36,6 +36,9 @@ __all__ = ["TimedBatches", "isolate_redelivered", "over_delivered"]
 
 log = logging.getLogger("topology.runtime")
 
+#: Keeps call i's outcome (see :class:`_Job`).
+Recorder = Callable[[int, Any], None]
+
 
 def over_delivered(events: Sequence[Event], limit: int) -> dict[int, Failure] | None:
     """The failures of the events delivered more than ``limit`` times, by index; None if none."""
@@ -52,49 +55,35 @@ def over_delivered(events: Sequence[Event], limit: int) -> dict[int, Failure] | 
 
 
 class _Job:
-    """One run of a batch (from ``start``) on a helper thread, watched from outside."""
+    """One run of a batch's calls (from ``start``) on a helper thread, watched from outside.
+
+    ``call(i)`` makes call i (unlocked: it is what may hang); ``record(i, value)`` keeps
+    what it gave, under the lock and only if the call was not abandoned meanwhile, so an
+    abandoned call never writes into the batch it was taken off.
+    """
 
     def __init__(
-        self,
-        fn: Callable[[Event], Any],
-        events: Sequence[Event],
-        outputs: tuple[str, ...],
-        start: int,
-        results: list[Any],
-        pending: list[int],
+        self, count: int, call: Callable[[int], Any], record: Recorder, start: int
     ) -> None:
-        self.fn, self.events, self.outputs = fn, events, outputs
-        self.results, self.pending = results, pending
+        self.count, self.call, self.record = count, call, record
         self.lock = threading.Lock()
         self.done = threading.Event()
-        self.index = start  # the call in progress (len(events): all done)
+        self.index = start  # the call in progress (count: all done)
         self.began = time.monotonic()
         self.abandoned = False
 
     def run(self) -> None:
         """On the helper thread: the calls, each recorded unless abandoned meanwhile."""
-        plain = (list, tuple, type(None))
-        for i in range(self.index, len(self.events)):
+        for i in range(self.index, self.count):
             with self.lock:
                 if self.abandoned:
                     return
                 self.index, self.began = i, time.monotonic()
-            outcome: Any
-            awaitable = False
-            try:
-                result = self.fn(self.events[i])
-                awaitable = type(result) not in plain and inspect.isawaitable(result)
-                outcome = result if awaitable else route_result(result, self.outputs)
-            except ContractError as exc:
-                outcome = Failure(exc, retryable=False)
-            except (Exception, SystemExit) as exc:  # sys.exit() in a handler is its failure
-                outcome = Failure(exc, retryable=True)
+            value = self.call(i)
             with self.lock:
                 if self.abandoned:  # too late: its slot already holds the timeout
                     return
-                self.results[i] = outcome
-                if awaitable:
-                    self.pending.append(i)
+                self.record(i, value)
                 self.index = i + 1
         self.done.set()
 
@@ -108,18 +97,32 @@ class _Job:
             with self.lock:
                 if self.done.is_set() or (self.index, self.began) != (index, began):
                     continue
-                if index >= len(self.events):
+                if index >= self.count:
                     continue
                 self.abandoned = True
                 return index
 
 
+def _call_stateless(fn: Callable[[Event], Any], event: Event, outputs: tuple[str, ...]) -> Any:
+    """One stateless call: its outcome, or the awaitable it returned (awaited on the loop)."""
+    try:
+        result = fn(event)
+        if type(result) not in (list, tuple, type(None)) and inspect.isawaitable(result):
+            return result
+        return route_result(result, outputs)
+    except ContractError as exc:
+        return Failure(exc, retryable=False)
+    except (Exception, SystemExit) as exc:  # sys.exit() in a handler is its failure
+        return Failure(exc, retryable=True)
+
+
 class TimedBatches:
     """Runs a sync handler's batches with a bound on each call (see the module doc).
 
-    A drop-in for the plain batch function: same arguments, same
-    ``(results, awaitable indexes)``. Called from the actor's thread (or an
-    executor's), which only waits; the calls run on a helper thread per batch.
+    Called as the plain batch function (same arguments, same ``(results, awaitable
+    indexes)``) for a stateless sink; :meth:`run` is the same for any calls (a
+    stateful sink's). Called from the actor's thread (or an executor's), which only
+    waits; the calls run on a helper thread per batch.
     """
 
     def __init__(self, seconds: float, name: str = "handler") -> None:
@@ -133,9 +136,22 @@ class TimedBatches:
     ) -> tuple[list[Any], list[int]]:
         results: list[Any] = [None] * len(events)
         pending: list[int] = []
+
+        def record(i: int, value: Any) -> None:
+            results[i] = value
+            if not isinstance(value, (list, Failure)):
+                pending.append(i)  # an awaitable: awaited on the loop by the caller
+
+        self.run(events, lambda i: _call_stateless(fn, events[i], outputs), record)
+        return results, pending
+
+    def run(self, events: Sequence[Event], call: Callable[[int], Any], record: Recorder) -> None:
+        """``record(i, call(i))`` for each event in order, each call bounded: one past the
+        bound is abandoned, recorded as a :class:`HandlerTimeout` failure, and the rest
+        go on on a new thread."""
         start = 0
         while start < len(events):
-            job = _Job(fn, events, outputs, start, results, pending)
+            job = _Job(len(events), call, record, start)
             threading.Thread(target=job.run, name=f"ponos-{self.name}", daemon=True).start()
             stuck = job.watch(self.seconds)
             if stuck is None:
@@ -154,9 +170,8 @@ class TimedBatches:
             error = HandlerTimeout(
                 f"handler call took longer than {self.seconds:g}s (abandoned on its thread)"
             )
-            results[stuck] = Failure(error, retryable=True)
+            record(stuck, Failure(error, retryable=True))
             start = stuck + 1
-        return results, pending
 
 
 #: Deliveries after which an event is suspect: handled and committed on its own. One
