@@ -28,7 +28,6 @@ from typing import Any
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from topology.redact import redact_text
-from topology.streams import pause
 
 __all__ = ["HealthServer", "Sampler", "readiness_problems"]
 
@@ -71,6 +70,9 @@ class Sampler:
             self._task = None
 
     async def _loop(self) -> None:
+        # Imported here: a pool's parent serves probes and metrics without redis-py.
+        from topology.streams import pause
+
         while not self._stopping.is_set():
             await self.sample()
             self.sampled.set()
