@@ -153,6 +153,14 @@ local function owns(si, id)
   end
   return false
 end
+-- One output of a uniform shape: name and payload only, capped when maxlen is set.
+local function add_np(okey, maxlen, name, payload)
+  if maxlen == '' then
+    redis.call('XADD', okey, '*', 'n', name, 'p', payload)
+  else
+    redis.call('XADD', okey, 'MAXLEN', '~', maxlen, '*', 'n', name, 'p', payload)
+  end
+end
 local conflicts = {}
 local acks = {}
 local trim = {}
@@ -170,11 +178,7 @@ if shape == 'u' then
   for e = 1, nentries do
     local id = ARGV[a]
     if set[id] or (isCut and owns(si, id)) then
-      if maxlen == '' then
-        redis.call('XADD', okey, '*', 'n', ARGV[a + 1], 'p', ARGV[a + 2])
-      else
-        redis.call('XADD', okey, 'MAXLEN', '~', maxlen, '*', 'n', ARGV[a + 1], 'p', ARGV[a + 2])
-      end
+      add_np(okey, maxlen, ARGV[a + 1], ARGV[a + 2])
       ids[#ids + 1] = id
       if has_attempts then cleared[#cleared + 1] = prefix .. id end
     else
@@ -214,11 +218,7 @@ if shape == 'ku' then
     local id, k = ARGV[a], tonumber(ARGV[a + 1])
     local mine = owns(si, id)
     if mine and (k == 0 or not blocked[k]) then
-      if maxlen == '' then
-        redis.call('XADD', okey, '*', 'n', ARGV[a + 2], 'p', ARGV[a + 3])
-      else
-        redis.call('XADD', okey, 'MAXLEN', '~', maxlen, '*', 'n', ARGV[a + 2], 'p', ARGV[a + 3])
-      end
+      add_np(okey, maxlen, ARGV[a + 2], ARGV[a + 3])
       ids[#ids + 1] = id
       if has_attempts then cleared[#cleared + 1] = prefix .. id end
     elseif mine then

@@ -34,7 +34,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from queue import Empty, SimpleQueue
 from time import sleep as _sleep
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from topology._emit import Emit
 from topology.runtime.commit import Add
@@ -412,7 +412,27 @@ class AsyncRunner(HandlerRunner):
         return results
 
 
-class SyncRunner(HandlerRunner):
+class ThreadOwner:
+    """What a runner whose sync calls run on a :class:`HandlerThread` of its own (None:
+    on an executor's) offers its actor's thread lane."""
+
+    _thread: HandlerThread | None
+
+    @property
+    def own_thread(self) -> OwnThread | None:
+        return cast("OwnThread", self) if self._thread is not None else None
+
+    def post(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Run ``fn(*args)`` on this handler's thread, in order with what runs there."""
+        assert self._thread is not None
+        self._thread.post(fn, *args)
+
+    def has_queued(self) -> bool:
+        """More jobs wait for this handler's thread (see :meth:`HandlerThread.has_queued`)."""
+        return self._thread is not None and self._thread.has_queued()
+
+
+class SyncRunner(ThreadOwner, HandlerRunner):
     """A sync handler, a whole batch per job: on a :class:`HandlerThread` of this
     runner's own (one runner per actor), or on ``executor`` when one is given."""
 
@@ -435,19 +455,6 @@ class SyncRunner(HandlerRunner):
         super().limit(seconds, name)
         self._batch = _run_sync_batch if seconds is None else TimedBatches(seconds, name)
         return self
-
-    @property
-    def own_thread(self) -> OwnThread | None:
-        return self if self._thread is not None else None
-
-    def post(self, fn: Callable[..., Any], *args: Any) -> None:
-        """Run ``fn(*args)`` on this handler's thread, in order with what runs there."""
-        assert self._thread is not None
-        self._thread.post(fn, *args)
-
-    def has_queued(self) -> bool:
-        """More jobs wait for this handler's thread (see :meth:`HandlerThread.has_queued`)."""
-        return self._thread is not None and self._thread.has_queued()
 
     def run_blocking(
         self, events: Sequence[Event], loop: asyncio.AbstractEventLoop

@@ -53,6 +53,7 @@ from topology.runtime.handlers import (
     HandlerRunner,
     HandlerThread,
     Outcome,
+    ThreadOwner,
     _is_async,
     route_result,
     within,
@@ -543,7 +544,7 @@ class StateWiring(NamedTuple):
     layout: StateLayout
 
 
-class StatefulRunner(HandlerRunner):
+class StatefulRunner(ThreadOwner, HandlerRunner):
     """A stateful sink's handler: ``handler(event, state)`` over a batch and its read states.
 
     :meth:`run` takes ``(events, keys, stored)`` and returns an :class:`Applied`. A
@@ -575,19 +576,6 @@ class StatefulRunner(HandlerRunner):
         super().limit(seconds, name)
         self._timed = None if seconds is None or self._async else TimedBatches(seconds, name)
         return self
-
-    @property
-    def own_thread(self) -> StatefulRunner | None:
-        return self if self._thread is not None else None
-
-    def post(self, fn: Callable[..., Any], *args: Any) -> None:
-        """Run ``fn(*args)`` on this handler's thread, in order with what runs there."""
-        assert self._thread is not None
-        self._thread.post(fn, *args)
-
-    def has_queued(self) -> bool:
-        """More jobs wait for this handler's thread (see :meth:`HandlerThread.has_queued`)."""
-        return self._thread is not None and self._thread.has_queued()
 
     def run_blocking(self, batch: Any, loop: asyncio.AbstractEventLoop) -> Applied:
         """:meth:`run` of a sync handler, from this handler's own thread."""
