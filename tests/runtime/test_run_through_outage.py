@@ -77,6 +77,8 @@ def test_a_reload_rolled_back_by_an_outage_is_applied_once_redis_accepts(
         proc.send_signal(signal.SIGHUP)
         seen = _await_line(proc, "reload: trying again")
         assert "reload: trying again" in seen[-1], "".join(seen)
+        seen = _await_line(proc, "reload: trying again")  # refused again: tried again
+        assert "reload: trying again" in seen[-1], "".join(seen)
         _refuse_writes(client, False)
         wait_until(lambda: client.xlen("pulse:stream:copy") == 20, 30, "the retried reload")
     finally:

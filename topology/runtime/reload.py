@@ -160,7 +160,9 @@ class Reloader:
 
         if exc.__cause__ is None or not is_transient(exc.__cause__):
             return
-        if any(t.get_name() == "reload:retry" and not t.done() for t in self._tasks):
+        self._tasks = [t for t in self._tasks if not t.done()]  # earlier retries, ended
+        me = asyncio.current_task()  # a retry that failed again schedules the next one
+        if any(t.get_name() == "reload:retry" and t is not me for t in self._tasks):
             return
         self._retry_backoff = self._retry_backoff or Backoff(0.5, 10.0, jitter=True)
         delay = self._retry_backoff.next()
