@@ -7,8 +7,9 @@ config file (:class:`Reloader`) or a published deployment
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING, Any
+
+from topology._lazy import load_lazily
 
 if TYPE_CHECKING:
     from topology.runtime.deployment import DeploymentFollower
@@ -42,12 +43,7 @@ _HOMES = {
 
 
 def __getattr__(name: str) -> Any:
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{home}"), name)
-    globals()[name] = value
-    return value
+    return load_lazily(__name__, _HOMES, name)
 
 
 def __dir__() -> list[str]:
